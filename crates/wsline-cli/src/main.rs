@@ -1,0 +1,2 @@
+//! The `wsline` command.
+fn main() {}
