@@ -1,1 +1,36 @@
-//! wsline: a WebSocket library (RFC 6455, RFC 7692).
+//! # wsline
+//!
+//! A WebSocket library (RFC 6455, RFC 7692) built in layers:
+//!
+//! - [`proto`]: the sans-I/O core. Frames, the opening handshake and the per-connection
+//!   state machine: bytes in, events and bytes out. No sockets, threads or clocks.
+//! - [`extension`]: the extension negotiation API.
+//!
+//! ## The core in a few lines
+//!
+//! ```
+//! use std::time::Instant;
+//! use wsline::proto::{Connection, Event, Side, Transmit};
+//! use wsline::Config;
+//!
+//! // A server connection whose handshake already happened, fed one masked frame.
+//! let mut server = Connection::after_handshake(Side::Server, Config::default(), Instant::now());
+//! server.handle_data(b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"); // RFC 6455 §5.7
+//! while let Some(event) = server.poll_event() {
+//!     if let Event::Message(message) = event {
+//!         server.send(message)?; // echo
+//!     }
+//! }
+//! let expected = &b"\x81\x05Hello"[..];
+//! assert_eq!(server.poll_transmit(), Some(Transmit::Bytes(expected.into())));
+//! # Ok::<(), wsline::proto::SendError>(())
+//! ```
+#![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+pub mod extension;
+pub mod proto;
+mod uri;
+
+pub use proto::{CloseCode, Config, Message, Utf8Bytes};
+pub use uri::{UriError, WsUri};
