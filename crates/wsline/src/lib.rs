@@ -28,9 +28,22 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+mod error;
 pub mod extension;
+mod layer_config;
 pub mod proto;
 mod uri;
 
+pub use error::{Error, Result};
+pub use layer_config::{
+    BackpressurePolicy, ConnectConfig, ServerConfig, DEFAULT_READ_BUFFER_SIZE,
+    DEFAULT_SEND_HIGH_WATER,
+};
 pub use proto::{CloseCode, Config, Message, Utf8Bytes};
 pub use uri::{UriError, WsUri};
+
+/// The protocol settings the I/O layers start from: [`Config::default`], plus
+/// permessage-deflate once the `deflate` feature provides it.
+fn default_protocol_config() -> Config {
+    Config::default()
+}

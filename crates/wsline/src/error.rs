@@ -1,0 +1,91 @@
+//! The error type of the I/O layers.
+
+use std::io;
+
+use thiserror::Error;
+
+use crate::proto::{ConnectionClosed, Failure, HandshakeError, ProtocolError, SendError};
+use crate::UriError;
+
+/// Everything that can go wrong on a connection driven by the sync or tokio layer.
+///
+/// Match on the variant, not on the text: `Display` is for people.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transport failed (connection refused, reset, …).
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The URI is not a valid `ws://` or `wss://` URI.
+    #[error(transparent)]
+    Uri(#[from] UriError),
+    /// The opening handshake failed; [`HandshakeError::Rejected`] keeps the server's
+    /// response (status, headers, body).
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// The peer broke the protocol; the connection was failed with the error's close code.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The connection is closed: the close frames sent and received say how.
+    #[error("connection closed: {0}")]
+    ConnectionClosed(ConnectionClosed),
+    /// The operation is not allowed in the connection's state.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The opening handshake, the closing handshake, or a keepalive pong took too long.
+    #[error("{0}")]
+    Timeout(Failure),
+    /// More bytes are waiting to be written than the configured high-water mark allows.
+    #[error("send buffer full: {pending} bytes pending, high-water mark {limit}")]
+    SendBufferFull {
+        /// Bytes waiting to be written.
+        pending: usize,
+        /// The configured high-water mark.
+        limit: usize,
+    },
+    /// TLS setup or negotiation failed.
+    #[error("TLS error: {0}")]
+    Tls(String),
+}
+
+impl Error {
+    /// The error that reports how a connection ended: its failure if it had one, else the
+    /// close status.
+    #[must_use]
+    pub fn from_closed(closed: ConnectionClosed) -> Self {
+        match &closed.failure {
+            Some(Failure::Handshake(error)) => Self::Handshake(error.clone()),
+            Some(Failure::Protocol(error)) => Self::Protocol(error.clone()),
+            Some(
+                failure
+                @ (Failure::OpenTimeout | Failure::CloseTimeout | Failure::KeepaliveTimeout),
+            ) => Self::Timeout(failure.clone()),
+            _ => Self::ConnectionClosed(closed),
+        }
+    }
+
+    /// Whether this error means the connection is closed (cleanly or not), as opposed to a
+    /// failure of the operation alone.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        matches!(
+            self,
+            Self::ConnectionClosed(_)
+                | Self::Protocol(_)
+                | Self::Timeout(_)
+                | Self::Send(SendError::Closed)
+        )
+    }
+
+    /// The close status, when the connection closed with a close handshake or its remains.
+    #[must_use]
+    pub fn close_status(&self) -> Option<&ConnectionClosed> {
+        match self {
+            Self::ConnectionClosed(closed) => Some(closed),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,123 @@
+//! Settings of the I/O layers, shared by the sync and tokio servers and clients.
+
+use std::time::Duration;
+
+use crate::proto::Config;
+
+/// The default read buffer of a connection: 64 KiB.
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 << 10;
+/// The default high-water mark of a connection's outgoing bytes: 4 MiB.
+pub const DEFAULT_SEND_HIGH_WATER: usize = 4 << 20;
+
+/// What a server does when a connection's outgoing bytes pass the high-water mark
+/// (a client that reads too slowly).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackpressurePolicy {
+    /// `send` returns [`Error::SendBufferFull`](crate::Error::SendBufferFull) and the
+    /// message is not queued; the application decides (drop, retry later, close).
+    Error,
+    /// The connection is failed with 1008 (policy violation) and dropped. The default: a
+    /// broadcast to many clients must not stall on, or buffer for, one slow reader.
+    #[default]
+    Close,
+}
+
+/// Settings of a server, sync or tokio.
+///
+/// ```
+/// use std::time::Duration;
+/// use wsline::{Config, ServerConfig};
+/// let config = ServerConfig {
+///     protocol: Config { max_message_size: Some(16 << 20), ..Config::default() },
+///     max_connections: 50_000,
+///     ..ServerConfig::default()
+/// };
+/// assert_eq!(config.protocol.open_timeout, Some(Duration::from_secs(10)));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Protocol settings of every connection: limits, timeouts, keepalive, subprotocols,
+    /// extensions. Default: [`Config::default`] plus permessage-deflate when the `deflate`
+    /// feature is on.
+    pub protocol: Config,
+    /// Most connections open at once; further clients wait in the listen backlog.
+    /// Default: 100,000.
+    pub max_connections: usize,
+    /// Bytes read from a socket at a time. Default: 64 KiB.
+    pub read_buffer_size: usize,
+    /// Most bytes queued for one connection before [`ServerConfig::backpressure`] applies.
+    /// Default: 4 MiB.
+    pub send_high_water: usize,
+    /// What happens past the high-water mark. Default: close the connection.
+    pub backpressure: BackpressurePolicy,
+    /// How long a shutdown waits for connections to finish their closing handshake before
+    /// dropping them. Default: 5 s.
+    pub shutdown_timeout: Duration,
+    /// Set `TCP_NODELAY` on accepted sockets. Default: `true`.
+    pub nodelay: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            protocol: crate::default_protocol_config(),
+            max_connections: 100_000,
+            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+            send_high_water: DEFAULT_SEND_HIGH_WATER,
+            backpressure: BackpressurePolicy::default(),
+            shutdown_timeout: Duration::from_secs(5),
+            nodelay: true,
+        }
+    }
+}
+
+/// Settings of a client connection, sync or tokio.
+///
+/// ```
+/// use wsline::ConnectConfig;
+/// let config = ConnectConfig {
+///     origin: Some("https://example.com".into()),
+///     headers: vec![("Authorization".into(), "Bearer token".into())],
+///     ..ConnectConfig::default()
+/// };
+/// assert!(config.nodelay);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConnectConfig {
+    /// Protocol settings: limits, timeouts (`open_timeout` bounds connect + handshake),
+    /// keepalive, subprotocols, extensions, `User-Agent`. Default: [`Config::default`] plus
+    /// permessage-deflate when the `deflate` feature is on.
+    pub protocol: Config,
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
+    /// Extra headers for the handshake request.
+    pub headers: Vec<(String, String)>,
+    /// Bytes read from the socket at a time. Default: 64 KiB.
+    pub read_buffer_size: usize,
+    /// Set `TCP_NODELAY`. Default: `true`.
+    pub nodelay: bool,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        Self {
+            protocol: crate::default_protocol_config(),
+            origin: None,
+            headers: Vec::new(),
+            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+            nodelay: true,
+        }
+    }
+}
+
+impl ConnectConfig {
+    /// Adds `Origin` and the extra headers to a handshake request.
+    pub fn apply_to(&self, request: &mut crate::proto::Request) {
+        if let Some(origin) = &self.origin {
+            request.headers.insert("Origin", origin.clone());
+        }
+        for (name, value) in &self.headers {
+            request.headers.append(name.clone(), value.clone());
+        }
+    }
+}
