@@ -1067,7 +1067,8 @@ impl Connection {
         };
         let payload = reader.data.split_to(ready).freeze();
         if let Some(current) = &mut reader.message {
-            current.utf8_valid -= ready;
+            // Every validated text byte was just delivered (binary has none to count).
+            current.utf8_valid = 0;
             current.delivered_size += ready;
             current.delivered = true;
         }
