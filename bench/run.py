@@ -1,0 +1,419 @@
+#!/usr/bin/env python3
+"""Echo load benchmark driver for wsline and peer WebSocket servers.
+
+Builds the bench crate in release mode, then for every server x scenario:
+starts a fresh server pinned to one core (`taskset -c 0`), runs `loadgen`
+pinned to another core (`taskset -c 1`, with `--server-pid`), collects its
+JSON line, stops the server (by its PID only) and finally prints a Markdown
+table with throughput, latency and server CPU per message, plus ratios
+against the baseline server (fastwebsockets).
+
+Usage (from anywhere):
+    python3 bench/run.py                       # all servers, all scenarios, 10 s windows
+    python3 bench/run.py --quick               # 2 s windows, shorter warm-up
+    python3 bench/run.py --servers fastwebsockets,wsline-sync --scenarios 100x20B-text
+    python3 bench/run.py --json results.json   # also keep the raw loadgen output
+
+Only the Python 3 standard library is used.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+# Directory of this script (bench/); commands below are relative to it.
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+
+# name -> server command; "{port}" is replaced by the chosen port. Servers
+# whose executable does not exist are skipped with a note.
+SERVERS = {
+    "fastwebsockets": "target/release/echo-fastwebsockets --port {port}",
+    "tokio-tungstenite": "target/release/echo-tokio-tungstenite --port {port}",
+    "tungstenite": "target/release/echo-tungstenite --port {port}",
+    "wsline-sync": "../target/release/wsline serve --host 127.0.0.1 --port {port}"
+    " --no-compression --max-message-size 16777216",
+    "wsline-tokio": "../target/release/wsline serve --host 127.0.0.1 --port {port}"
+    " --no-compression --max-message-size 16777216 --tokio",
+}
+
+# Ratios in the table are relative to this server.
+BASELINE = "fastwebsockets"
+
+# name -> (label, loadgen arguments)
+SCENARIOS = {
+    "100x20B-text": (
+        "100 conns × 20 B text (in-flight 1)",
+        dict(connections=100, size=20, type="text", in_flight=1),
+    ),
+    "10x16KiB-binary": (
+        "10 conns × 16 KiB binary (in-flight 4)",
+        dict(connections=10, size=16384, type="binary", in_flight=4),
+    ),
+    "1x1MiB-binary": (
+        "1 conn × 1 MiB binary (in-flight 1)",
+        dict(connections=1, size=1 << 20, type="binary", in_flight=1),
+    ),
+    "1000x20B-text": (
+        "1000 conns × 20 B text (in-flight 1)",
+        dict(connections=1000, size=20, type="text", in_flight=1),
+    ),
+}
+
+LOADGEN = "target/release/loadgen"
+SERVER_CORE = "0"
+LOADGEN_CORE = "1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    """Progress output goes to stderr so stdout holds only the table."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def machine_info():
+    """nproc, CPU model and kernel, for the report header."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "loadavg": open("/proc/loadavg").read().split()[:3],
+    }
+
+
+def raise_nofile(need):
+    """Raise the soft RLIMIT_NOFILE (inherited by server and loadgen)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft
+
+
+def free_port():
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(proc, port, timeout=10.0):
+    """Wait until the server accepts TCP connections; False if it died or timed out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def stop(proc):
+    """Stop a server we started: SIGTERM to its PID, SIGKILL after 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def cpu_busy_ticks():
+    """Busy clock ticks of the whole machine (all CPUs) from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    return sum(fields[:3]) + sum(fields[5:8])
+
+
+def proc_ticks(pid):
+    """utime+stime of a process in clock ticks (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return int(rest[11]) + int(rest[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def background_load(seconds=1.0):
+    """CPU cores' worth of busy time over `seconds` (nothing of ours runs then)."""
+    t0, b0 = time.monotonic(), cpu_busy_ticks()
+    time.sleep(seconds)
+    return (cpu_busy_ticks() - b0) / CLK_TCK / (time.monotonic() - t0)
+
+
+def wait_quiet(limit, max_wait):
+    """Wait up to max_wait s for the machine's background load to drop below limit cores."""
+    deadline = time.monotonic() + max_wait
+    load = background_load()
+    while load > limit and time.monotonic() < deadline:
+        log(f"  waiting: background load {load:.2f} cores > {limit}")
+        time.sleep(4)
+        load = background_load()
+    return load
+
+
+def pin(core, argv, pinning):
+    """Prefix argv with taskset when pinning is enabled."""
+    return ["taskset", "-c", core] + argv if pinning else argv
+
+
+def run_one(server, cmd, scen_name, scen, args, pinning, log_dir):
+    """Run one server x scenario; returns a result dict (with "error" on failure)."""
+    port = free_port()
+    argv = shlex.split(cmd.format(port=port))
+    log_path = os.path.join(log_dir, f"{server}-{scen_name}.log")
+    with open(log_path, "wb") as server_log:
+        proc = subprocess.Popen(
+            pin(SERVER_CORE, argv, pinning),
+            cwd=BENCH_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            if not wait_listening(proc, port):
+                rc = proc.poll()
+                return {"error": f"server did not start listening (exit code {rc}); see {log_path}"}
+            lg = [
+                os.path.join(BENCH_DIR, LOADGEN),
+                "--url", f"ws://127.0.0.1:{port}/",
+                "--connections", str(scen["connections"]),
+                "--size", str(scen["size"]),
+                "--" + scen["type"],
+                "--in-flight", str(scen["in_flight"]),
+                "--warmup", str(args.warmup),
+                "--duration", str(args.duration),
+                "--server-pid", str(proc.pid),
+            ]
+            timeout = args.warmup + args.duration + 60
+            t0, busy0, srv0 = time.monotonic(), cpu_busy_ticks(), proc_ticks(proc.pid)
+            kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            try:
+                out = subprocess.run(
+                    pin(LOADGEN_CORE, lg, pinning),
+                    cwd=BENCH_DIR,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                )
+            except subprocess.TimeoutExpired:
+                return {"error": f"loadgen exceeded {timeout:.0f} s"}
+            kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            ours = (proc_ticks(proc.pid) - srv0) / CLK_TCK + (
+                kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
+            )
+            elapsed = time.monotonic() - t0
+            # Busy CPU time on the machine that was neither the server nor loadgen
+            # (e.g. someone else compiling), in cores, over warm-up + window.
+            bg = max(0.0, (cpu_busy_ticks() - busy0) / CLK_TCK - ours) / elapsed
+            if out.returncode != 0:
+                msg = (out.stderr.strip() or out.stdout.strip()).splitlines()
+                return {"error": (msg[-1] if msg else f"loadgen exit {out.returncode}")}
+            lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+            if not lines:
+                return {"error": "loadgen printed no JSON"}
+            res = json.loads(lines[-1])
+            res["background_cores"] = round(bg, 3)
+            if proc.poll() is not None:
+                res["note"] = f"server exited during the run (code {proc.returncode})"
+            return res
+        finally:
+            stop(proc)
+
+
+def fmt_num(v, digits=0):
+    """Thousands-separated number, or an em dash for missing values."""
+    if v is None:
+        return "—"
+    return f"{v:,.{digits}f}"
+
+
+def fmt_ratio(v, base):
+    """v / base as '0.87×', or an em dash."""
+    if v is None or not base:
+        return "—"
+    return f"{v / base:.2f}×"
+
+
+def table(results, servers, scenarios):
+    """Markdown table of results, grouped by scenario."""
+    rows = [
+        "| Scenario | Server | msgs/s | p50 µs | p99 µs | server CPU µs/msg "
+        f"| CPU/msg vs {BASELINE} | msgs/s vs {BASELINE} | server CPU | loadgen CPU | other load |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for scen in scenarios:
+        label = SCENARIOS[scen][0]
+        base = results.get((BASELINE, scen)) or {}
+        for server in servers:
+            r = results.get((server, scen))
+            if r is None:
+                continue
+            if "error" in r or "skipped" in r:
+                why = r.get("error") or r.get("skipped")
+                rows.append(f"| {label} | {server} | {why} | | | | | | | | |")
+                continue
+            lat = r["latency_us"]
+            cpu = r.get("server_cpu_us_per_msg")
+            util = r.get("server_cpu_util")
+            rows.append(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                    label,
+                    server,
+                    fmt_num(r["msgs_per_sec"]),
+                    fmt_num(lat["p50"], 1),
+                    fmt_num(lat["p99"], 1),
+                    fmt_num(cpu, 2),
+                    fmt_ratio(cpu, base.get("server_cpu_us_per_msg") if "error" not in base else None),
+                    fmt_ratio(r["msgs_per_sec"], base.get("msgs_per_sec") if "error" not in base else None),
+                    "—" if util is None else f"{util * 100:.0f}%",
+                    f"{r['client_cpu_util'] * 100:.0f}%",
+                    f"{r.get('background_cores', 0) * 100:.0f}%",
+                )
+            )
+    return "\n".join(rows)
+
+
+def pick(names, table_, what):
+    """Validate a comma-separated selection against a table's keys."""
+    if not names:
+        return list(table_)
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    bad = [n for n in chosen if n not in table_]
+    if bad:
+        sys.exit(f"unknown {what}: {', '.join(bad)} (known: {', '.join(table_)})")
+    return chosen
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--servers", help="comma-separated subset of: " + ", ".join(SERVERS))
+    ap.add_argument("--scenarios", help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    ap.add_argument("--duration", type=float, help="measured window in seconds (default 10, --quick 2)")
+    ap.add_argument("--warmup", type=float, help="warm-up in seconds (default 2, --quick 0.5)")
+    ap.add_argument("--quick", action="store_true", help="short windows for a smoke run")
+    ap.add_argument("--no-build", action="store_true", help="skip `cargo build --release`")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    ap.add_argument(
+        "--quiet-limit", type=float, default=0.15,
+        help="before each run, wait until other processes use less than this many cores (default 0.15)",
+    )
+    ap.add_argument("--quiet-wait", type=float, default=120, help="max seconds to wait for that (default 120)")
+    ap.add_argument(
+        "--retries", type=int, default=2,
+        help="re-run a cell whose 'other load' exceeded --quiet-limit up to this many times, keeping the quietest (default 2)",
+    )
+    ap.add_argument("--json", metavar="PATH", help="write raw results (and machine info) as JSON")
+    args = ap.parse_args()
+    if args.duration is None:
+        args.duration = 2.0 if args.quick else 10.0
+    if args.warmup is None:
+        args.warmup = 0.5 if args.quick else 2.0
+
+    servers = pick(args.servers, SERVERS, "server")
+    scenarios = pick(args.scenarios, SCENARIOS, "scenario")
+
+    info = machine_info()
+    pinning = not args.no_pin
+    if pinning and (shutil.which("taskset") is None or (info["nproc"] or 1) < 2):
+        log("note: taskset missing or fewer than 2 CPUs; running unpinned")
+        pinning = False
+
+    max_conns = max(SCENARIOS[s][1]["connections"] for s in scenarios)
+    nofile = raise_nofile(max(4096, 4 * max_conns + 256))
+    if nofile < 2 * max_conns + 64:
+        log(f"warning: RLIMIT_NOFILE is {nofile}; {max_conns} connections may fail")
+
+    if not args.no_build:
+        log("building bench (release)…")
+        subprocess.run(
+            ["cargo", "build", "--release", "--manifest-path", os.path.join(BENCH_DIR, "Cargo.toml"), "--bins"],
+            check=True,
+        )
+
+    log_dir = os.path.join(BENCH_DIR, "target", "bench-logs")
+    os.makedirs(log_dir, exist_ok=True)
+    log(f"machine: {info['nproc']} CPUs, {info['cpu_model']}, kernel {info['kernel']}, loadavg {' '.join(info['loadavg'])}")
+    log(f"window {args.duration} s after {args.warmup} s warm-up; server on CPU {SERVER_CORE}, loadgen on CPU {LOADGEN_CORE}" if pinning else "unpinned")
+
+    results = {}
+    for server in servers:
+        cmd = SERVERS[server]
+        exe = os.path.normpath(os.path.join(BENCH_DIR, shlex.split(cmd)[0]))
+        if not os.access(exe, os.X_OK):
+            log(f"skipping {server}: {os.path.relpath(exe, BENCH_DIR)} is not built")
+            for scen in scenarios:
+                results[(server, scen)] = {"skipped": f"skipped: {os.path.relpath(exe, BENCH_DIR)} not built"}
+            continue
+        for scen in scenarios:
+            r = None
+            for attempt in range(1 + args.retries):
+                log(f"{server:18} {scen:16} …" + (f" (retry {attempt}: other load was high)" if attempt else ""))
+                load = wait_quiet(args.quiet_limit, args.quiet_wait)
+                if load > args.quiet_limit:
+                    log(f"  warning: machine still busy ({load:.2f} cores), measuring anyway")
+                new = run_one(server, cmd, scen, SCENARIOS[scen][1], args, pinning, log_dir)
+                # Keep the attempt least disturbed by other processes.
+                if r is None or "error" in r or (
+                    "error" not in new and new["background_cores"] < r["background_cores"]
+                ):
+                    r = new
+                if "error" in r or r["background_cores"] <= args.quiet_limit:
+                    break
+            results[(server, scen)] = r
+            if "error" in r:
+                log(f"  error: {r['error']}")
+            else:
+                log(
+                    "  {:,.0f} msgs/s  p50 {:.1f} µs  p99 {:.1f} µs  server {} µs/msg".format(
+                        r["msgs_per_sec"], r["latency_us"]["p50"], r["latency_us"]["p99"],
+                        fmt_num(r.get("server_cpu_us_per_msg"), 2),
+                    )
+                )
+
+    print(table(results, servers, scenarios))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "machine": info,
+                    "duration_s": args.duration,
+                    "warmup_s": args.warmup,
+                    "pinned": pinning,
+                    "results": [
+                        {"server": s, "scenario": c, **r} for (s, c), r in results.items()
+                    ],
+                },
+                f,
+                indent=1,
+            )
+    failed = any("error" in r for r in results.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
