@@ -2,8 +2,10 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{client_frame, events, open, written};
-use wsline::proto::{Event, Fragment, Opcode, Side};
+use wsline::proto::{Connection, Event, Failure, Fragment, Opcode, Side, State};
 use wsline::{Config, Message};
 
 /// With `deliver_fragments`, a non-final binary fragment subtracted its length from the
@@ -36,4 +38,21 @@ fn binary_fragment_in_deliver_fragments_mode_overflowed_the_utf8_counter() {
         ]
     );
     assert!(written(&mut server).bytes.is_empty());
+}
+
+/// The open timeout was armed by the first `handle_timeout` call instead of at construction,
+/// so a layer whose first clock reading came late (or `poll_timeout` before any reading)
+/// extended the handshake deadline; `Connection::server` documents that `now` starts it.
+#[test]
+fn open_timeout_started_at_the_first_handle_timeout_instead_of_construction() {
+    let t0 = Instant::now();
+    let config = Config {
+        open_timeout: Some(Duration::from_secs(10)),
+        ..common::no_timers()
+    };
+    let mut server = Connection::server(config, t0);
+    assert_eq!(server.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    server.handle_timeout(t0 + Duration::from_secs(10));
+    assert_eq!(server.state(), State::Closed);
+    assert_eq!(server.close_status().failure, Some(Failure::OpenTimeout));
 }

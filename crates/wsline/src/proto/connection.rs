@@ -290,7 +290,8 @@ impl fmt::Debug for Connection {
 impl Connection {
     fn new(side: Side, config: Arc<Config>, handshake: Handshake, now: Instant) -> Self {
         let timers = Timers {
-            open: Some(Timer::new(config.open_timeout)),
+            // The open timeout runs from `now`, when the connection was created.
+            open: Some(config.open_timeout.map_or(Timer::Off, |timeout| Timer::At(now + timeout))),
             ..Timers::default()
         };
         Self {
