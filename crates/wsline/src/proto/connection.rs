@@ -290,7 +290,9 @@ impl fmt::Debug for Connection {
 impl Connection {
     fn new(side: Side, config: Arc<Config>, handshake: Handshake, now: Instant) -> Self {
         // The open timeout runs from `now`, when the connection was created.
-        let open = config.open_timeout.map_or(Timer::Off, |timeout| Timer::At(now + timeout));
+        let open = config
+            .open_timeout
+            .map_or(Timer::Off, |timeout| Timer::At(now + timeout));
         let timers = Timers {
             open: Some(open),
             ..Timers::default()
