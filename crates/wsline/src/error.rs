@@ -43,6 +43,12 @@ pub enum Error {
         /// The configured high-water mark.
         limit: usize,
     },
+    /// A text message was expected and a binary one arrived.
+    #[error("expected a text message, received {len} bytes of binary")]
+    NotText {
+        /// The binary message's length.
+        len: usize,
+    },
     /// TLS setup or negotiation failed.
     #[error("TLS error: {0}")]
     Tls(String),

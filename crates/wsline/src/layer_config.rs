@@ -40,6 +40,9 @@ pub struct ServerConfig {
     /// extensions. Default: [`Config::default`] plus permessage-deflate when the `deflate`
     /// feature is on.
     pub protocol: Config,
+    /// Event-loop threads of the sync server. Default: the number of CPUs this process may
+    /// run on (so a server pinned to one core runs one loop).
+    pub workers: usize,
     /// Most connections open at once; further clients wait in the listen backlog.
     /// Default: 100,000.
     pub max_connections: usize,
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             protocol: crate::default_protocol_config(),
+            workers: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             max_connections: 100_000,
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             send_high_water: DEFAULT_SEND_HIGH_WATER,
@@ -94,6 +98,8 @@ pub struct ConnectConfig {
     pub headers: Vec<(String, String)>,
     /// Bytes read from the socket at a time. Default: 64 KiB.
     pub read_buffer_size: usize,
+    /// Most bytes queued for sending before `send` waits for the socket. Default: 4 MiB.
+    pub send_high_water: usize,
     /// Set `TCP_NODELAY`. Default: `true`.
     pub nodelay: bool,
 }
@@ -105,6 +111,7 @@ impl Default for ConnectConfig {
             origin: None,
             headers: Vec::new(),
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+            send_high_water: DEFAULT_SEND_HIGH_WATER,
             nodelay: true,
         }
     }

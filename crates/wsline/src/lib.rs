@@ -32,6 +32,8 @@ mod error;
 pub mod extension;
 mod layer_config;
 pub mod proto;
+#[cfg(feature = "sync")]
+pub mod sync;
 mod uri;
 
 pub use error::{Error, Result};
@@ -45,5 +47,10 @@ pub use uri::{UriError, WsUri};
 /// The protocol settings the I/O layers start from: [`Config::default`], plus
 /// permessage-deflate once the `deflate` feature provides it.
 fn default_protocol_config() -> Config {
-    Config::default()
+    let config = Config::default();
+    #[cfg(feature = "deflate")]
+    let config = config.extension(std::sync::Arc::new(
+        extension::deflate::PerMessageDeflate::default(),
+    ));
+    config
 }

@@ -8,6 +8,9 @@
 //! reserved bits. permessage-deflate (RFC 7692) is one implementation; a custom extension
 //! implements the same two traits.
 
+#[cfg(feature = "deflate")]
+pub mod deflate;
+
 use std::fmt;
 
 use bytes::BytesMut;

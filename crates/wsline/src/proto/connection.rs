@@ -67,6 +67,59 @@ pub struct SendOptions {
     pub compress: Option<bool>,
 }
 
+/// A message encoded once as an unmasked frame, to send to many server connections without
+/// encoding it for each (a broadcast).
+///
+/// ```
+/// use wsline::proto::PreparedMessage;
+/// use wsline::Message;
+/// let prepared = PreparedMessage::new(Message::text("Hello"));
+/// assert_eq!(prepared.frame(), &b"\x81\x05Hello"[..]);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedMessage {
+    message: Message,
+    frame: Bytes,
+}
+
+impl PreparedMessage {
+    /// Encodes `message` as a single unmasked frame.
+    #[must_use]
+    pub fn new(message: Message) -> Self {
+        let opcode = if message.is_text() {
+            Opcode::Text
+        } else {
+            Opcode::Binary
+        };
+        let header = FrameHeader {
+            fin: true,
+            rsv: Rsv::NONE,
+            opcode,
+            mask: None,
+            payload_len: message.len() as u64,
+        };
+        let mut frame = BytesMut::with_capacity(header.encoded_len() + message.len());
+        header.encode(&mut frame);
+        frame.extend_from_slice(message.as_bytes());
+        Self {
+            message,
+            frame: frame.freeze(),
+        }
+    }
+
+    /// The message.
+    #[must_use]
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The encoded frame: header and payload.
+    #[must_use]
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+}
+
 /// A timer that is off, waiting to be armed at the next known time, or armed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
@@ -264,6 +317,9 @@ pub struct Connection {
     closed: ConnectionClosed,
     /// No more input is processed (RFC 6455 §7.1.7, and data after a close frame).
     discard_input: bool,
+    /// A received close frame (and its raw payload) not answered yet: events before it are
+    /// still waiting for the application.
+    pending_close: Option<(CloseFrame, Vec<u8>)>,
     shutdown: ShutdownState,
 }
 
@@ -316,6 +372,7 @@ impl Connection {
             keepalive_count: 0,
             closed: ConnectionClosed::default(),
             discard_input: false,
+            pending_close: None,
             shutdown: ShutdownState::NotYet,
         }
     }
@@ -441,6 +498,7 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
+        self.answer_close();
         if let Handshake::ReadRejection { .. } = self.handshake {
             self.finish_rejection();
             return;
@@ -538,13 +596,21 @@ impl Connection {
 
     /// The next event.
     #[must_use]
+    ///
+    /// A close frame from the peer is answered once the events that came before it have
+    /// been handled (when this returns `None`), so replies to those messages go out before
+    /// the close reply.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() {
+            self.answer_close();
+        }
+        event
     }
 
     /// Every pending event, in order (Python websockets' `events_received`).
     pub fn events_received(&mut self) -> impl Iterator<Item = Event> + '_ {
-        self.events.drain(..)
+        std::iter::from_fn(move || self.poll_event())
     }
 
     // ----- Opening handshake -----
@@ -1101,13 +1167,27 @@ impl Connection {
         tracing::debug!(side = ?self.side, code = %close.code, "close frame received");
         // RFC 6455 §1.4: after a close frame, no more data is processed.
         self.discard_input = true;
+        let payload = std::mem::take(&mut self.reader.control);
+        self.pending_close = Some((close, payload));
+        // The application answers the messages that came before the close frame before the
+        // close reply goes out: the reply waits until those events are drained.
+        if self.events.is_empty() {
+            self.answer_close();
+        }
+        Ok(())
+    }
+
+    /// Acts on a received close frame once the events before it have been taken.
+    fn answer_close(&mut self) {
+        let Some((close, payload)) = self.pending_close.take() else {
+            return;
+        };
         if self.closed.sent.is_none() {
             // RFC 6455 §5.5.1: "If an endpoint receives a Close frame and did not previously
             // send a Close frame, the endpoint MUST send a Close frame in response. (When
             // sending a Close frame in response, the endpoint typically echos the status code
             // it received.)"
             self.closed.initiator = Some(Initiator::Remote);
-            let payload = self.reader.control.clone();
             self.write_frame(true, Rsv::NONE, Opcode::Close, &payload);
             self.closed.sent = Some(close.clone());
         }
@@ -1119,7 +1199,6 @@ impl Connection {
         if self.side == Side::Server {
             self.queue_shutdown();
         }
-        Ok(())
     }
 
     fn enter_closing(&mut self) {
@@ -1177,6 +1256,28 @@ impl Connection {
             Message::Binary(data) => (Opcode::Binary, data),
         };
         self.send_data(opcode, &payload, Some(&payload), options)
+    }
+
+    /// Sends a message encoded beforehand with [`PreparedMessage::new`]: a server without
+    /// a transforming extension queues the shared frame as is; other connections encode the
+    /// message as [`send`](Self::send) would.
+    ///
+    /// # Errors
+    /// As [`send_text`](Self::send_text).
+    pub fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), SendError> {
+        if self.side == Side::Client || !self.extensions.is_empty() {
+            return self.send_with(prepared.message.clone(), SendOptions::default());
+        }
+        self.check_can_send()?;
+        if self.out_message.is_some() {
+            return Err(SendError::MessageInProgress);
+        }
+        if prepared.frame.len() < SHARE_THRESHOLD {
+            self.queue_bytes(&prepared.frame);
+        } else {
+            self.out.push_shared(prepared.frame.clone());
+        }
+        Ok(())
     }
 
     /// Sends the first or a middle piece (`fin == false`) or the last piece (`fin == true`)

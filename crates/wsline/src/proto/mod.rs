@@ -19,7 +19,7 @@ pub use config::{
     Config, DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEAD_SIZE, DEFAULT_MAX_LINE_LEN,
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RESPONSE_BODY,
 };
-pub use connection::{Connection, RandomSource, SendOptions, Transmit};
+pub use connection::{Connection, PreparedMessage, RandomSource, SendOptions, Transmit};
 pub use error::{ProtocolError, SendError};
 pub use event::{ConnectionClosed, Event, Failure, Fragment, Initiator, Side, State};
 pub use frame::{

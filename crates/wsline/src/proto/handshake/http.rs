@@ -151,7 +151,26 @@ impl Response {
         }
     }
 
-    /// Serializes the response: head, then body. A body gets a `Content-Length`.
+    /// An error response with a plain-text body that closes the connection, such as a
+    /// handshake refused for lack of credentials.
+    ///
+    /// ```
+    /// let response = wsline::proto::Response::text(403, "Forbidden origin");
+    /// assert_eq!(response.headers.get("Content-Length"), Some("17"));
+    /// ```
+    #[must_use]
+    pub fn text(status: u16, text: &str) -> Self {
+        let mut response = Self::new(status);
+        let body = format!("{text}\n");
+        let headers = &mut response.headers;
+        headers.append("Connection", "close");
+        headers.append("Content-Type", "text/plain; charset=utf-8");
+        headers.append("Content-Length", body.len().to_string());
+        response.body = body.into();
+        response
+    }
+
+    /// Serializes the response: head, then body.
     #[must_use]
     pub fn to_bytes(&self) -> Bytes {
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, self.reason);

@@ -170,12 +170,8 @@ pub(crate) fn accept_response(negotiated: &NegotiatedServer, config: &Config) ->
 
 /// An error response with a short plain-text body, closing the connection.
 pub(crate) fn reject_response(status: u16, text: &str, config: &Config) -> Response {
-    let mut response = Response::new(status);
-    let body = format!("{text}\n");
+    let mut response = Response::text(status, text);
     let headers = &mut response.headers;
-    headers.append("Connection", "close");
-    headers.append("Content-Type", "text/plain; charset=utf-8");
-    headers.append("Content-Length", body.len().to_string());
     match status {
         405 => headers.append("Allow", "GET"),
         // RFC 6455 §4.4: tell the client which versions we speak.
@@ -188,6 +184,5 @@ pub(crate) fn reject_response(status: u16, text: &str, config: &Config) -> Respo
     if let Some(server) = &config.server_header {
         headers.append("Server", server.clone());
     }
-    response.body = body.into();
     response
 }

@@ -1,0 +1,76 @@
+//! The command line as typed.
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+/// A WebSocket echo server and client (RFC 6455, RFC 7692).
+///
+/// Exit codes: 0 success; 1 I/O error (refused, reset, address in use); 2 usage error;
+/// 3 handshake rejected by the server; 4 connection closed abnormally.
+#[derive(Debug, Parser)]
+#[command(name = "wsline", version)]
+pub struct Args {
+    /// More logging: -v connections, -vv messages and protocol details (to stderr).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an echo server until Ctrl-C: every message comes back as it was sent.
+    Serve(ServeArgs),
+    /// Talk to a WebSocket server: lines from stdin go out as text, messages come back
+    /// printed. Ctrl-D closes.
+    Connect(ConnectArgs),
+}
+
+/// `wsline serve`.
+#[derive(Debug, ClapArgs)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8001)]
+    pub port: u16,
+    /// Largest message in bytes (0 for no limit).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_message_size: usize,
+    /// Serve with the tokio layer instead of the sync event loop.
+    #[arg(long)]
+    pub tokio: bool,
+    /// Do not negotiate permessage-deflate.
+    #[arg(long)]
+    pub no_compression: bool,
+    /// Event-loop threads of the sync server (default: one per CPU available).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Seconds between keepalive pings (0 disables keepalive).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    pub ping_interval: u64,
+}
+
+/// `wsline connect`.
+#[derive(Debug, ClapArgs)]
+pub struct ConnectArgs {
+    /// The server, such as ws://127.0.0.1:8001/.
+    pub url: String,
+    /// Send this `Origin` header.
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Extra request header, as `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Offer this subprotocol (repeatable).
+    #[arg(long = "subprotocol")]
+    pub subprotocols: Vec<String>,
+    /// Largest message in bytes (0 for no limit).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_message_size: usize,
+    /// Do not offer permessage-deflate.
+    #[arg(long)]
+    pub no_compression: bool,
+}

@@ -1,0 +1,123 @@
+//! The command line resolved into library settings, and the failures the CLI reports.
+
+use std::fmt;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use wsline::proto::HandshakeError;
+use wsline::{ConnectConfig, Error, ServerConfig};
+
+use crate::args::{ConnectArgs, ServeArgs};
+
+/// What `wsline serve` runs.
+#[derive(Debug)]
+pub struct ServeSettings {
+    pub host: String,
+    pub port: u16,
+    pub tokio: bool,
+    pub config: ServerConfig,
+}
+
+impl From<ServeArgs> for ServeSettings {
+    fn from(args: ServeArgs) -> Self {
+        let mut config = ServerConfig::default();
+        config.protocol.max_message_size = limit(args.max_message_size);
+        if args.no_compression {
+            config.protocol.extensions.clear();
+        }
+        if let Some(workers) = args.workers {
+            config.workers = workers.max(1);
+        }
+        config.protocol.ping_interval =
+            (args.ping_interval > 0).then(|| Duration::from_secs(args.ping_interval));
+        Self {
+            host: args.host,
+            port: args.port,
+            tokio: args.tokio,
+            config,
+        }
+    }
+}
+
+/// What `wsline connect` runs.
+#[derive(Debug)]
+pub struct ConnectSettings {
+    pub url: String,
+    pub config: ConnectConfig,
+}
+
+impl From<ConnectArgs> for ConnectSettings {
+    fn from(args: ConnectArgs) -> Self {
+        let mut config = ConnectConfig::default();
+        config.protocol.max_message_size = limit(args.max_message_size);
+        if args.no_compression {
+            config.protocol.extensions.clear();
+        }
+        config.protocol.subprotocols = args.subprotocols;
+        config.origin = args.origin;
+        config.headers = args
+            .headers
+            .iter()
+            .filter_map(|header| header.split_once(':'))
+            .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+            .collect();
+        Self {
+            url: args.url,
+            config,
+        }
+    }
+}
+
+/// `0` means no limit on the command line.
+fn limit(bytes: usize) -> Option<usize> {
+    (bytes > 0).then_some(bytes)
+}
+
+/// A failure of the command, with the exit code a shell script can act on.
+#[derive(Debug)]
+pub struct Failure(pub Error);
+
+impl Failure {
+    /// 1: I/O (refused, reset, address in use), 3: handshake rejected, 4: abnormal closure.
+    pub fn exit_code(&self) -> ExitCode {
+        match &self.0 {
+            Error::Handshake(_) => ExitCode::from(3),
+            Error::ConnectionClosed(_) | Error::Protocol(_) | Error::Timeout(_) => {
+                ExitCode::from(4)
+            }
+            _ => ExitCode::from(1),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Error::Io(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                write!(f, "connection refused: is a server listening there?")
+            }
+            Error::Io(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                write!(f, "address already in use: pick another --port")
+            }
+            Error::Handshake(HandshakeError::Rejected(response)) => {
+                write!(
+                    f,
+                    "server rejected the WebSocket handshake: HTTP {} {}",
+                    response.status, response.reason
+                )?;
+                let body = String::from_utf8_lossy(&response.body);
+                if !body.trim().is_empty() {
+                    write!(f, "\n{}", body.trim())?;
+                }
+                Ok(())
+            }
+            other => write!(f, "{other}"),
+        }
+    }
+}

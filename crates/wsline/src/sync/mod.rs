@@ -1,0 +1,86 @@
+//! The blocking layer: a multi-threaded event-loop server with per-message callbacks, a
+//! thread-per-connection server for code that wants to block, and a client.
+//!
+//! - [`server::serve`] runs one `mio` event loop per core; handlers run inline, no thread
+//!   per connection. It holds tens of thousands of idle connections in little memory.
+//! - [`server::serve_blocking`] gives each connection a thread and a [`WebSocket`] to loop
+//!   over, like Python websockets' sync server.
+//! - [`client::connect`] opens a [`WebSocket`].
+
+pub mod client;
+pub mod server;
+mod websocket;
+
+pub use websocket::WebSocket;
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::proto::{self, Event, Failure, Request, Transmit};
+use crate::{Error, Result};
+
+/// Time left until `deadline`; the open timeout once it has passed.
+fn remaining(deadline: Option<Instant>) -> Result<Option<Duration>> {
+    match deadline {
+        None => Ok(None),
+        Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(Some(left)),
+            _ => Err(Error::Timeout(Failure::OpenTimeout)),
+        },
+    }
+}
+
+/// Runs an opening handshake over a blocking stream until the connection opens: writes what
+/// the core queues, reads until it reports the outcome. A server answers the request in
+/// `on_request` (accept or reject, then `send_response`).
+fn open_blocking(
+    stream: &mut TcpStream,
+    mut conn: proto::Connection,
+    deadline: Option<Instant>,
+    read_buffer_size: usize,
+    mut on_request: impl FnMut(&mut proto::Connection, Request),
+) -> Result<proto::Connection> {
+    let mut buf = vec![0; read_buffer_size.clamp(1024, 64 << 10)];
+    loop {
+        // Handshake events only: messages that came with the head stay queued in the core.
+        while conn.state() == proto::State::Connecting {
+            match conn.poll_event() {
+                Some(Event::Request(request)) => on_request(&mut conn, request),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        stream.set_write_timeout(remaining(deadline)?)?;
+        while let Some(transmit) = conn.poll_transmit() {
+            match transmit {
+                Transmit::Bytes(bytes) => stream.write_all(&bytes).map_err(timeout_or)?,
+                Transmit::Shutdown => stream.shutdown(std::net::Shutdown::Write)?,
+            }
+        }
+        match conn.state() {
+            proto::State::Connecting => {}
+            proto::State::Closed => return Err(Error::from_closed(conn.close_status().clone())),
+            proto::State::Open | proto::State::Closing => {
+                stream.set_read_timeout(None)?;
+                stream.set_write_timeout(None)?;
+                return Ok(conn);
+            }
+        }
+        stream.set_read_timeout(remaining(deadline)?)?;
+        match stream.read(&mut buf) {
+            Ok(0) => conn.handle_eof(),
+            Ok(n) => conn.handle_data(&buf[..n]),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(timeout_or(error)),
+        }
+    }
+}
+
+/// A socket timeout during the handshake is the open timeout.
+fn timeout_or(error: io::Error) -> Error {
+    match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(Failure::OpenTimeout),
+        _ => Error::Io(error),
+    }
+}

@@ -1,0 +1,612 @@
+//! One event loop: a `mio` poll over the shared listener and this loop's connections.
+//! Handlers run inline; reads go through one buffer per loop; writes are vectored straight
+//! from each connection's send buffer.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Buf;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use super::{Command, Connection, ConnectionId, Handler, ServerShared, WorkerQueue};
+use crate::proto::{self, CloseCode, Config, Event, Request, State};
+use crate::{Error, ServerConfig};
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+
+/// Reads from one connection per readiness event before the others get their turn, so a
+/// fast sender cannot starve the rest (16 reads of 64 KiB: 1 MiB).
+const READS_PER_TURN: usize = 16;
+/// Slices per vectored write.
+const MAX_IOVECS: usize = 64;
+/// How long to stop accepting after the process ran out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One connection of this loop.
+struct Conn<S> {
+    stream: TcpStream,
+    core: proto::Connection,
+    state: S,
+    generation: u32,
+    peer_addr: Option<SocketAddr>,
+    request: Option<Box<Request>>,
+    /// The deadline last put on the timer heap.
+    deadline: Option<Instant>,
+    /// Whether `on_open` ran (and so `on_close` must).
+    opened: bool,
+    /// Whether the write half has been shut down.
+    shut_down: bool,
+    /// Whether the socket failed; nothing more can be written.
+    broken: bool,
+    /// Whether more bytes may be waiting in the socket after this turn.
+    more_to_read: bool,
+}
+
+/// An event loop before it runs.
+pub(super) struct EventLoop {
+    index: u32,
+    poll: Poll,
+    listener: TcpListener,
+    queue: Arc<WorkerQueue>,
+}
+
+impl EventLoop {
+    pub(super) fn new(index: usize, listener: std::net::TcpListener) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let queue = Arc::new(WorkerQueue {
+            commands: Mutex::new(Vec::new()),
+            waker: Waker::new(poll.registry(), WAKER)?,
+            wake_pending: AtomicBool::new(false),
+        });
+        Ok(Self {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            poll,
+            listener,
+            queue,
+        })
+    }
+
+    pub(super) fn queue(&self) -> Arc<WorkerQueue> {
+        Arc::clone(&self.queue)
+    }
+
+    pub(super) fn run<H: Handler>(self, handler: &H, config: &ServerConfig, shared: &ServerShared) {
+        let mut running = Running {
+            index: self.index,
+            poll: self.poll,
+            listener: self.listener,
+            queue: self.queue,
+            handler,
+            config,
+            protocol: Arc::new(config.protocol.clone()),
+            shared,
+            conns: Slab::new(),
+            timers: BinaryHeap::new(),
+            ready: Vec::new(),
+            buf: vec![0; config.read_buffer_size.max(4096)],
+            next_generation: 0,
+            accepting: true,
+            accept_retry: None,
+            shutdown_deadline: None,
+        };
+        if let Err(error) = running.run() {
+            tracing::error!(%error, "event loop failed");
+        }
+        running.drop_all();
+    }
+}
+
+struct Running<'a, H: Handler> {
+    index: u32,
+    poll: Poll,
+    listener: TcpListener,
+    queue: Arc<WorkerQueue>,
+    handler: &'a H,
+    config: &'a ServerConfig,
+    protocol: Arc<Config>,
+    shared: &'a ServerShared,
+    conns: Slab<Conn<H::State>>,
+    /// Connection deadlines; stale entries are skipped when they come up.
+    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Connections whose turn ended with bytes possibly left in the socket.
+    ready: Vec<usize>,
+    buf: Vec<u8>,
+    next_generation: u32,
+    accepting: bool,
+    accept_retry: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl<H: Handler> Running<'_, H> {
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut commands = Vec::new();
+        loop {
+            let timeout = self.next_timeout();
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            let now = Instant::now();
+            for event in &events {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {}
+                    Token(key) => {
+                        if event.is_writable() {
+                            self.flush(key);
+                        }
+                        // Reading paused by backpressure resumes once replies drain.
+                        let resume = self.conns.get(key).is_some_and(|conn| conn.more_to_read);
+                        if resume
+                            || event.is_readable()
+                            || event.is_read_closed()
+                            || event.is_error()
+                        {
+                            self.read(key, now);
+                        }
+                        self.settle(key, now);
+                    }
+                }
+            }
+            self.queue.take(&mut commands);
+            for command in commands.drain(..) {
+                self.command(command, now);
+            }
+            for key in std::mem::take(&mut self.ready) {
+                self.read(key, now);
+                self.settle(key, now);
+            }
+            self.fire_timers(now);
+            if self.accept_retry.is_some_and(|at| at <= now) {
+                self.accept_retry = None;
+                self.accept(now);
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || deadline <= now {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_timeout(&mut self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        while let Some(Reverse((deadline, key, generation))) = self.timers.peek().copied() {
+            let current = self.conns.get(key).is_some_and(|conn| {
+                conn.generation == generation && conn.deadline == Some(deadline)
+            });
+            if current {
+                break;
+            }
+            self.timers.pop();
+        }
+        let deadlines = [
+            self.timers.peek().map(|Reverse((deadline, ..))| *deadline),
+            self.accept_retry,
+            self.shutdown_deadline,
+        ];
+        deadlines
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
+    // ----- Accepting -----
+
+    fn accept(&mut self, now: Instant) {
+        while self.accepting && self.shutdown_deadline.is_none() {
+            if self.shared.connections.load(Ordering::Relaxed) >= self.config.max_connections {
+                // Wait in the backlog; a closing connection resumes accepting.
+                self.pause_accepting();
+                return;
+            }
+            match self.listener.accept() {
+                Ok((stream, peer_addr)) => self.add(stream, peer_addr, now),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    // Out of file descriptors (or another transient failure): the pending
+                    // connections stay in the backlog; try again shortly.
+                    tracing::warn!(%error, "accept failed; retrying shortly");
+                    self.accept_retry = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn pause_accepting(&mut self) {
+        if self.accepting {
+            self.accepting = false;
+            // Deregistering fails only if the listener is already gone.
+            let _ = self.poll.registry().deregister(&mut self.listener);
+        }
+    }
+
+    fn resume_accepting(&mut self, now: Instant) {
+        if self.accepting || self.shutdown_deadline.is_some() {
+            return;
+        }
+        let registered =
+            self.poll
+                .registry()
+                .register(&mut self.listener, LISTENER, Interest::READABLE);
+        if registered.is_ok() {
+            self.accepting = true;
+            self.accept(now);
+        }
+    }
+
+    fn add(&mut self, mut stream: TcpStream, peer_addr: SocketAddr, now: Instant) {
+        if self.config.nodelay {
+            // Only a latency optimization; the connection works without it.
+            let _ = stream.set_nodelay(true);
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(error) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(%error, "cannot register a connection");
+            return;
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        entry.insert(Conn {
+            stream,
+            core: proto::Connection::server(Arc::clone(&self.protocol), now),
+            state: H::State::default(),
+            generation: self.next_generation,
+            peer_addr: Some(peer_addr),
+            request: None,
+            deadline: None,
+            opened: false,
+            shut_down: false,
+            broken: false,
+            more_to_read: true,
+        });
+        self.shared.connections.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer_addr, "connection accepted");
+        self.settle(key, now);
+    }
+
+    // ----- Reading and writing -----
+
+    /// Reads a connection for one turn: until the socket is drained, the turn's budget is
+    /// spent, or the connection's unwritten replies pass the high-water mark (a client that
+    /// does not read its replies gets no more requests read until they drain).
+    fn read(&mut self, key: usize, now: Instant) {
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.core.is_closed() || self.is_backpressured(key) {
+                return;
+            }
+            let conn = &mut self.conns[key];
+            match conn.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    conn.core.handle_eof();
+                    conn.more_to_read = false;
+                    return;
+                }
+                Ok(n) => {
+                    conn.core.handle_data(&self.buf[..n]);
+                    // A short read drained the socket; edge-triggered readiness reports the
+                    // next bytes.
+                    conn.more_to_read = n == self.buf.len();
+                    self.dispatch(key, now);
+                    self.flush(key);
+                    if n < self.buf.len() {
+                        return;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    conn.more_to_read = false;
+                    return;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    tracing::debug!(%error, "read failed");
+                    conn.broken = true;
+                    conn.more_to_read = false;
+                    conn.core.handle_eof();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn is_backpressured(&self, key: usize) -> bool {
+        self.conns
+            .get(key)
+            .is_some_and(|conn| conn.core.pending_send() > self.config.send_high_water)
+    }
+
+    fn flush(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn_flush(conn);
+        }
+    }
+
+    // ----- Events, timers, commands -----
+
+    /// Runs the handler on the connection's pending events.
+    fn dispatch(&mut self, key: usize, now: Instant) {
+        let handler = self.handler;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        while let Some(event) = conn.core.poll_event() {
+            let outcome = match event {
+                Event::Request(request) => {
+                    let mut response = conn.core.accept(&request);
+                    handler.on_handshake(&request, &mut response);
+                    let status = response.status;
+                    // The core is waiting for exactly this response.
+                    let _ = conn.core.send_response(response);
+                    if status != 101 {
+                        tracing::debug!(status, path = %request.path, "handshake rejected");
+                        continue;
+                    }
+                    conn.request = Some(Box::new(request));
+                    conn.core.handle_timeout(now);
+                    conn.opened = true;
+                    handler.on_open(&mut view(conn, self.index, key, &self.queue, self.config))
+                }
+                Event::Message(message) => handler.on_message(
+                    &mut view(conn, self.index, key, &self.queue, self.config),
+                    message,
+                ),
+                Event::Fragment(fragment) => handler.on_message(
+                    &mut view(conn, self.index, key, &self.queue, self.config),
+                    fragment.data,
+                ),
+                Event::Closed(closed) => {
+                    if conn.opened {
+                        conn.opened = false;
+                        handler.on_close(
+                            &mut view(conn, self.index, key, &self.queue, self.config),
+                            &closed,
+                        );
+                    }
+                    Ok(())
+                }
+                Event::Response(_) | Event::Ping(_) | Event::Pong(_) => Ok(()),
+            };
+            if let Err(error) = outcome {
+                handler_failed(&mut conn.core, &error);
+            }
+        }
+    }
+
+    /// After a connection's turn: run due timers, write, reschedule, and remove it if it is
+    /// over.
+    fn settle(&mut self, key: usize, now: Instant) {
+        // A timer that is due now (a freshly started one is due at once) is handled here
+        // rather than after another trip through the poll.
+        for _ in 0..3 {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            match conn.core.poll_timeout() {
+                Some(deadline) if deadline <= now => {
+                    conn.core.handle_timeout(now);
+                    self.dispatch(key, now);
+                }
+                _ => break,
+            }
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn_flush(conn);
+        if conn.core.is_closed() && (conn.core.send_buffer().is_empty() || conn.broken) {
+            return self.remove(key, now);
+        }
+        let deadline = conn.core.poll_timeout();
+        if deadline != conn.deadline {
+            conn.deadline = deadline;
+            if let Some(deadline) = deadline {
+                self.timers.push(Reverse((deadline, key, conn.generation)));
+            }
+        }
+        let backpressured = conn.core.pending_send() > self.config.send_high_water;
+        if conn.more_to_read && !backpressured && !self.ready.contains(&key) {
+            self.ready.push(key);
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((deadline, key, generation))) = self.timers.peek().copied() {
+            if deadline > now {
+                return;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.generation != generation || conn.deadline != Some(deadline) {
+                continue;
+            }
+            conn.deadline = None;
+            conn.core.handle_timeout(now);
+            self.dispatch(key, now);
+            self.settle(key, now);
+        }
+    }
+
+    fn command(&mut self, command: Command, now: Instant) {
+        let (id, action) = match command {
+            Command::Shutdown => return self.start_shutdown(now),
+            Command::Send(id, message) => (id, Action::Send(message)),
+            Command::SendPrepared(id, prepared) => (id, Action::SendPrepared(prepared)),
+            Command::Close(id, code, reason) => (id, Action::Close(code, reason)),
+        };
+        let key = id.key as usize;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.generation != id.generation || id.worker != self.index {
+            return;
+        }
+        let result = match action {
+            Action::Send(message) => {
+                view(conn, self.index, key, &self.queue, self.config).send(message)
+            }
+            Action::SendPrepared(prepared) => {
+                view(conn, self.index, key, &self.queue, self.config).send_prepared(&prepared)
+            }
+            Action::Close(code, reason) => conn.core.send_close(code, &reason).map_err(Error::from),
+        };
+        if let Err(error) = result {
+            tracing::debug!(%id, %error, "command for a connection failed");
+        }
+        self.dispatch(key, now);
+        self.settle(key, now);
+    }
+
+    fn start_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
+        self.pause_accepting();
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                match conn.core.state() {
+                    State::Open => {
+                        // Only fails when the connection is already closing.
+                        let _ = conn
+                            .core
+                            .send_close(CloseCode::GOING_AWAY, "server shutting down");
+                    }
+                    State::Connecting => conn.core.fail(CloseCode::ABNORMAL, ""),
+                    State::Closing | State::Closed => {}
+                }
+            }
+            self.dispatch(key, now);
+            self.settle(key, now);
+        }
+    }
+
+    fn remove(&mut self, key: usize, now: Instant) {
+        let mut conn = self.conns.remove(key);
+        if !conn.shut_down {
+            // The peer may be gone already; the socket is closed on drop either way.
+            let _ = conn.stream.shutdown(Shutdown::Both);
+        }
+        // Deregistering fails only if the socket is already gone.
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(peer_addr = ?conn.peer_addr, "connection removed");
+        self.resume_accepting(now);
+    }
+
+    /// Drops every connection left when the loop ends, telling handlers.
+    fn drop_all(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.core.handle_eof();
+                conn.broken = true;
+            }
+            self.dispatch(key, now);
+            self.remove(key, now);
+        }
+    }
+}
+
+enum Action {
+    Send(crate::Message),
+    SendPrepared(proto::PreparedMessage),
+    Close(CloseCode, String),
+}
+
+/// The handler's view of a connection.
+fn view<'a, S>(
+    conn: &'a mut Conn<S>,
+    worker: u32,
+    key: usize,
+    queue: &'a Arc<WorkerQueue>,
+    config: &'a ServerConfig,
+) -> Connection<'a, S> {
+    Connection {
+        core: &mut conn.core,
+        state: &mut conn.state,
+        id: ConnectionId {
+            worker,
+            key: u32::try_from(key).unwrap_or(u32::MAX),
+            generation: conn.generation,
+        },
+        peer_addr: conn.peer_addr,
+        request: conn.request.as_deref(),
+        queue,
+        config,
+    }
+}
+
+/// A handler returned an error: close with 1011 and no details (the log has them).
+fn handler_failed(core: &mut proto::Connection, error: &Error) {
+    if matches!(error, Error::SendBufferFull { .. }) || error.is_closed() {
+        return;
+    }
+    tracing::warn!(%error, "handler failed; closing the connection with 1011");
+    core.fail(CloseCode::INTERNAL_ERROR, "");
+}
+
+/// Writes what the socket takes without blocking; shuts the write half down when the core
+/// asks.
+fn conn_flush<S>(conn: &mut Conn<S>) {
+    if conn.broken {
+        return;
+    }
+    loop {
+        let buffer = conn.core.send_buffer();
+        if buffer.is_empty() {
+            break;
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = buffer.chunks_vectored(&mut slices);
+        match conn.stream.write_vectored(&slices[..count]) {
+            Ok(0) => {
+                conn.broken = true;
+                conn.core.handle_eof();
+                return;
+            }
+            Ok(written) => conn.core.send_buffer().advance(written),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                tracing::debug!(%error, "write failed");
+                conn.broken = true;
+                conn.core.handle_eof();
+                return;
+            }
+        }
+    }
+    if conn.core.poll_shutdown() && !conn.shut_down {
+        conn.shut_down = true;
+        // RFC 6455 §7.1.1: the server closes the TCP connection first. The peer may be gone.
+        let _ = conn.stream.shutdown(Shutdown::Write);
+    }
+}

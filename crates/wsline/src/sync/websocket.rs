@@ -1,0 +1,623 @@
+//! A blocking WebSocket over a TCP stream, with a driver thread that keeps the protocol
+//! alive while the application is busy.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::proto::{self, CloseCode, ConnectionClosed, Event, SendOptions, State};
+use crate::{Error, Message, Result};
+
+/// Messages received and not yet read, past which the driver stops reading the socket
+/// (receive backpressure: the peer's sends then block in TCP).
+const MAX_QUEUED_MESSAGES: usize = 1024;
+/// Bytes of received messages not yet read, past which the driver stops reading.
+const MAX_QUEUED_BYTES: usize = 16 << 20;
+/// Pong payloads remembered for `ping()` callers.
+const MAX_REMEMBERED_PONGS: usize = 16;
+/// Slices per vectored write.
+const MAX_IOVECS: usize = 64;
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+
+/// State shared by the application thread and the driver thread.
+struct Inner {
+    conn: proto::Connection,
+    stream: mio::net::TcpStream,
+    messages: VecDeque<Message>,
+    queued_bytes: usize,
+    pongs: VecDeque<Bytes>,
+    closed: Option<ConnectionClosed>,
+    io_error: Option<io::ErrorKind>,
+    /// Bytes the application may queue before `send` blocks.
+    send_high_water: usize,
+    /// Whether the write half has been shut down.
+    shut_down: bool,
+    /// Whether iteration has reported the error that ended the connection.
+    error_reported: bool,
+}
+
+impl Inner {
+    /// Writes as much queued output as the socket takes without blocking.
+    fn flush(&mut self) -> io::Result<()> {
+        loop {
+            let buffer = self.conn.send_buffer();
+            if buffer.is_empty() {
+                break;
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = buffer.chunks_vectored(&mut slices);
+            match self.stream.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.conn.send_buffer().advance(written),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if self.conn.poll_shutdown() && !self.shut_down {
+            self.shut_down = true;
+            // The peer may already be gone; there is nothing left to tell it either way.
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        Ok(())
+    }
+
+    /// Moves the core's events to where the application reads them.
+    fn dispatch_events(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::Message(message) => {
+                    self.queued_bytes += message.len();
+                    self.messages.push_back(message);
+                }
+                Event::Pong(payload) => {
+                    if self.pongs.len() == MAX_REMEMBERED_PONGS {
+                        self.pongs.pop_front();
+                    }
+                    self.pongs.push_back(payload);
+                }
+                Event::Closed(closed) => self.closed = Some(closed),
+                Event::Fragment(fragment) => {
+                    self.queued_bytes += fragment.data.len();
+                    self.messages.push_back(fragment.data);
+                }
+                Event::Request(_) | Event::Response(_) | Event::Ping(_) => {}
+            }
+        }
+    }
+
+    fn reading_paused(&self) -> bool {
+        self.messages.len() >= MAX_QUEUED_MESSAGES || self.queued_bytes >= MAX_QUEUED_BYTES
+    }
+
+    /// Records a transport failure: the connection is over.
+    fn fail_io(&mut self, error: &io::Error) {
+        self.io_error.get_or_insert(error.kind());
+        self.conn.handle_eof();
+        self.dispatch_events();
+    }
+
+    /// Whether the driver has nothing left to do: once closed, what could be written has
+    /// been written (a peer that stopped reading gets no more time).
+    fn is_finished(&self) -> bool {
+        self.conn.is_closed()
+    }
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+    waker: Waker,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep going with it.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wake_driver(&self) {
+        // The driver may have exited already, which is the only way waking can fail.
+        let _ = self.waker.wake();
+    }
+}
+
+/// A WebSocket connection for blocking code: the client returned by
+/// [`connect`](crate::sync::client::connect) and the connection a
+/// [`serve_blocking`](crate::sync::server::serve_blocking) handler owns.
+///
+/// A driver thread reads the socket, answers pings, completes the closing handshake and runs
+/// keepalive, so the protocol stays alive while the application is busy between calls.
+/// Messages wait in a bounded queue; when it is full the driver stops reading and TCP pushes
+/// back on the peer. Dropping the `WebSocket` closes it with 1000 and waits (up to the close
+/// timeout) for the closing handshake.
+///
+/// All methods take `&self` and may be called from several threads.
+pub struct WebSocket {
+    shared: Arc<Shared>,
+    driver: Option<JoinHandle<()>>,
+    peer_addr: Option<SocketAddr>,
+    subprotocol: Option<String>,
+    close_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("peer_addr", &self.peer_addr)
+            .field("subprotocol", &self.subprotocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebSocket {
+    /// Wraps an open connection: `stream` carried the handshake that `conn` completed.
+    pub(crate) fn start(
+        stream: TcpStream,
+        conn: proto::Connection,
+        send_high_water: usize,
+    ) -> Result<Self> {
+        let peer_addr = stream.peer_addr().ok();
+        let subprotocol = conn.subprotocol().map(str::to_owned);
+        let close_timeout = conn.config().close_timeout;
+        stream.set_nonblocking(true)?;
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let mut inner = Inner {
+            conn,
+            stream,
+            messages: VecDeque::new(),
+            queued_bytes: 0,
+            pongs: VecDeque::new(),
+            closed: None,
+            io_error: None,
+            send_high_water,
+            shut_down: false,
+            error_reported: false,
+        };
+        inner.conn.handle_timeout(Instant::now());
+        inner.dispatch_events();
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(inner),
+            changed: Condvar::new(),
+            waker,
+        });
+        let driver_shared = Arc::clone(&shared);
+        let driver = std::thread::Builder::new()
+            .name("wsline-driver".into())
+            .spawn(move || drive(&driver_shared, poll))?;
+        Ok(Self {
+            shared,
+            driver: Some(driver),
+            peer_addr,
+            subprotocol,
+            close_timeout,
+        })
+    }
+
+    /// The peer's address.
+    #[must_use]
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
+    }
+
+    /// The subprotocol the handshake selected.
+    #[must_use]
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+
+    /// The connection's state.
+    #[must_use]
+    pub fn state(&self) -> State {
+        self.shared.lock().conn.state()
+    }
+
+    /// Waits for the next message.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionClosed`] once the connection is closed and every received message
+    /// has been read (with the close codes), [`Error::Protocol`] if the peer broke the
+    /// protocol, [`Error::Timeout`] for keepalive and close timeouts, [`Error::Io`] if the
+    /// transport failed.
+    pub fn recv(&self) -> Result<Message> {
+        self.recv_until(None)?
+            .ok_or_else(|| Error::Io(io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Waits at most `timeout` for the next message; `Ok(None)` when none came in time.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
+        self.recv_until(Some(Instant::now() + timeout))
+    }
+
+    /// Waits for the next message and returns its text.
+    ///
+    /// # Errors
+    /// [`Error::NotText`] for a binary message (which is consumed), else as
+    /// [`recv`](Self::recv).
+    pub fn recv_text(&self) -> Result<String> {
+        match self.recv()? {
+            Message::Text(text) => Ok(text.as_str().to_owned()),
+            Message::Binary(data) => Err(Error::NotText { len: data.len() }),
+        }
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Message>> {
+        let mut inner = self.shared.lock();
+        loop {
+            if let Some(message) = inner.messages.pop_front() {
+                let was_paused = inner.reading_paused();
+                inner.queued_bytes -= message.len();
+                if was_paused && !inner.reading_paused() {
+                    self.shared.wake_driver();
+                }
+                return Ok(Some(message));
+            }
+            if let Some(error) = closed_error(&inner) {
+                return Err(error);
+            }
+            inner = match deadline {
+                None => self.wait(inner),
+                Some(deadline) => {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        return Ok(None);
+                    };
+                    self.wait_timeout(inner, left)
+                }
+            };
+        }
+    }
+
+    fn wait<'a>(&self, inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        self.shared
+            .changed
+            .wait(inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wait_timeout<'a>(
+        &self,
+        inner: MutexGuard<'a, Inner>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, Inner> {
+        self.shared
+            .changed
+            .wait_timeout(inner, timeout)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+    }
+
+    /// Sends a message, blocking while more than the high-water mark of earlier sends is
+    /// still waiting for the socket.
+    ///
+    /// # Errors
+    /// [`Error::Send`] once the connection is closing or closed, [`Error::Io`] if the
+    /// transport failed.
+    pub fn send(&self, message: impl Into<Message>) -> Result<()> {
+        self.send_with(message.into(), SendOptions::default())
+    }
+
+    /// Sends a text message.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_text(&self, text: &str) -> Result<()> {
+        self.command(|conn| conn.send_text(text))
+    }
+
+    /// Sends a binary message.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_binary(&self, data: &[u8]) -> Result<()> {
+        self.command(|conn| conn.send_binary(data))
+    }
+
+    /// Sends a message with per-message options (such as compression).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_with(&self, message: Message, options: SendOptions) -> Result<()> {
+        self.command(|conn| conn.send_with(message, options))
+    }
+
+    /// Sends a message in fragments of at most `fragment_size` bytes (RFC 6455 §5.4). Text
+    /// is cut at character boundaries.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_fragmented(&self, message: &Message, fragment_size: usize) -> Result<()> {
+        // Four bytes always hold a whole character, so every text fragment makes progress.
+        let fragment_size = fragment_size.max(4);
+        let data = message.as_bytes();
+        let mut start = 0;
+        loop {
+            let mut end = (start + fragment_size).min(data.len());
+            let fin = match message {
+                Message::Text(text) => {
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    let fin = end == data.len();
+                    let piece = &text[start..end];
+                    if start == 0 {
+                        self.command(|conn| conn.send_text_fragment(piece, fin))?;
+                    } else {
+                        self.command(|conn| conn.send_continuation(piece.as_bytes(), fin))?;
+                    }
+                    fin
+                }
+                Message::Binary(_) => {
+                    let fin = end == data.len();
+                    let piece = &data[start..end];
+                    if start == 0 {
+                        self.command(|conn| conn.send_binary_fragment(piece, fin))?;
+                    } else {
+                        self.command(|conn| conn.send_continuation(piece, fin))?;
+                    }
+                    fin
+                }
+            };
+            if fin {
+                return Ok(());
+            }
+            start = end;
+        }
+    }
+
+    /// Runs a send command on the core, then writes what the socket takes now; the driver
+    /// writes the rest. Blocks first while the queue is above the high-water mark.
+    fn command(
+        &self,
+        send: impl FnOnce(&mut proto::Connection) -> std::result::Result<(), proto::SendError>,
+    ) -> Result<()> {
+        let mut inner = self.shared.lock();
+        while inner.conn.pending_send() > inner.send_high_water
+            && inner.io_error.is_none()
+            && !inner.conn.is_closed()
+        {
+            inner = self.wait(inner);
+        }
+        if let Some(error) = closed_error(&inner) {
+            return Err(error);
+        }
+        send(&mut inner.conn)?;
+        if let Err(error) = inner.flush() {
+            inner.fail_io(&error);
+            self.shared.changed.notify_all();
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// Sends a ping and waits for its pong; returns the round-trip time.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when no pong arrives within the ping timeout (or the close timeout
+    /// when keepalive is off), and as [`recv`](Self::recv).
+    pub fn ping(&self) -> Result<Duration> {
+        let mut payload = [0; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut payload);
+        let started = Instant::now();
+        let mut inner = self.shared.lock();
+        let timeout = inner
+            .conn
+            .config()
+            .ping_timeout
+            .or(inner.conn.config().close_timeout)
+            .unwrap_or(Duration::from_secs(20));
+        drop(inner);
+        self.command(|conn| conn.send_ping(&payload))?;
+        inner = self.shared.lock();
+        loop {
+            if let Some(index) = inner.pongs.iter().position(|pong| pong[..] == payload) {
+                inner.pongs.remove(index);
+                return Ok(started.elapsed());
+            }
+            if let Some(error) = closed_error(&inner) {
+                return Err(error);
+            }
+            let Some(left) = timeout.checked_sub(started.elapsed()) else {
+                return Err(Error::Timeout(proto::Failure::KeepaliveTimeout));
+            };
+            inner = self.wait_timeout(inner, left);
+        }
+    }
+
+    /// Closes the connection (RFC 6455 §7.1.2) and waits, up to the close timeout, for the
+    /// closing handshake to complete.
+    ///
+    /// # Errors
+    /// [`Error::Send`] for a code that may not be sent. Closing a connection that is already
+    /// closed is not an error.
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<()> {
+        let mut inner = self.shared.lock();
+        if inner.conn.state() == State::Open {
+            inner.conn.send_close(code, reason)?;
+            if let Err(error) = inner.flush() {
+                inner.fail_io(&error);
+            }
+        }
+        drop(inner);
+        self.shared.wake_driver();
+        let deadline = self
+            .close_timeout
+            .map(|timeout| Instant::now() + timeout * 2);
+        let mut inner = self.shared.lock();
+        while !inner.conn.is_closed() {
+            inner = match deadline.and_then(|d| d.checked_duration_since(Instant::now())) {
+                Some(left) => self.wait_timeout(inner, left),
+                None if deadline.is_some() => break,
+                None => self.wait(inner),
+            };
+        }
+        Ok(())
+    }
+
+    /// A weak handle that can close this connection.
+    pub(crate) fn closer(&self) -> Closer {
+        Closer(Arc::downgrade(&self.shared))
+    }
+
+    /// How the connection ended, once it has.
+    #[must_use]
+    pub fn close_status(&self) -> Option<ConnectionClosed> {
+        self.shared.lock().closed.clone()
+    }
+}
+
+/// Closes a [`WebSocket`] from elsewhere without keeping it alive (a server's shutdown).
+#[derive(Clone)]
+pub(crate) struct Closer(std::sync::Weak<Shared>);
+
+impl Closer {
+    /// Starts the closing handshake if the connection still exists and is open.
+    pub(crate) fn close(&self, code: CloseCode, reason: &str) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        let mut inner = shared.lock();
+        if inner.conn.state() == State::Open {
+            // Open was just checked, and the code is a valid one chosen by the caller.
+            let _ = inner.conn.send_close(code, reason);
+            if let Err(error) = inner.flush() {
+                inner.fail_io(&error);
+            }
+        }
+        drop(inner);
+        shared.wake_driver();
+    }
+
+    /// Whether the connection is gone.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
+impl Drop for WebSocket {
+    fn drop(&mut self) {
+        // A close that fails means the connection is already closing or gone.
+        let _ = self.close(CloseCode::NORMAL, "");
+        {
+            let mut inner = self.shared.lock();
+            if !inner.conn.is_closed() {
+                inner.conn.fail(CloseCode::ABNORMAL, "");
+                inner.conn.handle_eof();
+            }
+        }
+        self.shared.wake_driver();
+        if let Some(driver) = self.driver.take() {
+            // The driver only ends by returning; a panic in it has nothing to report here.
+            let _ = driver.join();
+        }
+    }
+}
+
+/// Iterates over messages until the connection closes; a normal closure (1000, 1001) ends
+/// the iteration, anything else yields the error once.
+impl Iterator for &WebSocket {
+    type Item = Result<Message>;
+
+    fn next(&mut self) -> Option<Result<Message>> {
+        match self.recv() {
+            Ok(message) => Some(Ok(message)),
+            Err(Error::ConnectionClosed(closed))
+                if matches!(closed.code(), CloseCode::NORMAL | CloseCode::GOING_AWAY) =>
+            {
+                None
+            }
+            Err(error) => {
+                let mut inner = self.shared.lock();
+                if std::mem::replace(&mut inner.error_reported, true) {
+                    return None;
+                }
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+/// The error that `recv` and `send` report once the connection is over.
+fn closed_error(inner: &Inner) -> Option<Error> {
+    if let Some(kind) = inner.io_error {
+        return Some(Error::Io(kind.into()));
+    }
+    inner.closed.clone().map(Error::from_closed)
+}
+
+/// The driver thread: reads, answers, times, flushes, until the connection is over.
+fn drive(shared: &Shared, mut poll: Poll) {
+    let mut events = Events::with_capacity(8);
+    let mut buf = vec![0; crate::DEFAULT_READ_BUFFER_SIZE];
+    loop {
+        let timeout = {
+            let inner = shared.lock();
+            if inner.is_finished() {
+                break;
+            }
+            inner
+                .conn
+                .poll_timeout()
+                .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+        };
+        if let Err(error) = poll.poll(&mut events, timeout) {
+            if error.kind() != io::ErrorKind::Interrupted {
+                let mut inner = shared.lock();
+                inner.fail_io(&error);
+                shared.changed.notify_all();
+                break;
+            }
+        }
+        let mut inner = shared.lock();
+        read_available(&mut inner, &mut buf);
+        inner.conn.handle_timeout(Instant::now());
+        if let Err(error) = inner.flush() {
+            inner.fail_io(&error);
+        }
+        inner.dispatch_events();
+        shared.changed.notify_all();
+    }
+    let mut inner = shared.lock();
+    // One last chance for queued bytes (a close frame), then the connection is over; the
+    // socket may already be closed by the peer, so errors are moot.
+    let _ = inner.flush();
+    let _ = inner.stream.shutdown(Shutdown::Both);
+}
+
+/// Reads until the socket would block, the connection ends, or the message queue is full.
+fn read_available(inner: &mut Inner, buf: &mut [u8]) {
+    while !inner.reading_paused() && !inner.conn.is_closed() {
+        match inner.stream.read(buf) {
+            Ok(0) => {
+                inner.conn.handle_eof();
+                break;
+            }
+            Ok(n) => {
+                inner.conn.handle_data(&buf[..n]);
+                inner.dispatch_events();
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                inner.fail_io(&error);
+                break;
+            }
+        }
+    }
+}
