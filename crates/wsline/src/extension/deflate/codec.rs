@@ -1,0 +1,279 @@
+//! The DEFLATE side of permessage-deflate (RFC 7692 §7.2): a compressor and a decompressor
+//! over zlib-rs, writing into growing buffers without `unsafe` and never past a limit.
+
+use std::fmt;
+
+use bytes::BytesMut;
+use zlib_rs::{
+    Deflate, DeflateConfig, DeflateFlush, Inflate, InflateFlush, Method, Status, Strategy,
+};
+
+use crate::extension::ExtensionError;
+
+/// RFC 7692 §7.2.1: the empty stored block a sync flush ends with, removed from the tail of
+/// every compressed message and appended again before decompressing it (§7.2.2).
+pub(super) const EMPTY_BLOCK_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// The window the decompressor always uses: the largest, so that it reads what any peer
+/// sends, including zlib peers asked for an 8-bit window that compress with 9 bits.
+const INFLATE_WINDOW_BITS: u8 = 15;
+
+/// The first growth of an output buffer when no better estimate exists.
+const MIN_GROW: usize = 4 << 10;
+
+/// Settings of a compressor, resolved from the negotiation and the local configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct CompressSettings {
+    /// zlib level, 0–9.
+    pub level: u8,
+    /// zlib memLevel, 1–9.
+    pub memory_level: u8,
+    /// LZ77 window, 8–15.
+    pub window_bits: u8,
+}
+
+/// A DEFLATE compressor, allocated on first use.
+pub(super) struct Compressor {
+    settings: CompressSettings,
+    deflate: Option<Deflate>,
+}
+
+impl fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Compressor")
+            .field("settings", &self.settings)
+            .field("allocated", &self.deflate.is_some())
+            .finish()
+    }
+}
+
+impl Compressor {
+    pub(super) fn new(settings: CompressSettings) -> Self {
+        Self {
+            settings,
+            deflate: None,
+        }
+    }
+
+    fn deflate(&mut self) -> &mut Deflate {
+        let settings = self.settings;
+        self.deflate.get_or_insert_with(|| {
+            // zlib (and zlib-rs) cannot compress with a 256-byte window: it silently uses 512
+            // bytes, which a peer that asked for 8 bits may not read. Matches limited to a
+            // distance of one byte (run-length encoding) fit any window, so an 8-bit window
+            // compresses that way.
+            let (window_bits, strategy) = match settings.window_bits {
+                8 => (9, Strategy::Rle),
+                bits => (bits, Strategy::Default),
+            };
+            Deflate::new_with_config(DeflateConfig {
+                level: i32::from(settings.level),
+                method: Method::Deflated,
+                // Negative: a raw DEFLATE stream, without zlib header or trailer.
+                window_bits: -i32::from(window_bits),
+                mem_level: i32::from(settings.memory_level),
+                strategy,
+            })
+        })
+    }
+
+    /// Compresses `input` and appends the output to `out`. With `flush`, the output ends the
+    /// message: everything is flushed and the trailing `00 00 ff ff` removed (RFC 7692
+    /// §7.2.1); without it, zlib may keep some of the data for later.
+    pub(super) fn compress(
+        &mut self,
+        input: &[u8],
+        out: &mut BytesMut,
+        flush: bool,
+    ) -> Result<(), ExtensionError> {
+        let mode = if flush {
+            DeflateFlush::SyncFlush
+        } else {
+            DeflateFlush::NoFlush
+        };
+        let deflate = self.deflate();
+        let start = out.len();
+        let mut input = input;
+        let mut filled = start;
+        let mut grow = (input.len() / 4).max(64);
+        loop {
+            if filled == out.len() {
+                out.resize(filled + grow, 0);
+                grow = grow.saturating_mul(2);
+            }
+            let (before_in, before_out) = (deflate.total_in(), deflate.total_out());
+            let result = deflate.compress(input, &mut out[filled..], mode);
+            let used = progress(before_in, deflate.total_in());
+            let produced = progress(before_out, deflate.total_out());
+            filled += produced;
+            input = &input[used..];
+            if let Err(error) = result {
+                out.truncate(filled);
+                return Err(ExtensionError::Internal(format!(
+                    "compression failed: {}",
+                    error.as_str()
+                )));
+            }
+            // Done once all input is taken and zlib left output space unused: it has nothing
+            // more to write for this flush mode.
+            if input.is_empty() && filled < out.len() {
+                break;
+            }
+            if used == 0 && produced == 0 && filled < out.len() {
+                out.truncate(filled);
+                return Err(ExtensionError::Internal("compression stalled".into()));
+            }
+        }
+        out.truncate(filled);
+        if !flush {
+            return Ok(());
+        }
+        if out[start..].ends_with(&EMPTY_BLOCK_TAIL) {
+            out.truncate(out.len() - EMPTY_BLOCK_TAIL.len());
+        } else if out.len() == start {
+            // zlib writes nothing for a second sync flush without new input (an empty
+            // message): send the empty stored block itself, which after the tail is removed is
+            // the single byte 0x00 (RFC 7692 §7.2.3.6).
+            out.extend_from_slice(&[0x00]);
+        } else {
+            return Err(ExtensionError::Internal(
+                "sync flush did not end with an empty stored block".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forgets the LZ77 window (no context takeover), keeping the memory for the next message.
+    pub(super) fn reset(&mut self) {
+        if let Some(deflate) = &mut self.deflate {
+            deflate.reset();
+        }
+    }
+}
+
+/// A DEFLATE decompressor, allocated on first use.
+pub(super) struct Decompressor {
+    inflate: Option<Inflate>,
+    /// The current message's DEFLATE stream ended with a block marked BFINAL (RFC 7692
+    /// §7.2.3.4); what follows in the message is ignored.
+    ended: bool,
+}
+
+impl fmt::Debug for Decompressor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decompressor")
+            .field("allocated", &self.inflate.is_some())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl Decompressor {
+    pub(super) fn new() -> Self {
+        Self {
+            inflate: None,
+            ended: false,
+        }
+    }
+
+    /// Decompresses `input`, appending to `out` without letting `out` pass `max_len` bytes.
+    ///
+    /// The buffer grows with the output actually produced (doubling), never with what the
+    /// input claims, so a small input that would inflate past the limit costs at most about
+    /// twice the limit before it is refused.
+    pub(super) fn decompress(
+        &mut self,
+        input: &[u8],
+        out: &mut BytesMut,
+        max_len: usize,
+    ) -> Result<(), ExtensionError> {
+        if self.ended || input.is_empty() {
+            return Ok(());
+        }
+        let inflate = self
+            .inflate
+            .get_or_insert_with(|| Inflate::new(false, INFLATE_WINDOW_BITS));
+        // Room for one byte past the limit tells "exactly at the limit" from "beyond it".
+        let cap = max_len.saturating_add(1);
+        let mut input = input;
+        let mut filled = out.len();
+        let mut grow = input.len().saturating_mul(2).max(MIN_GROW);
+        loop {
+            if filled == out.len() {
+                let room = cap.saturating_sub(filled);
+                if room == 0 {
+                    out.truncate(filled);
+                    return Err(ExtensionError::TooBig { limit: max_len });
+                }
+                out.resize(filled + grow.min(room), 0);
+                grow = grow.saturating_mul(2);
+            }
+            let (before_in, before_out) = (inflate.total_in(), inflate.total_out());
+            let result = inflate.decompress(input, &mut out[filled..], InflateFlush::NoFlush);
+            let used = progress(before_in, inflate.total_in());
+            let produced = progress(before_out, inflate.total_out());
+            filled += produced;
+            input = &input[used..];
+            match result {
+                Ok(Status::StreamEnd) => {
+                    self.ended = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    out.truncate(filled);
+                    let reason = inflate.error_message().unwrap_or(error.as_str());
+                    return Err(ExtensionError::InvalidData(format!(
+                        "invalid DEFLATE data: {reason}"
+                    )));
+                }
+            }
+            if filled > max_len {
+                out.truncate(filled);
+                return Err(ExtensionError::TooBig { limit: max_len });
+            }
+            // Done once all input is taken and output space is left over: nothing is pending.
+            if input.is_empty() && filled < out.len() {
+                break;
+            }
+            // zlib takes input whenever it has output space; no progress with space left
+            // would be a stall, not a reason to loop.
+            if used == 0 && produced == 0 && filled < out.len() {
+                break;
+            }
+        }
+        out.truncate(filled);
+        if filled > max_len {
+            return Err(ExtensionError::TooBig { limit: max_len });
+        }
+        Ok(())
+    }
+
+    /// Ends a message: appends the tail removed by the sender (RFC 7692 §7.2.2) and, with
+    /// `reset` (no context takeover) or after a BFINAL block, forgets the LZ77 window.
+    pub(super) fn finish(
+        &mut self,
+        out: &mut BytesMut,
+        max_len: usize,
+        reset: bool,
+    ) -> Result<(), ExtensionError> {
+        let result = if self.ended {
+            Ok(())
+        } else {
+            self.decompress(&EMPTY_BLOCK_TAIL, out, max_len)
+        };
+        if (reset || self.ended) && result.is_ok() {
+            if let Some(inflate) = &mut self.inflate {
+                inflate.reset(false);
+            }
+        }
+        self.ended = false;
+        result
+    }
+}
+
+/// Bytes a zlib call moved, from its running totals before and after.
+fn progress(before: u64, after: u64) -> usize {
+    // The difference is bounded by the length of a slice handed to the call.
+    usize::try_from(after - before).unwrap_or(usize::MAX)
+}
