@@ -34,6 +34,8 @@ mod layer_config;
 pub mod proto;
 #[cfg(feature = "sync")]
 pub mod sync;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod uri;
 
 pub use error::{Error, Result};

@@ -1,0 +1,28 @@
+//! The echo server on the tokio layer, on 127.0.0.1:8001: prints what it receives and sends
+//! it back. Ctrl-C shuts it down gracefully (every client gets 1001).
+//!
+//! ```text
+//! cargo run --features tokio --example tokio_echo_server
+//! ```
+use tokio::net::TcpStream;
+use wsline::tokio::{serve, WebSocket};
+
+/// Echoes every message back as it came: text as text, binary as binary.
+async fn echo(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+    while let Some(message) = ws.recv().await {
+        let message = message?;
+        println!("<<< {message}");
+        ws.send(message).await?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> wsline::Result<()> {
+    let server = serve(echo, "127.0.0.1", 8001).await?;
+    println!("Listening on ws://{}", server.local_addr());
+    tokio::select! {
+        result = server.serve_forever() => result,
+        _ = tokio::signal::ctrl_c() => server.shutdown().await,
+    }
+}

@@ -1,0 +1,98 @@
+//! Opening a connection as a client: [`connect`], [`connect_with`], [`connect_on`].
+
+use std::future::poll_fn;
+use std::task::Poll;
+
+use ::tokio::io::{AsyncRead, AsyncWrite};
+use ::tokio::net::TcpStream;
+use ::tokio::time::Instant;
+
+use super::websocket::{Limits, ReadPolicy, Step, WebSocket};
+use crate::proto::{Connection, Failure};
+use crate::{ConnectConfig, Error, Result, WsUri};
+
+/// Connects to a `ws://` URI with the default [`ConnectConfig`].
+///
+/// ```no_run
+/// # async fn demo() -> wsline::Result<()> {
+/// let mut ws = wsline::tokio::connect("ws://127.0.0.1:8001").await?;
+/// ws.send("Hello!").await?;
+/// if let Some(reply) = ws.recv().await {
+///     println!(">>> {}", reply?);
+/// }
+/// ws.close(wsline::CloseCode::NORMAL, "bye").await
+/// # }
+/// ```
+///
+/// # Errors
+/// As [`connect_with`].
+pub async fn connect(uri: &str) -> Result<WebSocket<TcpStream>> {
+    connect_with(uri, ConnectConfig::default()).await
+}
+
+/// Connects to a `ws://` URI: opens a TCP connection and runs the opening handshake, both
+/// within the configuration's `open_timeout`.
+///
+/// # Errors
+/// [`Error::Uri`] for a URI that is not `ws://…`, [`Error::Tls`] for `wss://` (TLS is not
+/// supported yet; bring your own TLS stream to [`connect_on`]), [`Error::Io`] when the TCP
+/// connection fails (refused, unreachable), [`Error::Handshake`] when the server rejects
+/// the handshake (the response is kept whole) or answers wrongly, [`Error::Timeout`] past
+/// the open timeout.
+pub async fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket<TcpStream>> {
+    let uri: WsUri = uri.parse()?;
+    if uri.is_secure() {
+        return Err(Error::Tls(format!(
+            "{uri}: wss:// needs TLS, which wsline::tokio does not provide yet; \
+             pass a TLS stream to connect_on"
+        )));
+    }
+    let open = async {
+        let stream = TcpStream::connect((uri.host(), uri.port())).await?;
+        stream.set_nodelay(config.nodelay)?;
+        handshake(stream, uri, &config).await
+    };
+    match config.protocol.open_timeout {
+        Some(timeout) => ::tokio::time::timeout(timeout, open)
+            .await
+            .unwrap_or(Err(Error::Timeout(Failure::OpenTimeout))),
+        None => open.await,
+    }
+}
+
+/// Runs the opening handshake for `uri` over a stream the caller opened: a TCP stream with
+/// custom options, a TLS stream (then `wss://` URIs are fine), a proxy tunnel.
+///
+/// # Errors
+/// As [`connect_with`], except that TLS is the caller's business.
+pub async fn connect_on<S>(stream: S, uri: &str, config: ConnectConfig) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let uri: WsUri = uri.parse()?;
+    handshake(stream, uri, &config).await
+}
+
+/// Sends the request and reads until the response opens the connection or refuses it.
+async fn handshake<S>(stream: S, uri: WsUri, config: &ConnectConfig) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Connection::client(uri, config.protocol.clone(), Instant::now().into_std());
+    let mut request = conn.connect_request();
+    config.apply_to(&mut request);
+    conn.send_request(request);
+    let mut ws = WebSocket::new(stream, conn, Limits::from(config));
+    poll_fn(|cx| loop {
+        if ws.response().is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match ws.poll_step(cx, ReadPolicy::Receive) {
+            Step::Progress => {}
+            Step::Blocked => return Poll::Pending,
+            Step::Finished => return Poll::Ready(Err(ws.closed_error())),
+        }
+    })
+    .await?;
+    Ok(ws)
+}

@@ -1,0 +1,88 @@
+//! The async layer on tokio (feature `tokio`): a server, a client, and a [`WebSocket`] over
+//! any `AsyncRead + AsyncWrite + Unpin` stream, all driving the sans-I/O
+//! [`Connection`](crate::proto::Connection).
+//!
+//! # Server
+//!
+//! ```no_run
+//! use tokio::net::TcpStream;
+//! use wsline::tokio::{serve, WebSocket};
+//!
+//! async fn echo(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+//!     while let Some(message) = ws.recv().await {
+//!         ws.send(message?).await?; // text stays text, binary stays binary
+//!     }
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> wsline::Result<()> {
+//!     let server = serve(echo, "127.0.0.1", 8001).await?;
+//!     tokio::select! {
+//!         result = server.serve_forever() => result,
+//!         _ = tokio::signal::ctrl_c() => server.shutdown().await,
+//!     }
+//! }
+//! ```
+//!
+//! Each connection runs its [`Handler`] in a task of its own, inline with the connection's
+//! I/O: a message goes from the socket to the handler and back without a channel. Shutting
+//! down ([`Server::shutdown`], [`ServerHandle::shutdown`], or dropping the [`Server`]) stops
+//! accepting, closes every connection with 1001, and waits up to
+//! [`ServerConfig::shutdown_timeout`](crate::ServerConfig::shutdown_timeout). Use
+//! [`serve_on`] for a listener you bound yourself, and [`accept`] for one connection on any
+//! stream.
+//!
+//! # Client
+//!
+//! ```no_run
+//! # async fn demo() -> wsline::Result<()> {
+//! let mut ws = wsline::tokio::connect("ws://127.0.0.1:8001").await?;
+//! ws.send("Hello!").await?;
+//! while let Some(message) = ws.recv().await {
+//!     println!(">>> {}", message?);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`connect_with`] takes a [`ConnectConfig`](crate::ConnectConfig) (limits, timeouts,
+//! keepalive, `Origin`, headers, subprotocols); [`connect_on`] runs the handshake over a
+//! stream you opened (TLS included).
+//!
+//! # Who answers pings
+//!
+//! A [`WebSocket`] has no task of its own: it answers pings and close frames, sends
+//! keepalive pings and enforces timeouts inside whichever method the application awaits —
+//! [`recv`](WebSocket::recv), [`send`](WebSocket::send), [`flush`](WebSocket::flush),
+//! [`close`](WebSocket::close). A client that only listens therefore answers pings, and the
+//! fast path (one task per connection, handler inline) costs no channel hop.
+//!
+//! # Split connections
+//!
+//! [`WebSocket::split`] hands the connection to a driver task and returns a [`ReadHalf`] and
+//! a [`WriteHalf`] for two tasks; [`WriteHalf::sender`] gives cloneable [`Sender`]s for
+//! more. The driver keeps the protocol alive whether or not the application reads or
+//! writes. Its queues are bounded: unread messages (past the limit it stops reading the
+//! socket) and bytes to write (past the high-water mark, senders wait).
+//! [`ReadHalf::reunite`] gives the [`WebSocket`] back.
+//!
+//! # Cancel safety
+//!
+//! Receiving ([`WebSocket::recv`], [`ReadHalf::recv`], the `Stream` impls) is cancel-safe:
+//! use it in `tokio::select!` without losing messages. Each method documents its own
+//! guarantee.
+
+mod client;
+mod server;
+mod signal;
+mod split;
+mod websocket;
+
+pub use client::{connect, connect_on, connect_with};
+pub use server::{
+    accept, accept_with, accept_with_hook, serve, serve_on, serve_with, Handler, Server,
+    ServerHandle,
+};
+pub use split::{ReadHalf, ReuniteError, Sender, WriteHalf};
+pub use websocket::{WebSocket, DEFAULT_MAX_UNREAD_BYTES, DEFAULT_MAX_UNREAD_MESSAGES};

@@ -1,0 +1,497 @@
+//! The server: [`serve`] a [`Handler`] on a port, or [`accept`] one connection on any stream.
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use ::tokio::io::{AsyncRead, AsyncWrite};
+use ::tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use ::tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use ::tokio::task::{JoinError, JoinSet};
+use ::tokio::time::Instant;
+
+use super::signal::{Listener, Signal};
+use super::websocket::{Limits, ReadPolicy, Step, WebSocket};
+use crate::proto::{Config, Connection, Request, Response};
+use crate::{Error, Result, ServerConfig};
+
+/// How long the accept loop pauses after an accept error (such as running out of file
+/// descriptors) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// What a server does with each connection.
+///
+/// An `async fn(WebSocket<TcpStream>) -> wsline::Result<()>` (or a closure returning such a
+/// future) is a handler: it owns the connection, in a task of its own, and runs inline with
+/// its I/O — no channel between the socket and the handler. Implement the trait on a struct
+/// to share state between connections (a chat room) or to inspect the handshake.
+///
+/// When the handler returns, the connection is dropped: an open connection gets a close
+/// frame (1000) without waiting for the reply. Call [`WebSocket::close`] first for another
+/// code or a complete closing handshake.
+pub trait Handler: Send + Sync + 'static {
+    /// Inspects the handshake request and may alter the response before it is sent: add
+    /// headers, or refuse by replacing it (e.g. with [`Response::text`]`(403, "…")`).
+    fn on_handshake(&self, request: &Request, response: &mut Response) {
+        let _ = (request, response);
+    }
+
+    /// Serves one open connection until it is done with it.
+    fn handle(
+        self: Arc<Self>,
+        ws: WebSocket<TcpStream>,
+    ) -> impl Future<Output = Result<()>> + Send + 'static;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(WebSocket<TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    fn handle(
+        self: Arc<Self>,
+        ws: WebSocket<TcpStream>,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        (*self)(ws)
+    }
+}
+
+/// Runs the server's side of the opening handshake on `stream` with the default
+/// [`ServerConfig`].
+///
+/// # Errors
+/// As [`accept_with_hook`].
+pub async fn accept<S>(stream: S) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with(stream, &ServerConfig::default()).await
+}
+
+/// Runs the server's side of the opening handshake on `stream` with `config`.
+///
+/// # Errors
+/// As [`accept_with_hook`].
+pub async fn accept_with<S>(stream: S, config: &ServerConfig) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with_hook(stream, config, |_, _| {}).await
+}
+
+/// Runs the server's side of the opening handshake on `stream`: reads the request, checks
+/// it (RFC 6455 §4.2.1), lets `on_handshake` inspect it and alter or replace the response,
+/// and sends the response.
+///
+/// # Errors
+/// [`Error::Handshake`] when the request is invalid (the client got the matching HTTP
+/// error: 400, 405, 426, 431, …) or `on_handshake` refused it, [`Error::Timeout`] past the
+/// open timeout, [`Error::Io`] when the stream fails.
+pub async fn accept_with_hook<S, F>(
+    stream: S,
+    config: &ServerConfig,
+    on_handshake: F,
+) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request, &mut Response),
+{
+    let conn = Connection::server(config.protocol.clone(), Instant::now().into_std());
+    server_handshake(
+        WebSocket::new(stream, conn, Limits::from(config)),
+        on_handshake,
+    )
+    .await
+}
+
+/// Reads the request, answers it, and writes the answer.
+async fn server_handshake<S, F>(mut ws: WebSocket<S>, on_handshake: F) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request, &mut Response),
+{
+    poll_fn(|cx| loop {
+        if ws.request().is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match ws.poll_step(cx, ReadPolicy::Receive) {
+            Step::Progress => {}
+            Step::Blocked => return Poll::Pending,
+            Step::Finished => return Poll::Ready(Err(ws.closed_error())),
+        }
+    })
+    .await?;
+    let Some(request) = ws.take_request() else {
+        return Err(ws.closed_error());
+    };
+    let mut response = ws.conn_mut().accept(&request);
+    on_handshake(&request, &mut response);
+    let status = response.status;
+    ws.conn_mut().send_response(response)?;
+    ws.set_request(request);
+    ws.flush().await?;
+    if ws.is_closed() {
+        tracing::debug!(status, "handshake rejected");
+        return Err(ws.closed_error());
+    }
+    Ok(ws)
+}
+
+/// What the server's tasks share.
+struct ServerShared {
+    shutdown: Arc<Signal>,
+    connections: AtomicUsize,
+    finished: watch::Receiver<bool>,
+}
+
+impl ServerShared {
+    fn shutdown(&self) {
+        if self.shutdown.raise() {
+            tracing::info!("server shutting down");
+        }
+    }
+
+    /// Waits until the accept loop has finished the shutdown.
+    async fn finished(&self) -> Result<()> {
+        let mut finished = self.finished.clone();
+        let done = finished.wait_for(|done| *done).await.is_ok();
+        if done {
+            Ok(())
+        } else {
+            Err(Error::Io(std::io::Error::other("the server task failed")))
+        }
+    }
+}
+
+/// Settings every connection of a server uses, built once.
+struct Settings {
+    protocol: Arc<Config>,
+    limits: Limits,
+    nodelay: bool,
+    max_connections: usize,
+    shutdown_timeout: Duration,
+}
+
+/// A running server: its accept loop runs in a task from [`serve`] on.
+///
+/// ```no_run
+/// use tokio::net::TcpStream;
+/// use wsline::tokio::{serve, WebSocket};
+///
+/// async fn echo(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+///     while let Some(message) = ws.recv().await {
+///         ws.send(message?).await?;
+///     }
+///     Ok(())
+/// }
+///
+/// # async fn demo() -> wsline::Result<()> {
+/// let server = serve(echo, "127.0.0.1", 8001).await?;
+/// tokio::select! {
+///     result = server.serve_forever() => result?,
+///     _ = tokio::signal::ctrl_c() => server.shutdown().await?,
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Shutting down stops accepting, closes every connection with 1001 (going away), waits up
+/// to `shutdown_timeout` for the closing handshakes, then drops what is left. Dropping the
+/// `Server` starts a shutdown too.
+pub struct Server {
+    shared: Arc<ServerShared>,
+    local_addr: SocketAddr,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// The address the server listens on (useful with port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to shut the server down from elsewhere.
+    #[must_use]
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Connections open now (including those still in their opening handshake).
+    #[must_use]
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Shuts the server down gracefully and waits until it is done (at most about
+    /// `shutdown_timeout`).
+    ///
+    /// # Errors
+    /// When the server's task panicked.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.shared.shutdown();
+        self.shared.finished().await
+    }
+
+    /// Waits until the server has been shut down (by a [`ServerHandle`], or a signal handler
+    /// that calls it) and its connections are closed.
+    ///
+    /// Cancel-safe: the server keeps running when this future is dropped.
+    ///
+    /// # Errors
+    /// When the server's task panicked.
+    pub async fn serve_forever(&self) -> Result<()> {
+        self.shared.finished().await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.shutdown();
+    }
+}
+
+/// A cloneable handle on a [`Server`], for shutting it down from another task, and for
+/// handlers that want to notice the shutdown in their own `tokio::select!` loops.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<ServerShared>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("shutting_down", &self.is_shutting_down())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    /// Whether a shutdown has started.
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutdown.is_raised()
+    }
+
+    /// Resolves once a shutdown has started: a signal for `tokio::select!`. Connections
+    /// get their 1001 close frame without it; it is for handlers with other work to stop.
+    ///
+    /// Cancel-safe.
+    pub async fn shutting_down(&self) {
+        self.shared.shutdown.raised().await;
+    }
+
+    /// Connections open now.
+    #[must_use]
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves `handler` on `host:port` with the default [`ServerConfig`]; returns once the
+/// server listens. Logs `Listening on ws://host:port`.
+///
+/// # Errors
+/// When the address cannot be resolved or bound.
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub async fn serve<H: Handler>(handler: H, host: &str, port: u16) -> Result<Server> {
+    serve_with(handler, (host, port), ServerConfig::default()).await
+}
+
+/// Serves `handler` on `addr` with `config`.
+///
+/// # Errors
+/// When the address cannot be resolved or bound.
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub async fn serve_with<H: Handler>(
+    handler: H,
+    addr: impl ToSocketAddrs,
+    config: ServerConfig,
+) -> Result<Server> {
+    let listener = TcpListener::bind(addr).await?;
+    serve_on(handler, listener, config)
+}
+
+/// Serves `handler` on a listener the caller bound (or inherited).
+///
+/// # Errors
+/// When the listener's address cannot be read.
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub fn serve_on<H: Handler>(
+    handler: H,
+    listener: TcpListener,
+    config: ServerConfig,
+) -> Result<Server> {
+    let local_addr = listener.local_addr()?;
+    let (finished_tx, finished) = watch::channel(false);
+    let shared = Arc::new(ServerShared {
+        shutdown: Arc::new(Signal::default()),
+        connections: AtomicUsize::new(0),
+        finished,
+    });
+    let settings = Arc::new(Settings {
+        limits: Limits::from(&config),
+        nodelay: config.nodelay,
+        max_connections: config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+        shutdown_timeout: config.shutdown_timeout,
+        protocol: Arc::new(config.protocol),
+    });
+    tracing::info!("Listening on ws://{local_addr}");
+    ::tokio::spawn(accept_loop(
+        listener,
+        Arc::new(handler),
+        settings,
+        Arc::clone(&shared),
+        finished_tx,
+    ));
+    Ok(Server { shared, local_addr })
+}
+
+/// Accepts connections until the shutdown signal, then closes them gracefully.
+async fn accept_loop<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    settings: Arc<Settings>,
+    shared: Arc<ServerShared>,
+    finished: watch::Sender<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    loop {
+        // Further clients wait in the listen backlog while max_connections are open.
+        let permit = ::tokio::select! {
+            biased;
+            () = shared.shutdown.raised() => break,
+            Some(result) = tasks.join_next() => {
+                report(result);
+                continue;
+            }
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let accepted = ::tokio::select! {
+            biased;
+            () = shared.shutdown.raised() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tasks.spawn(connection(
+                    stream,
+                    peer,
+                    Arc::clone(&handler),
+                    Arc::clone(&settings),
+                    Arc::clone(&shared),
+                    permit,
+                ));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed; retrying shortly");
+                ::tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+    drop(listener);
+    // Every connection saw the signal and is closing with 1001.
+    let drained = ::tokio::time::timeout(settings.shutdown_timeout, async {
+        while let Some(result) = tasks.join_next().await {
+            report(result);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            remaining = tasks.len(),
+            "shutdown timeout passed; dropping connections"
+        );
+        tasks.shutdown().await;
+    }
+    finished.send_replace(true);
+}
+
+/// Logs a connection task that panicked.
+fn report(result: std::result::Result<(), JoinError>) {
+    if let Err(error) = result {
+        if error.is_panic() {
+            tracing::error!(%error, "connection task panicked");
+        }
+    }
+}
+
+/// Counts a connection for as long as it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection's task: the handshake, then the handler.
+async fn connection<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<H>,
+    settings: Arc<Settings>,
+    shared: Arc<ServerShared>,
+    permit: OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    let _counted = Counted::new(&shared.connections);
+    if settings.nodelay {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+        }
+    }
+    let conn = Connection::server(Arc::clone(&settings.protocol), Instant::now().into_std());
+    let mut ws = WebSocket::new(stream, conn, settings.limits);
+    ws.set_going_away(Listener::new(Arc::clone(&shared.shutdown)));
+    let hook = |request: &Request, response: &mut Response| {
+        handler.on_handshake(request, response);
+    };
+    let ws = match server_handshake(ws, hook).await {
+        Ok(ws) => ws,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "handshake failed");
+            return;
+        }
+    };
+    tracing::debug!(%peer, "connection open");
+    if let Err(error) = handler.handle(ws).await {
+        tracing::debug!(%peer, %error, "handler returned an error");
+    }
+}

@@ -1,0 +1,738 @@
+//! Splitting a [`WebSocket`] into a reader and a writer for two tasks.
+//!
+//! The halves do not share the connection behind a lock: a driver task owns it and keeps
+//! the protocol alive on its own — answering pings and close frames, running keepalive and
+//! timeouts, writing queued bytes — whether or not the application reads or writes. The
+//! reader takes messages from a queue the driver fills (bounded: past the unread limit the
+//! driver stops reading the socket); writers hand messages to the driver through a queue
+//! bounded in bytes by the send high-water mark. The hot paths are atomic counters and
+//! lock-free channels; a lock is taken only to park a task that must wait.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
+
+use ::tokio::io::{AsyncRead, AsyncWrite};
+use ::tokio::sync::{mpsc, oneshot};
+use ::tokio::task::JoinHandle;
+use futures_core::{FusedStream, Stream};
+use futures_sink::Sink;
+
+use super::websocket::{ReadPolicy, Step, WebSocket};
+use crate::proto::{CloseCode, ConnectionClosed, SendError, State};
+use crate::{BackpressurePolicy, Error, Message, Result};
+
+/// How long a [`Sender::ping`] waits for its pong when the configuration sets no
+/// `ping_timeout`.
+const DEFAULT_PONG_WAIT: Duration = Duration::from_secs(20);
+
+/// What writers ask of the driver, in order.
+enum Command {
+    Message(Message),
+    Ping(oneshot::Sender<Duration>),
+    Close(CloseCode, String),
+    Fail(CloseCode, &'static str),
+    /// Hand the connection back ([`ReadHalf::reunite`]).
+    Stop,
+}
+
+/// Tasks parked until something changes; waking them is an atomic load when none is.
+#[derive(Default)]
+struct Parked {
+    any: AtomicBool,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Parked {
+    fn lock(&self) -> MutexGuard<'_, Vec<Waker>> {
+        // Wakers are plain data; a panic elsewhere leaves them usable.
+        self.wakers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Parks the task of `waker`; the caller checks its condition again afterwards.
+    fn park(&self, waker: &Waker) {
+        let mut wakers = self.lock();
+        if !wakers.iter().any(|parked| parked.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+        self.any.store(true, Ordering::SeqCst);
+    }
+
+    fn wake_all(&self) {
+        if self.any.load(Ordering::SeqCst) && self.any.swap(false, Ordering::SeqCst) {
+            for waker in self.lock().drain(..) {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The connection's state as the driver last published it.
+const OPEN: u8 = 0;
+const CLOSING: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// What the halves and the driver share.
+struct Shared {
+    send_high_water: usize,
+    backpressure: BackpressurePolicy,
+    pong_wait: Duration,
+    max_unread_messages: usize,
+    /// Bytes of messages in the command queue.
+    queued: AtomicUsize,
+    /// The connection's send buffer, as the driver last published it.
+    pending: AtomicUsize,
+    /// Messages in the reader's queue.
+    unread: AtomicUsize,
+    state: AtomicU8,
+    /// How the connection ended, once it has.
+    closed: Mutex<Option<ConnectionClosed>>,
+    writers: Parked,
+    driver: Parked,
+}
+
+impl Shared {
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::SeqCst)
+    }
+
+    fn pending(&self) -> usize {
+        self.queued
+            .load(Ordering::SeqCst)
+            .saturating_add(self.pending.load(Ordering::SeqCst))
+    }
+
+    fn has_room(&self) -> bool {
+        self.pending() <= self.send_high_water
+    }
+
+    fn closed_status(&self) -> Option<ConnectionClosed> {
+        self.closed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The error for a send on a connection that is no longer open.
+    fn not_open(&self) -> Error {
+        match self.closed_status() {
+            Some(closed) if closed.failure.is_some() => Error::from_closed(closed),
+            _ => SendError::Closed.into(),
+        }
+    }
+}
+
+/// The reading half of a split [`WebSocket`]: receives messages from the driver task.
+pub struct ReadHalf<S: AsyncRead + AsyncWrite + Unpin> {
+    inbox: mpsc::UnboundedReceiver<Result<Message>>,
+    shared: Arc<Shared>,
+    driver: JoinHandle<WebSocket<S>>,
+    terminated: bool,
+}
+
+/// The writing half of a split [`WebSocket`]: what a [`Sender`] does, plus being
+/// [reunited](ReadHalf::reunite) with its reader.
+pub struct WriteHalf<S: AsyncRead + AsyncWrite + Unpin> {
+    sender: Sender,
+    stream: PhantomData<fn() -> S>,
+}
+
+/// A cloneable handle that sends on a split connection, from any number of tasks.
+///
+/// Messages from one `Sender` go out in the order sent; messages from several interleave
+/// whole (never mixed within a message).
+#[derive(Clone)]
+pub struct Sender {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    close_queued: bool,
+}
+
+/// [`ReadHalf::reunite`] was given halves of two different connections; here they are back.
+pub struct ReuniteError<S: AsyncRead + AsyncWrite + Unpin>(pub ReadHalf<S>, pub WriteHalf<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for ReuniteError<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReuniteError(..)")
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Display for ReuniteError<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tried to reunite halves of different WebSocket connections")
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> std::error::Error for ReuniteError<S> {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
+    /// Splits the connection into a reader and a writer that two tasks can use at once,
+    /// handing the connection to a driver task that keeps the protocol alive on its own
+    /// (see the [module docs](crate::tokio#split-connections)). Messages already received
+    /// stay first in line for the reader.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        let limits = self.limits();
+        let pong_wait = self.config().ping_timeout.unwrap_or(DEFAULT_PONG_WAIT);
+        let shared = Arc::new(Shared {
+            send_high_water: limits.send_high_water,
+            backpressure: limits.backpressure,
+            pong_wait,
+            max_unread_messages: limits.max_unread_messages,
+            queued: AtomicUsize::new(0),
+            pending: AtomicUsize::new(self.pending_send()),
+            unread: AtomicUsize::new(0),
+            state: AtomicU8::new(state_code(self.state())),
+            closed: Mutex::new(None),
+            writers: Parked::default(),
+            driver: Parked::default(),
+        });
+        let (commands, command_queue) = mpsc::unbounded_channel();
+        let (inbox_sender, inbox) = mpsc::unbounded_channel();
+        let driver = Driver {
+            commands: command_queue,
+            commands_closed: false,
+            inbox: inbox_sender,
+            shared: Arc::clone(&shared),
+        };
+        let driver = ::tokio::spawn(driver.run(self));
+        let reader = ReadHalf {
+            inbox,
+            shared: Arc::clone(&shared),
+            driver,
+            terminated: false,
+        };
+        let writer = WriteHalf {
+            sender: Sender {
+                commands,
+                shared,
+                close_queued: false,
+            },
+            stream: PhantomData,
+        };
+        (reader, writer)
+    }
+}
+
+fn state_code(state: State) -> u8 {
+    match state {
+        State::Connecting | State::Open => OPEN,
+        State::Closing => CLOSING,
+        State::Closed => CLOSED,
+    }
+}
+
+/// The task that owns a split connection.
+struct Driver {
+    commands: mpsc::UnboundedReceiver<Command>,
+    commands_closed: bool,
+    inbox: mpsc::UnboundedSender<Result<Message>>,
+    shared: Arc<Shared>,
+}
+
+impl Driver {
+    /// Drives the connection until it ends or the halves are reunited; returns it.
+    async fn run<S>(mut self, mut ws: WebSocket<S>) -> WebSocket<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        // Messages received before the split go to the reader first.
+        self.forward(&mut ws);
+        poll_fn(|cx| self.poll(&mut ws, cx)).await;
+        ws
+    }
+
+    fn poll<S>(&mut self, ws: &mut WebSocket<S>, cx: &mut Context<'_>) -> Poll<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            if self.take_commands(ws, cx).is_ready() {
+                return Poll::Ready(());
+            }
+            if self.commands_closed && self.inbox.is_closed() && ws.state() == State::Open {
+                // Nobody can read or write any more: close.
+                let _ = ws.conn_mut().send_close(CloseCode::NORMAL, "");
+            }
+            let closing = ws.close_sent();
+            let policy = if closing {
+                ReadPolicy::Closing
+            } else if self.reader_has_room() {
+                ReadPolicy::Receive
+            } else {
+                self.shared.driver.park(cx.waker());
+                if self.reader_has_room() {
+                    continue;
+                }
+                ReadPolicy::Never
+            };
+            let step = ws.poll_step(cx, policy);
+            self.forward(ws);
+            self.shared
+                .pending
+                .store(ws.pending_send(), Ordering::SeqCst);
+            self.shared
+                .state
+                .store(state_code(ws.state()), Ordering::SeqCst);
+            match step {
+                Step::Progress => self.shared.writers.wake_all(),
+                Step::Blocked => {
+                    self.shared.writers.wake_all();
+                    return Poll::Pending;
+                }
+                Step::Finished => {
+                    self.finish(ws);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+
+    /// Applies writers' commands in order while the send buffer has room. Ready on `Stop`.
+    fn take_commands<S>(&mut self, ws: &mut WebSocket<S>, cx: &mut Context<'_>) -> Poll<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        while !self.commands_closed && ws.pending_send() <= self.shared.send_high_water {
+            let command = match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(command)) => command,
+                Poll::Ready(None) => {
+                    self.commands_closed = true;
+                    break;
+                }
+                Poll::Pending => break,
+            };
+            let result = match command {
+                Command::Message(message) => {
+                    self.shared
+                        .queued
+                        .fetch_sub(message.len(), Ordering::SeqCst);
+                    ws.queue(message)
+                }
+                Command::Ping(waiter) => ws.start_ping(waiter),
+                Command::Close(code, reason) if ws.state() == State::Open => {
+                    ws.conn_mut().send_close(code, &reason).map_err(Error::from)
+                }
+                Command::Close(..) => Ok(()),
+                Command::Fail(code, reason) => {
+                    ws.conn_mut().fail(code, reason);
+                    Ok(())
+                }
+                Command::Stop => return Poll::Ready(()),
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "send on a split connection failed");
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Whether the reader's queue has room (a reader that is gone takes nothing).
+    fn reader_has_room(&self) -> bool {
+        self.inbox.is_closed()
+            || self.shared.unread.load(Ordering::SeqCst) < self.shared.max_unread_messages
+    }
+
+    /// Moves received messages to the reader's queue.
+    fn forward<S>(&mut self, ws: &mut WebSocket<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let closing = ws.close_sent();
+        while let Some(message) = ws.pop_unread() {
+            if closing && !self.reader_has_room() {
+                tracing::debug!(len = message.len(), "message dropped while closing");
+                continue;
+            }
+            if self.inbox.send(Ok(message)).is_ok() {
+                self.shared.unread.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// The connection is over: tell the reader how, and every parked writer.
+    fn finish<S>(&mut self, ws: &mut WebSocket<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if let Some(Err(error)) = ws.take_outcome() {
+            // The reader may be gone; then nobody needs to know.
+            let _ = self.inbox.send(Err(error));
+        }
+        *self
+            .shared
+            .closed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = ws.close_status().cloned();
+        self.shared.state.store(CLOSED, Ordering::SeqCst);
+        self.shared.writers.wake_all();
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for ReadHalf<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadHalf")
+            .field("unread", &self.shared.unread.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
+    /// Receives the next message, as [`WebSocket::recv`]: `None` after a normal closure,
+    /// any other ending reported once as an error.
+    ///
+    /// Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message, as [`recv`](Self::recv).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        let item = ready!(self.inbox.poll_recv(cx));
+        match &item {
+            Some(Ok(_)) => {
+                self.shared.unread.fetch_sub(1, Ordering::SeqCst);
+                self.shared.driver.wake_all();
+            }
+            Some(Err(_)) | None => self.terminated = true,
+        }
+        Poll::Ready(item)
+    }
+
+    /// How the connection ended, once it has.
+    #[must_use]
+    pub fn close_status(&self) -> Option<ConnectionClosed> {
+        self.shared.closed_status()
+    }
+
+    /// Puts the connection back together: the driver task stops after applying what the
+    /// writer sent, and messages the reader has not taken stay first in line.
+    ///
+    /// Clones of the writer's [`Sender`] stop working: their sends fail as on a closed
+    /// connection.
+    ///
+    /// # Errors
+    /// [`ReuniteError`] with both halves when they come from different connections.
+    ///
+    /// # Panics
+    /// If the driver task panicked (the panic is resumed).
+    pub async fn reunite(
+        mut self,
+        writer: WriteHalf<S>,
+    ) -> std::result::Result<WebSocket<S>, ReuniteError<S>> {
+        if !Arc::ptr_eq(&self.shared, &writer.sender.shared) {
+            return Err(ReuniteError(self, writer));
+        }
+        // Queued after every command of the writer; a driver that already ended ignores it.
+        let _ = writer.sender.commands.send(Command::Stop);
+        let mut ws = match (&mut self.driver).await {
+            Ok(ws) => ws,
+            // The driver never aborts itself; a panic is the only way to get here while
+            // this task runs.
+            Err(error) => std::panic::resume_unwind(
+                error
+                    .try_into_panic()
+                    .unwrap_or_else(|error| Box::new(error.to_string())),
+            ),
+        };
+        let mut forwarded = Vec::new();
+        while let Ok(item) = self.inbox.try_recv() {
+            if let Ok(message) = item {
+                forwarded.push(message);
+            }
+        }
+        ws.push_front_unread(forwarded.into_iter());
+        Ok(ws)
+    }
+}
+
+/// Messages until the connection closes, as [`ReadHalf::recv`]. Cancel-safe.
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for ReadHalf<S> {
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FusedStream for ReadHalf<S> {
+    fn is_terminated(&self) -> bool {
+        self.terminated
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for WriteHalf<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("WriteHalf").field(&self.sender).finish()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
+    /// A cloneable sender on the same connection, for other tasks.
+    #[must_use]
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
+    }
+
+    /// As [`Sender::send`].
+    ///
+    /// # Errors
+    /// As [`Sender::send`].
+    pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
+        self.sender.send(message).await
+    }
+
+    /// As [`Sender::try_send`].
+    ///
+    /// # Errors
+    /// As [`Sender::try_send`].
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<()> {
+        self.sender.try_send(message)
+    }
+
+    /// As [`Sender::flush`].
+    ///
+    /// # Errors
+    /// As [`Sender::flush`].
+    pub async fn flush(&self) -> Result<()> {
+        self.sender.flush().await
+    }
+
+    /// As [`Sender::ping`].
+    ///
+    /// # Errors
+    /// As [`Sender::ping`].
+    pub async fn ping(&self) -> Result<Duration> {
+        self.sender.ping().await
+    }
+
+    /// As [`Sender::close`].
+    ///
+    /// # Errors
+    /// As [`Sender::close`].
+    pub async fn close(&self, code: CloseCode, reason: &str) -> Result<()> {
+        self.sender.close(code, reason).await
+    }
+
+    /// Whether the connection is closing or closed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("pending", &self.shared.pending())
+            .field("closed", &(self.shared.state() != OPEN))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sender {
+    /// Sends a message: waits while more than the high-water mark is queued (the writer's
+    /// queue plus the connection's send buffer), then hands it to the driver, which writes
+    /// it in the background.
+    ///
+    /// Not cancel-safe: dropped before the message is handed over, it is not sent.
+    ///
+    /// # Errors
+    /// [`Error::Send`] once the connection is closing or closed; the failure that ended it
+    /// if it failed.
+    pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        poll_fn(|cx| self.poll_room(cx)).await?;
+        self.push(message)
+    }
+
+    /// Hands a message to the driver if the high-water mark allows, without waiting.
+    ///
+    /// # Errors
+    /// Past the high-water mark: [`Error::SendBufferFull`] (the message is not sent), and
+    /// with [`BackpressurePolicy::Close`] (a server's default) the connection is also failed
+    /// with 1008. Otherwise as [`send`](Self::send).
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<()> {
+        if !self.shared.has_room() && self.shared.state() == OPEN {
+            if self.shared.backpressure == BackpressurePolicy::Close {
+                // A driver that is gone has closed the connection already.
+                let _ = self.commands.send(Command::Fail(
+                    CloseCode::POLICY_VIOLATION,
+                    "client reads too slowly",
+                ));
+            }
+            return Err(Error::SendBufferFull {
+                pending: self.shared.pending(),
+                limit: self.shared.send_high_water,
+            });
+        }
+        self.push(message.into())
+    }
+
+    fn push(&self, message: Message) -> Result<()> {
+        if self.shared.state() != OPEN {
+            return Err(self.shared.not_open());
+        }
+        let len = message.len();
+        self.shared.queued.fetch_add(len, Ordering::SeqCst);
+        if self.commands.send(Command::Message(message)).is_err() {
+            self.shared.queued.fetch_sub(len, Ordering::SeqCst);
+            return Err(self.shared.not_open());
+        }
+        Ok(())
+    }
+
+    /// Ready when a message may be handed over (or the connection is no longer open).
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_until(cx, Shared::has_room)
+    }
+
+    /// Ready once `done` holds or the connection is no longer open (then with its error).
+    fn poll_until(&self, cx: &mut Context<'_>, done: fn(&Shared) -> bool) -> Poll<Result<()>> {
+        for parked in [false, true] {
+            if self.shared.state() != OPEN {
+                return Poll::Ready(Err(self.shared.not_open()));
+            }
+            if done(&self.shared) {
+                return Poll::Ready(Ok(()));
+            }
+            if !parked {
+                self.shared.writers.park(cx.waker());
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Waits until everything handed over so far is written to the stream.
+    ///
+    /// Cancel-safe.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn flush(&self) -> Result<()> {
+        poll_fn(|cx| self.poll_until(cx, |shared| shared.pending() == 0)).await
+    }
+
+    /// Sends a ping and waits for its pong; returns the round-trip time.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when no pong arrives within the configuration's `ping_timeout`
+    /// (20 s when it is `None`), and as [`send`](Self::send).
+    pub async fn ping(&self) -> Result<Duration> {
+        if self.shared.state() != OPEN {
+            return Err(self.shared.not_open());
+        }
+        let (waiter, pong) = oneshot::channel();
+        if self.commands.send(Command::Ping(waiter)).is_err() {
+            return Err(self.shared.not_open());
+        }
+        match ::tokio::time::timeout(self.shared.pong_wait, pong).await {
+            Ok(Ok(latency)) => Ok(latency),
+            Ok(Err(_)) if self.shared.state() != OPEN => Err(self.shared.not_open()),
+            Ok(Err(_)) | Err(_) => Err(Error::Timeout(crate::proto::Failure::KeepaliveTimeout)),
+        }
+    }
+
+    /// Starts the closing handshake (RFC 6455 §7.1.2) after the messages handed over so far,
+    /// and waits until the connection is closed (within the close timeout). The reader sees
+    /// the end of its stream.
+    ///
+    /// Cancel-safe once polled.
+    ///
+    /// # Errors
+    /// [`Error::Send`] for a code that may not be sent; the failure that ended the
+    /// connection if the handshake did not complete cleanly.
+    pub async fn close(&self, code: CloseCode, reason: &str) -> Result<()> {
+        if !code.is_valid() && code != CloseCode::NO_STATUS_RECEIVED {
+            return Err(SendError::InvalidCloseCode(code.as_u16()).into());
+        }
+        // A driver that is gone has closed the connection already.
+        let _ = self.commands.send(Command::Close(code, reason.to_owned()));
+        poll_fn(|cx| self.poll_closed(cx)).await
+    }
+
+    fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        for parked in [false, true] {
+            if self.shared.state() == CLOSED {
+                return Poll::Ready(match self.shared.closed_status() {
+                    Some(closed) if !closed.clean => Err(Error::from_closed(closed)),
+                    _ => Ok(()),
+                });
+            }
+            if !parked {
+                self.shared.writers.park(cx.waker());
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Whether the connection is closing or closed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.shared.state() != OPEN
+    }
+
+    /// Bytes handed over and not yet written.
+    #[must_use]
+    pub fn pending_send(&self) -> usize {
+        self.shared.pending()
+    }
+}
+
+/// Sends messages as [`Sender::send`]; flushing waits until they are written; closing
+/// sends 1000 and waits for the end of the connection.
+impl Sink<Message> for Sender {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_room(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<()> {
+        self.push(message)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_until(cx, |shared| shared.pending() == 0)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if !this.close_queued {
+            this.close_queued = true;
+            // A driver that is gone has closed the connection already.
+            let _ = this
+                .commands
+                .send(Command::Close(CloseCode::NORMAL, String::new()));
+        }
+        this.poll_closed(cx)
+    }
+}
+
+/// As [`Sender`]'s.
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.get_mut().sender).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<()> {
+        Pin::new(&mut self.get_mut().sender).start_send(message)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.get_mut().sender).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.get_mut().sender).poll_close(cx)
+    }
+}

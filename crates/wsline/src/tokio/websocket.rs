@@ -1,0 +1,884 @@
+//! [`WebSocket`]: one connection over any async byte stream, driven by the calls the
+//! application makes.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use ::tokio::sync::oneshot;
+use ::tokio::time::{sleep_until, Instant, Sleep};
+use bytes::{Buf, BytesMut};
+use futures_core::{FusedStream, Stream};
+use futures_sink::Sink;
+
+use super::signal::Listener;
+use crate::proto::{
+    CloseCode, Config, Connection, ConnectionClosed, Event, Failure, Request, Response, Side, State,
+};
+use crate::{BackpressurePolicy, ConnectConfig, Error, Message, Result, ServerConfig};
+
+/// Received messages kept unread, by default, before a [`WebSocket`] that is sending (not
+/// receiving) stops reading the socket.
+pub const DEFAULT_MAX_UNREAD_MESSAGES: usize = 1024;
+/// Bytes of received messages kept unread, by default, before a [`WebSocket`] that is
+/// sending (not receiving) stops reading the socket.
+pub const DEFAULT_MAX_UNREAD_BYTES: usize = 16 << 20;
+
+/// Slices per vectored write.
+const MAX_IOVECS: usize = 64;
+/// Ping payloads sent by [`WebSocket::ping`] whose pong is still awaited, at most.
+const MAX_PINGS_IN_FLIGHT: usize = 64;
+/// How long [`WebSocket::ping`] waits for its pong when the configuration sets no
+/// `ping_timeout`.
+const DEFAULT_PONG_WAIT: Duration = Duration::from_secs(20);
+
+/// The I/O layer's limits for one connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) read_buffer_size: usize,
+    pub(crate) send_high_water: usize,
+    pub(crate) backpressure: BackpressurePolicy,
+    pub(crate) max_unread_messages: usize,
+    pub(crate) max_unread_bytes: usize,
+}
+
+impl Limits {
+    fn new(read_buffer_size: usize, send_high_water: usize) -> Self {
+        Self {
+            read_buffer_size: read_buffer_size.max(1),
+            send_high_water,
+            backpressure: BackpressurePolicy::Error,
+            max_unread_messages: DEFAULT_MAX_UNREAD_MESSAGES,
+            max_unread_bytes: DEFAULT_MAX_UNREAD_BYTES,
+        }
+    }
+}
+
+impl From<&ServerConfig> for Limits {
+    fn from(config: &ServerConfig) -> Self {
+        Self {
+            backpressure: config.backpressure,
+            ..Self::new(config.read_buffer_size, config.send_high_water)
+        }
+    }
+}
+
+impl From<&ConnectConfig> for Limits {
+    fn from(config: &ConnectConfig) -> Self {
+        Self::new(config.read_buffer_size, config.send_high_water)
+    }
+}
+
+/// When a step may read from the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadPolicy {
+    /// The caller waits for a message: read.
+    Receive,
+    /// The caller waits for something else (room to send, a flush, a pong): read only while
+    /// the queue of unread messages is below its limits, so that pings and close frames are
+    /// answered without buffering without bound.
+    Bounded,
+    /// The caller waits for the closing handshake: read whatever comes; messages past the
+    /// queue's limits are dropped.
+    Closing,
+    /// Do not read (a split connection whose reader is behind).
+    Never,
+}
+
+/// What one step of progress achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Something happened: bytes moved, a timer fired, the state changed.
+    Progress,
+    /// Nothing can happen until a waker registered by the step fires.
+    Blocked,
+    /// The connection is closed and there is nothing left to do.
+    Finished,
+}
+
+/// Pings sent by [`WebSocket::ping`] (and split senders) whose pong is awaited.
+#[derive(Debug, Default)]
+struct Pings {
+    next_id: u64,
+    in_flight: VecDeque<(u64, std::time::Instant, oneshot::Sender<Duration>)>,
+}
+
+impl Pings {
+    /// Records a ping; returns its payload.
+    fn start(&mut self, waiter: oneshot::Sender<Duration>) -> [u8; 8] {
+        if self.in_flight.len() == MAX_PINGS_IN_FLIGHT {
+            // Its caller sees the ping fail; an unanswered ping is not worth memory.
+            self.in_flight.pop_front();
+        }
+        self.next_id += 1;
+        let now = Instant::now().into_std();
+        self.in_flight.push_back((self.next_id, now, waiter));
+        self.next_id.to_be_bytes()
+    }
+
+    /// A pong arrived: it answers its ping and every earlier one (RFC 6455 §5.5.3: "If an
+    /// endpoint receives a Ping frame and has not yet sent Pong frame(s) in response to
+    /// previous Ping frame(s), the endpoint MAY elect to send a Pong frame for only the most
+    /// recently processed Ping frame.")
+    fn answer(&mut self, payload: &[u8]) {
+        let Ok(id) = <[u8; 8]>::try_from(payload).map(u64::from_be_bytes) else {
+            return;
+        };
+        if !self.in_flight.iter().any(|(sent_id, _, _)| *sent_id == id) {
+            return;
+        }
+        let now = Instant::now().into_std();
+        while let Some((sent_id, sent_at, waiter)) = self.in_flight.pop_front() {
+            // The caller may have given up waiting; then nobody needs the latency.
+            let _ = waiter.send(now.saturating_duration_since(sent_at));
+            if sent_id == id {
+                break;
+            }
+        }
+    }
+}
+
+/// A WebSocket connection over a byte stream `S`: a [`TcpStream`](::tokio::net::TcpStream)
+/// from [`connect`](super::connect) or a server, or any `AsyncRead + AsyncWrite + Unpin`
+/// stream (TLS, an HTTP upgrade done by hyper or axum, an in-memory duplex).
+///
+/// # How the connection makes progress
+///
+/// There is no background task: the connection reads, writes, answers pings and close
+/// frames, and runs its timers (keepalive, close timeout) inside whichever method the
+/// application awaits. Every method drives all of it, so:
+///
+/// - an application that only listens (awaits [`recv`](Self::recv) in a loop, or in
+///   `tokio::select!` beside other work) answers pings and completes closing handshakes;
+/// - an application that only sends answers pings too: [`send`](Self::send),
+///   [`feed`](Self::feed) and [`flush`](Self::flush) read what arrives meanwhile and queue
+///   messages for `recv` — up to a bounded queue ([`set_unread_limits`](Self::set_unread_limits)),
+///   past which they stop reading and TCP pushes back on the peer;
+/// - an application that neither reads nor writes for long stretches should
+///   [`split`](Self::split) the connection: the halves run a driver task that keeps the
+///   protocol alive on its own.
+///
+/// # Backpressure
+///
+/// Outgoing bytes wait in the connection's send buffer. [`feed`](Self::feed) (and the
+/// [`Sink`] impl's readiness) waits while more than the high-water mark
+/// (`send_high_water` of [`ServerConfig`] / [`ConnectConfig`]) is pending;
+/// [`send`](Self::send) also waits until the message is written. Reading stops while the
+/// send buffer is above the mark, so a peer that sends without reading cannot make the
+/// connection buffer without bound.
+///
+/// # Cancel safety
+///
+/// [`recv`](Self::recv), [`flush`](Self::flush), [`close`](Self::close) and the
+/// [`Stream`] impl are cancel-safe: all state lives in the `WebSocket`, so a call dropped in
+/// `tokio::select!` loses nothing and the next call resumes. [`send`](Self::send),
+/// [`feed`](Self::feed) and [`ping`](Self::ping) are not: dropped before the message is
+/// queued, the message is not sent; dropped after, it is sent whole by a later call.
+///
+/// # Dropping
+///
+/// Dropping an open `WebSocket` queues a close frame (1000, or 1001 when its server is
+/// shutting down) and writes what the socket takes without waiting; call
+/// [`close`](Self::close) to complete the closing handshake.
+pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
+    io: S,
+    conn: Connection,
+    limits: Limits,
+    read_buf: BytesMut,
+    unread: VecDeque<Message>,
+    unread_bytes: usize,
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_deadline: Option<std::time::Instant>,
+    read_closed: bool,
+    shutdown_queued: bool,
+    write_closed: bool,
+    io_error: Option<io::Error>,
+    outcome_reported: bool,
+    pings: Pings,
+    request: Option<Request>,
+    response: Option<Response>,
+    going_away: Option<Listener>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("conn", &self.conn)
+            .field("unread", &self.unread.len())
+            .field("io_error", &self.io_error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    pub(crate) fn new(io: S, conn: Connection, limits: Limits) -> Self {
+        Self {
+            io,
+            conn,
+            limits,
+            read_buf: BytesMut::new(),
+            unread: VecDeque::new(),
+            unread_bytes: 0,
+            timer: None,
+            timer_deadline: None,
+            read_closed: false,
+            shutdown_queued: false,
+            write_closed: false,
+            io_error: None,
+            outcome_reported: false,
+            pings: Pings::default(),
+            request: None,
+            response: None,
+            going_away: None,
+        }
+    }
+
+    /// A connection over a stream whose opening handshake happened elsewhere (an HTTP
+    /// server that did the upgrade itself), with `leftover`: the bytes that server read past
+    /// the handshake head, if any. No extension is in use.
+    ///
+    /// The read buffer and send high-water mark take their defaults (64 KiB, 4 MiB).
+    #[must_use]
+    pub fn from_upgraded(stream: S, side: Side, config: Config, leftover: &[u8]) -> Self {
+        let conn = Connection::after_handshake(side, config, Instant::now().into_std());
+        let limits = Limits::new(
+            crate::DEFAULT_READ_BUFFER_SIZE,
+            crate::DEFAULT_SEND_HIGH_WATER,
+        );
+        let mut ws = Self::new(stream, conn, limits);
+        if !leftover.is_empty() {
+            ws.conn.handle_data(leftover);
+            ws.drain_events();
+        }
+        ws
+    }
+
+    pub(crate) fn set_going_away(&mut self, listener: Listener) {
+        self.going_away = Some(listener);
+    }
+
+    pub(crate) fn set_request(&mut self, request: Request) {
+        self.request = Some(request);
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    pub(crate) fn take_request(&mut self) -> Option<Request> {
+        self.request.take()
+    }
+
+    /// Whether this end has sent a close frame.
+    pub(crate) fn close_sent(&self) -> bool {
+        self.conn.close_status().sent.is_some()
+    }
+
+    // ----- Accessors -----
+
+    /// Which end of the connection this is.
+    #[must_use]
+    pub fn side(&self) -> Side {
+        self.conn.side()
+    }
+
+    /// Where the connection stands.
+    #[must_use]
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// Whether the connection is over.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// The protocol settings: limits, timeouts, keepalive.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        self.conn.config()
+    }
+
+    /// The subprotocol the handshake selected.
+    #[must_use]
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.conn.subprotocol()
+    }
+
+    /// Server: the client's handshake request (path, headers such as `Origin` or cookies).
+    #[must_use]
+    pub fn request(&self) -> Option<&Request> {
+        self.request.as_ref()
+    }
+
+    /// Client: the server's handshake response.
+    #[must_use]
+    pub fn response(&self) -> Option<&Response> {
+        self.response.as_ref()
+    }
+
+    /// How the connection ended, once it has: close frames sent and received, and what
+    /// failed if anything did.
+    #[must_use]
+    pub fn close_status(&self) -> Option<&ConnectionClosed> {
+        self.conn.is_closed().then(|| self.conn.close_status())
+    }
+
+    /// Bytes queued for the network and not yet written.
+    #[must_use]
+    pub fn pending_send(&self) -> usize {
+        self.conn.pending_send()
+    }
+
+    /// The underlying stream.
+    #[must_use]
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The underlying stream, mutably. Reading from or writing to it directly corrupts the
+    /// connection; use it for socket options.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// Sets the bounds of the queue of received messages that the application has not read
+    /// yet. While sending, flushing or pinging, the connection reads (to answer pings and
+    /// close frames) only while fewer than `messages` messages and `bytes` bytes wait;
+    /// [`recv`](Self::recv) reads when the queue is empty. Defaults:
+    /// [`DEFAULT_MAX_UNREAD_MESSAGES`], [`DEFAULT_MAX_UNREAD_BYTES`].
+    pub fn set_unread_limits(&mut self, messages: usize, bytes: usize) {
+        self.limits.max_unread_messages = messages.max(1);
+        self.limits.max_unread_bytes = bytes.max(1);
+    }
+
+    /// Sets the high-water mark of the send buffer (see [Backpressure](Self#backpressure)).
+    pub fn set_send_high_water(&mut self, bytes: usize) {
+        self.limits.send_high_water = bytes;
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    // ----- Receiving -----
+
+    /// Receives the next message. `None` once the connection has closed normally (1000,
+    /// 1001, or a close frame without a code); any other ending is reported once as an
+    /// error — the peer's close code ([`Error::ConnectionClosed`]), a protocol violation,
+    /// a timeout, or an I/O error — then `None`.
+    ///
+    /// Cancel-safe: a `recv` dropped before it completes loses no message.
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message, as [`recv`](Self::recv).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        loop {
+            if let Some(message) = self.pop_unread() {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            match self.poll_step(cx, ReadPolicy::Receive) {
+                Step::Progress => {}
+                Step::Blocked => return Poll::Pending,
+                Step::Finished => return Poll::Ready(self.take_outcome()),
+            }
+        }
+    }
+
+    pub(crate) fn pop_unread(&mut self) -> Option<Message> {
+        let message = self.unread.pop_front()?;
+        self.unread_bytes -= message.len();
+        Some(message)
+    }
+
+    pub(crate) fn push_front_unread(&mut self, messages: impl DoubleEndedIterator<Item = Message>) {
+        for message in messages.rev() {
+            self.unread_bytes += message.len();
+            self.unread.push_front(message);
+        }
+    }
+
+    /// The end of the connection as `recv` reports it: `None` for a normal closure, else the
+    /// error, once.
+    pub(crate) fn take_outcome(&mut self) -> Option<Result<Message>> {
+        if std::mem::replace(&mut self.outcome_reported, true) {
+            return None;
+        }
+        let error = self.closed_error();
+        match &error {
+            Error::ConnectionClosed(closed) if is_normal_closure(closed) => None,
+            _ => Some(Err(error)),
+        }
+    }
+
+    /// The error that describes a connection that is over.
+    pub(crate) fn closed_error(&self) -> Error {
+        let closed = self.conn.close_status();
+        if let (Some(error), false) = (&self.io_error, closed.clean) {
+            return Error::Io(io::Error::new(error.kind(), error.to_string()));
+        }
+        Error::from_closed(closed.clone())
+    }
+
+    // ----- Sending -----
+
+    /// Sends a message: waits while the send buffer is above the high-water mark, queues the
+    /// message, and waits until it is written to the stream.
+    ///
+    /// Not cancel-safe: dropped before the message is queued, it is not sent; dropped after,
+    /// the rest of it is written by later calls.
+    ///
+    /// # Errors
+    /// [`Error::Send`] once the connection is closing or closed (or for a fragmented message
+    /// in progress), [`Error::Io`] if the stream failed.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queues a message without waiting for it to be written: waits only while the send
+    /// buffer is above the high-water mark. The bytes go out with the next
+    /// [`flush`](Self::flush), [`send`](Self::send), or [`recv`](Self::recv) that would wait
+    /// for input — so an echo loop of `recv` and `feed` writes a burst of replies at once.
+    ///
+    /// Not cancel-safe, as [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        poll_fn(|cx| self.poll_send_ready(cx)).await;
+        self.queue(message)
+    }
+
+    /// Queues a message if the send buffer is below the high-water mark, without waiting.
+    ///
+    /// # Errors
+    /// Past the high-water mark: [`Error::SendBufferFull`] (the message is not queued), and
+    /// with [`BackpressurePolicy::Close`] (a server's default) the connection is also failed
+    /// with 1008 (policy violation). Otherwise as [`send`](Self::send).
+    pub fn try_send(&mut self, message: impl Into<Message>) -> Result<()> {
+        let pending = self.conn.pending_send();
+        let limit = self.limits.send_high_water;
+        if pending > limit && self.conn.state() == State::Open {
+            if self.limits.backpressure == BackpressurePolicy::Close {
+                self.conn
+                    .fail(CloseCode::POLICY_VIOLATION, "client reads too slowly");
+            }
+            return Err(Error::SendBufferFull { pending, limit });
+        }
+        self.queue(message.into())
+    }
+
+    /// Queues a message now, whatever the send buffer holds.
+    pub(crate) fn queue(&mut self, message: Message) -> Result<()> {
+        self.conn.send(message)?;
+        Ok(())
+    }
+
+    /// Ready when a message may be queued: the send buffer is at or below the high-water
+    /// mark, or the connection is no longer open (queueing then reports why).
+    pub(crate) fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.conn.state() != State::Open
+                || self.conn.pending_send() <= self.limits.send_high_water
+            {
+                return Poll::Ready(());
+            }
+            match self.poll_step(cx, ReadPolicy::Bounded) {
+                Step::Progress => {}
+                Step::Blocked => return Poll::Pending,
+                Step::Finished => return Poll::Ready(()),
+            }
+        }
+    }
+
+    /// Waits until every queued byte is written to the stream (and the stream's write half
+    /// is shut down, if the closing handshake asked for it).
+    ///
+    /// Cancel-safe: what was written stays written, the rest waits for the next call.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the stream failed; an error describing the end of the connection if
+    /// it closed with bytes still queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// Polls for the send buffer to be written, as [`flush`](Self::flush).
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        loop {
+            if self.conn.pending_send() == 0 && !self.shutdown_queued {
+                return Poll::Ready(Ok(()));
+            }
+            match self.poll_step(cx, ReadPolicy::Bounded) {
+                Step::Progress => {}
+                Step::Blocked => return Poll::Pending,
+                Step::Finished if self.conn.pending_send() == 0 => return Poll::Ready(Ok(())),
+                Step::Finished => return Poll::Ready(Err(self.closed_error())),
+            }
+        }
+    }
+
+    /// Sends a ping and waits for its pong; returns the round-trip time. Messages that
+    /// arrive meanwhile are queued for [`recv`](Self::recv) (within the unread limits).
+    ///
+    /// Not cancel-safe: dropped, the ping is still sent but its pong is ignored.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when no pong arrives within the configuration's `ping_timeout`
+    /// (20 s when it is `None`), an error describing the end of the connection if it closes
+    /// first, and as [`send`](Self::send).
+    pub async fn ping(&mut self) -> Result<Duration> {
+        let (waiter, mut pong) = oneshot::channel();
+        self.start_ping(waiter)?;
+        let wait = self.conn.config().ping_timeout.unwrap_or(DEFAULT_PONG_WAIT);
+        let pong = poll_fn(|cx| loop {
+            match pong.try_recv() {
+                Ok(latency) => return Poll::Ready(Ok(latency)),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Poll::Ready(Err(Error::Timeout(Failure::KeepaliveTimeout)))
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            match self.poll_step(cx, ReadPolicy::Bounded) {
+                Step::Progress => {}
+                Step::Blocked => return Poll::Pending,
+                Step::Finished => return Poll::Ready(Err(self.closed_error())),
+            }
+        });
+        match ::tokio::time::timeout(wait, pong).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(Failure::KeepaliveTimeout)),
+        }
+    }
+
+    /// Queues a ping whose round-trip time goes to `waiter`.
+    pub(crate) fn start_ping(&mut self, waiter: oneshot::Sender<Duration>) -> Result<()> {
+        if self.conn.state() != State::Open {
+            return Err(crate::proto::SendError::Closed.into());
+        }
+        let payload = self.pings.start(waiter);
+        self.conn.send_ping(&payload)?;
+        Ok(())
+    }
+
+    /// Starts the closing handshake (RFC 6455 §7.1.2) and waits until it completes or the
+    /// close timeout passes. Messages that arrive meanwhile stay readable with
+    /// [`recv`](Self::recv) within the unread limits; past them they are dropped.
+    ///
+    /// Cancel-safe once polled: the close frame is queued on the first poll, and a later
+    /// `close` (or any other call) carries the handshake on.
+    ///
+    /// # Errors
+    /// [`Error::Send`] for a code that may not be sent; an error describing the end of the
+    /// connection when the handshake did not complete cleanly (the close timeout passed, the
+    /// stream failed). Closing a connection that closed normally is not an error.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        if self.conn.state() == State::Open {
+            self.conn.send_close(code, reason)?;
+        }
+        poll_fn(|cx| self.poll_closed(cx)).await
+    }
+
+    /// Polls for the end of the closing handshake, as [`close`](Self::close).
+    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        loop {
+            match self.poll_step(cx, ReadPolicy::Closing) {
+                Step::Progress => {}
+                Step::Blocked => return Poll::Pending,
+                Step::Finished => {
+                    return Poll::Ready(match self.closed_error() {
+                        Error::ConnectionClosed(closed) if closed.clean => Ok(()),
+                        error => Err(error),
+                    })
+                }
+            }
+        }
+    }
+
+    // ----- Driving -----
+
+    /// Makes what progress the connection can without the application: the server's
+    /// shutdown signal, timers, writing, and reading as `policy` allows.
+    pub(crate) fn poll_step(&mut self, cx: &mut Context<'_>, policy: ReadPolicy) -> Step {
+        let mut progress = self.poll_going_away(cx);
+        progress |= self.poll_timers(cx);
+        progress |= self.poll_write(cx);
+        if self.may_read(policy) {
+            progress |= self.poll_read(cx);
+        }
+        if progress {
+            Step::Progress
+        } else if self.conn.is_closed() {
+            // What the stream took is written; a peer that stopped reading gets no more time.
+            Step::Finished
+        } else {
+            Step::Blocked
+        }
+    }
+
+    fn may_read(&self, policy: ReadPolicy) -> bool {
+        if self.read_closed
+            || self.conn.is_closed()
+            || self.conn.pending_send() > self.limits.send_high_water
+        {
+            return false;
+        }
+        match policy {
+            ReadPolicy::Receive | ReadPolicy::Closing => true,
+            ReadPolicy::Bounded => !self.unread_full(),
+            ReadPolicy::Never => false,
+        }
+    }
+
+    fn unread_full(&self) -> bool {
+        self.unread.len() >= self.limits.max_unread_messages
+            || self.unread_bytes >= self.limits.max_unread_bytes
+    }
+
+    /// Starts the closing handshake with 1001 once the server shuts down.
+    fn poll_going_away(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(listener) = &mut self.going_away else {
+            return false;
+        };
+        if !listener.poll_raised(cx) {
+            return false;
+        }
+        self.going_away = None;
+        if self.conn.state() != State::Open {
+            return false;
+        }
+        // Open was just checked and 1001 may be sent.
+        let _ = self
+            .conn
+            .send_close(CloseCode::GOING_AWAY, "server shutting down");
+        true
+    }
+
+    /// Fires the core's timers that are due and arms the sleep for the next one.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut fired = false;
+        while let Some(deadline) = self.conn.poll_timeout() {
+            let at = Instant::from_std(deadline);
+            let timer = self.timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
+            if self.timer_deadline != Some(deadline) {
+                timer.as_mut().reset(at);
+                self.timer_deadline = Some(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            self.timer_deadline = None;
+            self.conn.handle_timeout(Instant::now().into_std());
+            self.drain_events();
+            fired = true;
+        }
+        fired
+    }
+
+    /// Writes the send buffer with vectored writes until it is empty or the stream is full,
+    /// then shuts the write half down if the core asks for it. Returns whether anything
+    /// happened.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        loop {
+            if self.write_closed {
+                // Nothing can be written any more: drop what is queued.
+                let out = self.conn.send_buffer();
+                let queued = out.remaining();
+                out.advance(queued);
+                return progress;
+            }
+            if self.conn.pending_send() == 0 {
+                if self.conn.poll_shutdown() {
+                    self.shutdown_queued = true;
+                }
+                if !self.shutdown_queued {
+                    return progress;
+                }
+                let Poll::Ready(result) = Pin::new(&mut self.io).poll_shutdown(cx) else {
+                    return progress;
+                };
+                if let Err(error) = result {
+                    // The peer may be gone already; there is nothing left to tell it.
+                    tracing::debug!(%error, "shutting down the write half failed");
+                }
+                self.shutdown_queued = false;
+                self.write_closed = true;
+                return true;
+            }
+            let out = self.conn.send_buffer();
+            let written = if self.io.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = out.chunks_vectored(&mut slices);
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+            } else {
+                Pin::new(&mut self.io).poll_write(cx, out.chunk())
+            };
+            match written {
+                Poll::Pending => return progress,
+                Poll::Ready(Ok(0)) => {
+                    self.fail_io(io::ErrorKind::WriteZero.into());
+                    return true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.conn.send_buffer().advance(n);
+                    progress = true;
+                }
+                Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(error)) => {
+                    self.fail_io(error);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Reads once into the reusable buffer and feeds the core. Returns whether anything
+    /// happened.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.read_buf.capacity() == 0 {
+            self.read_buf.reserve(self.limits.read_buffer_size);
+        }
+        let read = {
+            let read = pin!(self.io.read_buf(&mut self.read_buf));
+            read.poll(cx)
+        };
+        match read {
+            Poll::Pending => false,
+            Poll::Ready(Ok(0)) => {
+                self.read_closed = true;
+                self.conn.handle_eof();
+                self.drain_events();
+                true
+            }
+            Poll::Ready(Ok(_)) => {
+                self.conn.handle_data(&self.read_buf);
+                self.read_buf.clear();
+                self.drain_events();
+                true
+            }
+            Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => true,
+            Poll::Ready(Err(error)) => {
+                self.fail_io(error);
+                true
+            }
+        }
+    }
+
+    /// The stream failed: the connection is over.
+    fn fail_io(&mut self, error: io::Error) {
+        tracing::debug!(side = ?self.conn.side(), %error, "stream failed");
+        self.io_error.get_or_insert(error);
+        self.read_closed = true;
+        self.write_closed = true;
+        self.shutdown_queued = false;
+        let out = self.conn.send_buffer();
+        let queued = out.remaining();
+        out.advance(queued);
+        self.conn.handle_eof();
+        self.drain_events();
+    }
+
+    /// Moves the core's events to where the application reads them.
+    fn drain_events(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::Message(message) => self.push_unread(message),
+                Event::Fragment(fragment) => self.push_unread(fragment.data),
+                Event::Pong(payload) => self.pings.answer(&payload),
+                Event::Request(request) => self.request = Some(request),
+                Event::Response(response) => self.response = Some(response),
+                Event::Ping(_) | Event::Closed(_) => {}
+            }
+        }
+    }
+
+    fn push_unread(&mut self, message: Message) {
+        if self.close_sent() && self.unread_full() {
+            tracing::debug!(len = message.len(), "message dropped while closing");
+            return;
+        }
+        self.unread_bytes += message.len();
+        self.unread.push_back(message);
+    }
+}
+
+/// Whether a connection ended in a way `recv` reports as the plain end of the stream.
+fn is_normal_closure(closed: &ConnectionClosed) -> bool {
+    closed.failure.is_none()
+        && matches!(
+            closed.code(),
+            CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS_RECEIVED
+        )
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Drop for WebSocket<S> {
+    fn drop(&mut self) {
+        if self.conn.state() == State::Open {
+            let shutting_down = self.going_away.as_ref().is_some_and(Listener::is_raised);
+            let code = if shutting_down {
+                CloseCode::GOING_AWAY
+            } else {
+                CloseCode::NORMAL
+            };
+            // Open was just checked and both codes may be sent.
+            let _ = self.conn.send_close(code, "");
+        }
+        if self.conn.pending_send() > 0 && !self.write_closed {
+            // Writes what the stream takes now; nothing will poll this connection again.
+            let mut cx = Context::from_waker(Waker::noop());
+            self.poll_write(&mut cx);
+        }
+    }
+}
+
+/// Messages until the connection closes, as [`WebSocket::recv`]. Cancel-safe.
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FusedStream for WebSocket<S> {
+    fn is_terminated(&self) -> bool {
+        self.outcome_reported
+    }
+}
+
+/// Sends messages as [`WebSocket::feed`] and [`WebSocket::flush`]; closing sends 1000 and
+/// waits for the closing handshake.
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_send_ready(cx).map(Ok)
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<()> {
+        self.get_mut().queue(message)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        WebSocket::poll_flush(self.get_mut(), cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let ws = self.get_mut();
+        if ws.conn.state() == State::Open {
+            ws.conn.send_close(CloseCode::NORMAL, "")?;
+        }
+        ws.poll_closed(cx)
+    }
+}

@@ -1,0 +1,814 @@
+//! The tokio layer end to end on 127.0.0.1: server and client over real sockets, every test
+//! bounded by a timeout.
+#![cfg(feature = "tokio")]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use wsline::proto::{Failure, HandshakeError, Request, Response, Side};
+use wsline::tokio::{
+    accept, connect, connect_on, connect_with, serve_with, Handler, Server, WebSocket,
+};
+use wsline::{BackpressurePolicy, CloseCode, Config, ConnectConfig, Error, Message, ServerConfig};
+
+/// Every test finishes well within this.
+const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a test body, failing it if it hangs.
+async fn bounded<T>(body: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("test timed out")
+}
+
+/// Echoes every message back.
+async fn echo(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+    while let Some(message) = ws.recv().await {
+        ws.send(message?).await?;
+    }
+    Ok(())
+}
+
+fn big_config() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.protocol.max_message_size = Some(16 << 20);
+    config
+}
+
+fn big_client_config() -> ConnectConfig {
+    let mut config = ConnectConfig::default();
+    config.protocol.max_message_size = Some(16 << 20);
+    config
+}
+
+async fn start<H: Handler>(handler: H, config: ServerConfig) -> Server {
+    serve_with(handler, "127.0.0.1:0", config)
+        .await
+        .expect("bind a free port")
+}
+
+fn url(server: &Server) -> String {
+    format!("ws://{}/", server.local_addr())
+}
+
+/// A binary payload whose bytes depend on `seed`, so that mix-ups show.
+fn payload(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn echo_text_binary_and_large() {
+    let server = start(echo, big_config()).await;
+    let mut ws = connect_with(&url(&server), big_client_config())
+        .await
+        .unwrap();
+    ws.send("Hello, world!").await.unwrap();
+    assert_eq!(
+        ws.recv().await.unwrap().unwrap(),
+        Message::text("Hello, world!")
+    );
+    ws.send(payload(1000, 1)).await.unwrap();
+    assert_eq!(
+        ws.recv().await.unwrap().unwrap(),
+        Message::binary(payload(1000, 1))
+    );
+    let large = payload(8 << 20, 7);
+    ws.send(large.clone()).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::binary(large));
+    let text = "κόσμε ".repeat(100_000);
+    ws.send(text.as_str()).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text(text));
+    ws.close(CloseCode::NORMAL, "bye").await.unwrap();
+    let closed = ws.close_status().unwrap();
+    assert!(closed.clean);
+    assert_eq!(closed.code(), CloseCode::NORMAL);
+    assert!(ws.recv().await.is_none());
+}
+
+#[tokio::test]
+async fn echoes_text_binary_and_large_messages_on_the_current_thread_runtime() {
+    bounded(echo_text_binary_and_large()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoes_text_binary_and_large_messages_on_the_multi_thread_runtime() {
+    bounded(echo_text_binary_and_large()).await;
+}
+
+#[tokio::test]
+async fn feed_batches_replies_and_recv_flushes_them() {
+    bounded(async {
+        let server = start(
+            |mut ws: WebSocket<TcpStream>| async move {
+                while let Some(message) = ws.recv().await {
+                    ws.feed(message?).await?;
+                }
+                Ok(())
+            },
+            ServerConfig::default(),
+        )
+        .await;
+        let mut ws = connect(&url(&server)).await.unwrap();
+        for i in 0..100 {
+            ws.feed(format!("message {i}")).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        assert_eq!(ws.pending_send(), 0);
+        for i in 0..100 {
+            let reply = ws.recv().await.unwrap().unwrap();
+            assert_eq!(reply, Message::text(format!("message {i}")));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stream_and_sink_impls_carry_messages() {
+    bounded(async {
+        let server = start(echo, ServerConfig::default()).await;
+        let mut ws = connect(&url(&server)).await.unwrap();
+        SinkExt::send(&mut ws, Message::text("via Sink"))
+            .await
+            .unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("via Sink"));
+        SinkExt::close(&mut ws).await.unwrap();
+        assert!(ws.next().await.is_none());
+        assert_eq!(ws.close_status().unwrap().code(), CloseCode::NORMAL);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn recv_is_cancel_safe_in_select_against_a_timer() {
+    bounded(async {
+        const COUNT: usize = 40;
+        let server = start(
+            |mut ws: WebSocket<TcpStream>| async move {
+                for i in 0..COUNT {
+                    ws.send(payload(256 << 10, i as u8)).await?;
+                    if i % 4 == 0 {
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                }
+                ws.close(CloseCode::NORMAL, "done").await
+            },
+            big_config(),
+        )
+        .await;
+        let mut ws = connect_with(&url(&server), big_client_config())
+            .await
+            .unwrap();
+        let mut received = Vec::new();
+        let mut cancelled = 0;
+        loop {
+            tokio::select! {
+                message = ws.recv() => match message {
+                    Some(message) => received.push(message.unwrap()),
+                    None => break,
+                },
+                () = tokio::time::sleep(Duration::from_micros(200)) => cancelled += 1,
+            }
+        }
+        assert!(cancelled > 0, "the timer never interrupted recv");
+        assert_eq!(received.len(), COUNT);
+        for (i, message) in received.into_iter().enumerate() {
+            assert_eq!(message, Message::binary(payload(256 << 10, i as u8)));
+        }
+    })
+    .await;
+}
+
+async fn split_halves_work_concurrently_and_reunite() {
+    let server = start(echo, ServerConfig::default()).await;
+    let ws = connect(&url(&server)).await.unwrap();
+    let (mut reader, writer) = ws.split();
+    const COUNT: usize = 2000;
+    let writing = tokio::spawn(async move {
+        for i in 0..COUNT {
+            writer.send(format!("{i}")).await.unwrap();
+        }
+        writer
+    });
+    let reading = tokio::spawn(async move {
+        for i in 0..COUNT {
+            let message = reader.recv().await.unwrap().unwrap();
+            assert_eq!(message, Message::text(format!("{i}")));
+        }
+        reader
+    });
+    let writer = writing.await.unwrap();
+    let reader = reading.await.unwrap();
+    let mut ws = reader.reunite(writer).await.unwrap();
+    ws.send("after reunite").await.unwrap();
+    assert_eq!(
+        ws.recv().await.unwrap().unwrap(),
+        Message::text("after reunite")
+    );
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+#[tokio::test]
+async fn split_halves_work_concurrently_and_reunite_on_the_current_thread_runtime() {
+    bounded(split_halves_work_concurrently_and_reunite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_halves_work_concurrently_and_reunite_on_the_multi_thread_runtime() {
+    bounded(split_halves_work_concurrently_and_reunite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloned_senders_write_whole_messages_from_many_tasks() {
+    bounded(async {
+        let server = start(echo, ServerConfig::default()).await;
+        let (mut reader, writer) = connect(&url(&server)).await.unwrap().split();
+        const TASKS: usize = 8;
+        const EACH: usize = 200;
+        let mut tasks = Vec::new();
+        for task in 0..TASKS {
+            let sender = writer.sender();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..EACH {
+                    sender.send(format!("{task}:{i}")).await.unwrap();
+                }
+            }));
+        }
+        let mut next = [0; TASKS];
+        for _ in 0..TASKS * EACH {
+            let message = reader.recv().await.unwrap().unwrap();
+            let text = message.as_text().unwrap();
+            let (task, i) = text.split_once(':').unwrap();
+            let task: usize = task.parse().unwrap();
+            assert_eq!(
+                i.parse::<usize>().unwrap(),
+                next[task],
+                "order within a sender"
+            );
+            next[task] += 1;
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        writer.close(CloseCode::NORMAL, "").await.unwrap();
+        assert!(reader.recv().await.is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keepalive_closes_a_dead_peer_with_1011() {
+    bounded(async {
+        let (outcome_tx, mut outcome) = mpsc::unbounded_channel();
+        let mut config = ServerConfig::default();
+        config.protocol.ping_interval = Some(Duration::from_millis(50));
+        config.protocol.ping_timeout = Some(Duration::from_millis(100));
+        config.protocol.close_timeout = Some(Duration::from_millis(200));
+        let server = start(
+            move |mut ws: WebSocket<TcpStream>| {
+                let outcome_tx = outcome_tx.clone();
+                async move {
+                    let result = ws.recv().await;
+                    let sent = ws.close_status().and_then(|closed| closed.sent.clone());
+                    outcome_tx.send((format!("{result:?}"), sent)).unwrap();
+                    Ok(())
+                }
+            },
+            config,
+        )
+        .await;
+        // A peer that completes the handshake and then never reads nor answers.
+        let mut dead = raw_handshake(server.local_addr()).await;
+        let (result, sent) = outcome.recv().await.unwrap();
+        assert!(result.contains("KeepaliveTimeout"), "{result}");
+        assert_eq!(sent.unwrap().code, CloseCode::INTERNAL_ERROR);
+        // What the dead peer would have read: pings, then the 1011 close frame, then EOF.
+        let mut rest = Vec::new();
+        dead.read_to_end(&mut rest).await.unwrap();
+        let frames = server_frames(&rest);
+        assert!(frames.iter().any(|(opcode, _)| *opcode == 0x9), "no ping");
+        let (opcode, close) = frames.last().unwrap();
+        assert_eq!((*opcode, &close[..2]), (0x8, &1011u16.to_be_bytes()[..]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_only_listens_answers_pings() {
+    bounded(async {
+        let (latency_tx, mut latency) = mpsc::unbounded_channel();
+        let server = start(
+            move |mut ws: WebSocket<TcpStream>| {
+                let latency_tx = latency_tx.clone();
+                async move {
+                    for _ in 0..3 {
+                        latency_tx.send(ws.ping().await?).unwrap();
+                    }
+                    ws.send("done").await?;
+                    ws.close(CloseCode::NORMAL, "").await
+                }
+            },
+            ServerConfig::default(),
+        )
+        .await;
+        let mut ws = connect(&url(&server)).await.unwrap();
+        // Only listens: every pong is written from inside recv.
+        assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("done"));
+        assert!(ws.recv().await.is_none());
+        for _ in 0..3 {
+            assert!(latency.recv().await.unwrap() < Duration::from_secs(5));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_split_connection_answers_pings_while_the_application_is_idle() {
+    bounded(async {
+        let (latency_tx, mut latency) = mpsc::unbounded_channel();
+        let server = start(
+            move |mut ws: WebSocket<TcpStream>| {
+                let latency_tx = latency_tx.clone();
+                async move {
+                    latency_tx.send(ws.ping().await?).unwrap();
+                    ws.close(CloseCode::NORMAL, "").await
+                }
+            },
+            ServerConfig::default(),
+        )
+        .await;
+        let ws = connect(&url(&server)).await.unwrap();
+        // Neither half is polled until the server has its pong.
+        let (mut reader, _writer) = ws.split();
+        assert!(latency.recv().await.unwrap() < Duration::from_secs(5));
+        assert!(reader.recv().await.is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ping_reports_the_round_trip_time() {
+    bounded(async {
+        let server = start(echo, ServerConfig::default()).await;
+        let mut ws = connect(&url(&server)).await.unwrap();
+        let latency = ws.ping().await.unwrap();
+        assert!(latency < Duration::from_secs(5));
+        let (_reader, writer) = ws.split();
+        assert!(writer.ping().await.unwrap() < Duration::from_secs(5));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_every_connection_with_1001() {
+    bounded(async {
+        let server = start(echo, ServerConfig::default()).await;
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let mut ws = connect(&url(&server)).await.unwrap();
+            ws.send("hi").await.unwrap();
+            assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("hi"));
+            // Each client listens until the server ends the connection.
+            clients.push(tokio::spawn(async move {
+                let end = ws.recv().await;
+                (end.is_none(), ws.close_status().cloned())
+            }));
+        }
+        assert_eq!(server.connection_count(), 3);
+        let handle = server.handle();
+        let shutting_down = tokio::spawn(async move { handle.shutting_down().await });
+        let started = tokio::time::Instant::now();
+        server.shutdown().await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(4));
+        shutting_down.await.unwrap();
+        assert_eq!(server.connection_count(), 0);
+        for client in clients {
+            let (ended_normally, closed) = client.await.unwrap();
+            // 1001 is a normal closure: the stream just ends.
+            assert!(ended_normally);
+            let closed = closed.unwrap();
+            assert_eq!(closed.code(), CloseCode::GOING_AWAY);
+            assert!(closed.clean);
+        }
+        assert!(TcpStream::connect(server.local_addr()).await.is_err());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_drops_handlers_that_ignore_it_after_the_timeout() {
+    bounded(async {
+        let config = ServerConfig {
+            shutdown_timeout: Duration::from_millis(200),
+            ..ServerConfig::default()
+        };
+        let server = start(
+            |ws: WebSocket<TcpStream>| async move {
+                // Holds the connection without ever polling it.
+                let _held = ws;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
+            },
+            config,
+        )
+        .await;
+        let mut ws = connect(&url(&server)).await.unwrap();
+        let started = tokio::time::Instant::now();
+        server.shutdown().await.unwrap();
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+        // The dropped connection still said goodbye with 1001.
+        assert!(ws.recv().await.is_none());
+        assert_eq!(ws.close_status().unwrap().code(), CloseCode::GOING_AWAY);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn max_connections_makes_further_clients_wait() {
+    bounded(async {
+        let config = ServerConfig {
+            max_connections: 1,
+            ..ServerConfig::default()
+        };
+        let server = start(echo, config).await;
+        let mut first = connect(&url(&server)).await.unwrap();
+        let address = url(&server);
+        let second = tokio::spawn(async move { connect(&address).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !second.is_finished(),
+            "second client served beyond the limit"
+        );
+        first.close(CloseCode::NORMAL, "").await.unwrap();
+        drop(first);
+        let mut second = second.await.unwrap().unwrap();
+        second.send("now").await.unwrap();
+        assert_eq!(second.recv().await.unwrap().unwrap(), Message::text("now"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_makes_send_wait_at_the_high_water_mark() {
+    bounded(async {
+        const HIGH_WATER: usize = 256 << 10;
+        const MESSAGE: usize = 64 << 10;
+        let (report_tx, mut report) = mpsc::unbounded_channel();
+        let config = ServerConfig {
+            send_high_water: HIGH_WATER,
+            backpressure: BackpressurePolicy::Error,
+            ..ServerConfig::default()
+        };
+        let server = start(
+            move |mut ws: WebSocket<TcpStream>| {
+                let report_tx = report_tx.clone();
+                async move {
+                    let mut most_pending = 0;
+                    let mut sent = 0;
+                    loop {
+                        let feed = ws.feed(payload(MESSAGE, 0));
+                        match tokio::time::timeout(Duration::from_millis(300), feed).await {
+                            Ok(result) => result?,
+                            Err(_) => break,
+                        }
+                        sent += 1;
+                        most_pending = most_pending.max(ws.pending_send());
+                    }
+                    let refused = ws.try_send(payload(MESSAGE, 0));
+                    report_tx
+                        .send((sent, most_pending, format!("{refused:?}")))
+                        .unwrap();
+                    Ok(())
+                }
+            },
+            config,
+        )
+        .await;
+        // A client that never reads.
+        let _stalled = raw_handshake(server.local_addr()).await;
+        let (sent, most_pending, refused) = report.recv().await.unwrap();
+        assert!(sent > HIGH_WATER / MESSAGE, "sent only {sent} messages");
+        // Bounded: at most the mark plus the message that crossed it (and the frame header).
+        assert!(most_pending <= HIGH_WATER + MESSAGE + 14, "{most_pending}");
+        assert!(refused.contains("SendBufferFull"), "{refused}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn try_send_past_the_mark_closes_with_1008_under_the_close_policy() {
+    bounded(async {
+        let (report_tx, mut report) = mpsc::unbounded_channel();
+        let config = ServerConfig {
+            send_high_water: 64 << 10,
+            backpressure: BackpressurePolicy::Close,
+            ..ServerConfig::default()
+        };
+        let server = start(
+            move |mut ws: WebSocket<TcpStream>| {
+                let report_tx = report_tx.clone();
+                async move {
+                    let error = loop {
+                        if let Err(error) = ws.try_send(payload(16 << 10, 0)) {
+                            break error;
+                        }
+                        // Give the socket a chance to take what it can.
+                        let _ = tokio::time::timeout(Duration::from_millis(1), ws.flush()).await;
+                    };
+                    let sent = ws.close_status().and_then(|c| c.sent.clone());
+                    let state = ws.state();
+                    report_tx
+                        .send((format!("{error:?}"), state, sent.map(|c| c.code)))
+                        .unwrap();
+                    Ok(())
+                }
+            },
+            config,
+        )
+        .await;
+        let _stalled = raw_handshake(server.local_addr()).await;
+        let (error, state, _) = report.recv().await.unwrap();
+        assert!(error.contains("SendBufferFull"), "{error}");
+        assert_ne!(state, wsline::proto::State::Open);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn handshake_errors_get_the_right_http_status() {
+    bounded(async {
+        let server = start(echo, ServerConfig::default()).await;
+        let cases: [(&[u8], &str); 4] = [
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400"),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                "HTTP/1.1 405",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+                "HTTP/1.1 426",
+            ),
+            (b"GET / HTTP/1.0\r\nHost: x\r\n\r\n", "HTTP/1.1 505"),
+        ];
+        for (request, status) in cases {
+            let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+            stream.write_all(request).await.unwrap();
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await.unwrap();
+            let response = String::from_utf8_lossy(&response);
+            assert!(response.starts_with(status), "{status}: {response}");
+        }
+    })
+    .await;
+}
+
+/// Refuses clients without the right `Origin`.
+struct OriginCheck;
+
+impl Handler for OriginCheck {
+    fn on_handshake(&self, request: &Request, response: &mut Response) {
+        if request.headers.get("Origin") != Some("https://good.example") {
+            *response = Response::text(403, "Forbidden origin");
+        }
+    }
+
+    async fn handle(self: std::sync::Arc<Self>, ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+        echo(ws).await
+    }
+}
+
+#[tokio::test]
+async fn on_handshake_can_refuse_a_client() {
+    bounded(async {
+        let server = start(OriginCheck, ServerConfig::default()).await;
+        let error = connect(&url(&server)).await.unwrap_err();
+        let Error::Handshake(HandshakeError::Rejected(response)) = error else {
+            panic!("expected a rejection, got {error:?}");
+        };
+        assert_eq!(response.status, 403);
+        assert_eq!(&response.body[..], b"Forbidden origin\n");
+        let config = ConnectConfig {
+            origin: Some("https://good.example".into()),
+            ..ConnectConfig::default()
+        };
+        let mut ws = connect_with(&url(&server), config).await.unwrap();
+        ws.send("let in").await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("let in"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_handler_sees_the_request_and_the_negotiated_subprotocol() {
+    bounded(async {
+        let mut config = ServerConfig::default();
+        config.protocol.subprotocols = vec!["chat".into()];
+        let server = start(
+            |mut ws: WebSocket<TcpStream>| async move {
+                let path = ws.request().map(|request| request.path.clone());
+                let subprotocol = ws.subprotocol().map(str::to_owned);
+                ws.send(format!("{path:?} {subprotocol:?}")).await?;
+                ws.close(CloseCode::NORMAL, "").await
+            },
+            config,
+        )
+        .await;
+        let mut config = ConnectConfig::default();
+        config.protocol.subprotocols = vec!["superchat".into(), "chat".into()];
+        let address = format!("ws://{}/room?id=7", server.local_addr());
+        let mut ws = connect_with(&address, config).await.unwrap();
+        assert_eq!(ws.subprotocol(), Some("chat"));
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap(),
+            Message::text("Some(\"/room?id=7\") Some(\"chat\")")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_close_with_an_error_code_is_reported_once() {
+    bounded(async {
+        let server = start(
+            |mut ws: WebSocket<TcpStream>| async move {
+                ws.close(CloseCode::from(4000), "custom").await
+            },
+            ServerConfig::default(),
+        )
+        .await;
+        let mut ws = connect(&url(&server)).await.unwrap();
+        let error = ws.recv().await.unwrap().unwrap_err();
+        let Error::ConnectionClosed(closed) = error else {
+            panic!("expected the close status, got {error:?}");
+        };
+        assert_eq!((closed.code().as_u16(), closed.reason()), (4000, "custom"));
+        assert!(ws.recv().await.is_none());
+        assert!(matches!(ws.send("late").await, Err(Error::Send(_))));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_reports_refused_rejected_wss_and_open_timeouts() {
+    bounded(async {
+        // Refused: a port nobody listens on.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let error = connect(&format!("ws://{addr}/")).await.unwrap_err();
+        assert!(matches!(error, Error::Io(_)), "{error:?}");
+
+        assert!(matches!(
+            connect("wss://127.0.0.1:1/").await,
+            Err(Error::Tls(_))
+        ));
+        assert!(matches!(
+            connect("http://127.0.0.1:1/").await,
+            Err(Error::Uri(_))
+        ));
+
+        // A server that accepts TCP and never answers the handshake.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let mut config = ConnectConfig::default();
+        config.protocol.open_timeout = Some(Duration::from_millis(200));
+        let error = connect_with(&format!("ws://{addr}/"), config)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::Timeout(Failure::OpenTimeout)),
+            "{error:?}"
+        );
+        drop(silent);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_server_drops_a_client_that_never_finishes_its_handshake() {
+    bounded(async {
+        let mut config = ServerConfig::default();
+        config.protocol.open_timeout = Some(Duration::from_millis(200));
+        let server = start(echo, config).await;
+        let mut slow = TcpStream::connect(server.local_addr()).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        // The server closes the connection: read returns EOF (or a reset).
+        let _ = slow.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "{rest:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(server.connection_count(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn accept_and_connect_on_work_over_any_stream() {
+    bounded(async {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            let mut ws = accept(server_io).await?;
+            while let Some(message) = ws.recv().await {
+                ws.send(message?).await?;
+            }
+            Ok::<_, Error>(())
+        });
+        let mut ws = connect_on(client_io, "ws://in-memory/", ConnectConfig::default())
+            .await
+            .unwrap();
+        ws.send("over a duplex").await.unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap(),
+            Message::text("over a duplex")
+        );
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        server.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn from_upgraded_reads_the_bytes_read_past_the_handshake_first() {
+    bounded(async {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        // A frame the upgrading server read along with the request head.
+        let mut client_core = wsline::proto::Connection::after_handshake(
+            Side::Client,
+            Config::default(),
+            std::time::Instant::now(),
+        );
+        client_core.send_text("early").unwrap();
+        let mut leftover = Vec::new();
+        while let Some(wsline::proto::Transmit::Bytes(bytes)) = client_core.poll_transmit() {
+            leftover.extend_from_slice(&bytes);
+        }
+        let mut server =
+            WebSocket::from_upgraded(server_io, Side::Server, Config::default(), &leftover);
+        let mut client = WebSocket::from_upgraded(client_io, Side::Client, Config::default(), &[]);
+        assert_eq!(
+            server.recv().await.unwrap().unwrap(),
+            Message::text("early")
+        );
+        client.send("later").await.unwrap();
+        assert_eq!(
+            server.recv().await.unwrap().unwrap(),
+            Message::text("later")
+        );
+        server.send("reply").await.unwrap();
+        assert_eq!(
+            client.recv().await.unwrap().unwrap(),
+            Message::text("reply")
+        );
+    })
+    .await;
+}
+
+/// Opens a WebSocket by hand, reading exactly the response head.
+async fn raw_handshake(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    stream
+}
+
+/// Splits unmasked server frames into (opcode, payload), ignoring a truncated tail.
+fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 2 {
+        let opcode = bytes[0] & 0x0f;
+        let (len, header) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+            126 | 127 => break,
+            len => (usize::from(len), 2),
+        };
+        let Some(payload) = bytes.get(header..header + len) else {
+            break;
+        };
+        frames.push((opcode, payload.to_vec()));
+        bytes = &bytes[header + len..];
+    }
+    frames
+}
