@@ -168,6 +168,15 @@ impl Timers {
     }
 }
 
+/// An action on the peer's input that waits for the events before it to be handled.
+#[derive(Debug)]
+enum Deferred {
+    /// Answer this close frame (with its raw payload).
+    Close(CloseFrame, Vec<u8>),
+    /// Fail the connection for this error.
+    Failure(ProtocolError),
+}
+
 /// Where the opening handshake stands.
 #[derive(Debug)]
 enum Handshake {
@@ -260,7 +269,10 @@ struct OutMessage {
 /// 2. write what [`poll_transmit`](Self::poll_transmit) returns (or write the
 ///    [`send_buffer`](Self::send_buffer) with vectored writes), and shut down the write half
 ///    on [`Transmit::Shutdown`];
-/// 3. handle what [`poll_event`](Self::poll_event) returns; send with `send_*`;
+/// 3. handle what [`poll_event`](Self::poll_event) returns until it returns `None`; send
+///    with `send_*`. A close frame or protocol error from the peer is acted on only once the
+///    events before it have been handled (when `poll_event` returns `None`), so that replies
+///    to those messages go out before the connection closes;
 /// 4. call [`handle_timeout`](Self::handle_timeout) once the instant given by
 ///    [`poll_timeout`](Self::poll_timeout) has passed;
 /// 5. drop the socket once [`state`](Self::state) is [`State::Closed`] and everything is
@@ -317,9 +329,11 @@ pub struct Connection {
     closed: ConnectionClosed,
     /// No more input is processed (RFC 6455 §7.1.7, and data after a close frame).
     discard_input: bool,
-    /// A received close frame (and its raw payload) not answered yet: events before it are
-    /// still waiting for the application.
-    pending_close: Option<(CloseFrame, Vec<u8>)>,
+    /// What the peer's input calls for once the events before it have been handled.
+    deferred: Option<Deferred>,
+    /// Whether events were taken since `poll_event` last returned `None`: the application
+    /// may still be handling them.
+    events_unhandled: bool,
     shutdown: ShutdownState,
 }
 
@@ -372,7 +386,8 @@ impl Connection {
             keepalive_count: 0,
             closed: ConnectionClosed::default(),
             discard_input: false,
-            pending_close: None,
+            deferred: None,
+            events_unhandled: false,
             shutdown: ShutdownState::NotYet,
         }
     }
@@ -498,7 +513,7 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        self.answer_close();
+        self.run_deferred();
         if let Handshake::ReadRejection { .. } = self.handshake {
             self.finish_rejection();
             return;
@@ -597,15 +612,23 @@ impl Connection {
     /// The next event.
     #[must_use]
     ///
-    /// A close frame from the peer is answered once the events that came before it have
-    /// been handled (when this returns `None`), so replies to those messages go out before
-    /// the close reply.
+    /// A close frame from the peer is answered, and a protocol error fails the connection,
+    /// once the events that came before it have been handled (when this returns `None`), so
+    /// replies to those messages go out first.
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front();
+        self.events_unhandled = event.is_some();
         if event.is_none() {
-            self.answer_close();
+            self.run_deferred();
         }
         event
+    }
+
+    /// Whether an event is waiting. Unlike [`poll_event`](Self::poll_event) returning
+    /// `None`, asking does not tell the connection that the events have been handled.
+    #[must_use]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// Every pending event, in order (Python websockets' `events_received`).
@@ -1168,27 +1191,38 @@ impl Connection {
         // RFC 6455 §1.4: after a close frame, no more data is processed.
         self.discard_input = true;
         let payload = std::mem::take(&mut self.reader.control);
-        self.pending_close = Some((close, payload));
-        // The application answers the messages that came before the close frame before the
-        // close reply goes out: the reply waits until those events are drained.
-        if self.events.is_empty() {
-            self.answer_close();
-        }
+        self.defer(Deferred::Close(close, payload));
         Ok(())
     }
 
-    /// Acts on a received close frame once the events before it have been taken.
-    fn answer_close(&mut self) {
-        let Some((close, payload)) = self.pending_close.take() else {
-            return;
-        };
+    /// Acts on `deferred` now if no event is waiting, else once the application has taken
+    /// the events before it: replies to the messages that came before a close frame or a
+    /// protocol error go out before the close frame that ends the connection.
+    fn defer(&mut self, deferred: Deferred) {
+        self.discard_input = true;
+        self.deferred = Some(deferred);
+        if self.events.is_empty() && !self.events_unhandled {
+            self.run_deferred();
+        }
+    }
+
+    fn run_deferred(&mut self) {
+        match self.deferred.take() {
+            Some(Deferred::Close(close, payload)) => self.answer_close(close, &payload),
+            Some(Deferred::Failure(error)) => self.fail_now(error),
+            None => {}
+        }
+    }
+
+    /// Answers a received close frame.
+    fn answer_close(&mut self, close: CloseFrame, payload: &[u8]) {
         if self.closed.sent.is_none() {
             // RFC 6455 §5.5.1: "If an endpoint receives a Close frame and did not previously
             // send a Close frame, the endpoint MUST send a Close frame in response. (When
             // sending a Close frame in response, the endpoint typically echos the status code
             // it received.)"
             self.closed.initiator = Some(Initiator::Remote);
-            self.write_frame(true, Rsv::NONE, Opcode::Close, &payload);
+            self.write_frame(true, Rsv::NONE, Opcode::Close, payload);
             self.closed.sent = Some(close.clone());
         }
         self.closed.received = Some(close);
@@ -1211,6 +1245,10 @@ impl Connection {
     }
 
     fn fail_protocol(&mut self, error: ProtocolError) {
+        self.defer(Deferred::Failure(error));
+    }
+
+    fn fail_now(&mut self, error: ProtocolError) {
         tracing::debug!(side = ?self.side, %error, code = %error.close_code(), "failing the connection");
         let code = error.close_code();
         let reason = error.to_string();
@@ -1570,4 +1608,68 @@ fn check_message_size(config: &Config, size: usize, frame_len: u64) -> Result<()
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Masked client frames (RFC 6455 §5.7 key) for `opcode` carrying `payload`.
+    fn client_frame(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        super::super::Frame::new(opcode, payload.to_vec())
+            .encode(Some([0x37, 0xfa, 0x21, 0x3d]), &mut out);
+        out.to_vec()
+    }
+
+    fn server() -> Connection {
+        Connection::after_handshake(Side::Server, Config::default(), Instant::now())
+    }
+
+    fn written(conn: &mut Connection) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(Transmit::Bytes(bytes)) = conn.poll_transmit() {
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    #[test]
+    fn reply_to_a_message_goes_out_before_the_close_reply_that_came_in_the_same_chunk() {
+        let mut conn = server();
+        let mut input = client_frame(Opcode::Text, b"Hello");
+        input.extend(client_frame(Opcode::Close, &[0x03, 0xe8]));
+        conn.handle_data(&input);
+        let Some(Event::Message(message)) = conn.poll_event() else {
+            panic!("the message comes first");
+        };
+        conn.send(message).unwrap();
+        assert!(conn.poll_event().is_none());
+        assert_eq!(written(&mut conn), b"\x81\x05Hello\x88\x02\x03\xe8");
+        assert_eq!(conn.state(), State::Closing);
+    }
+
+    #[test]
+    fn reply_to_a_message_goes_out_before_failing_on_the_bad_frame_after_it() {
+        let mut conn = server();
+        let mut input = client_frame(Opcode::Text, b"Hello");
+        input.extend([0x8E, 0x80, 0, 0, 0, 0]); // reserved opcode 0xE
+        conn.handle_data(&input);
+        let Some(Event::Message(message)) = conn.poll_event() else {
+            panic!("the message comes first");
+        };
+        conn.send(message).unwrap();
+        assert!(conn.poll_event().is_none());
+        let out = written(&mut conn);
+        assert_eq!(&out[..7], b"\x81\x05Hello");
+        assert_eq!(&out[7..8], b"\x88");
+        assert_eq!(&out[9..11], b"\x03\xea"); // close 1002, then a reason
+    }
+
+    #[test]
+    fn close_is_answered_at_once_when_no_event_is_waiting() {
+        let mut conn = server();
+        conn.handle_data(&client_frame(Opcode::Close, &[0x03, 0xe8]));
+        assert_eq!(written(&mut conn), b"\x88\x02\x03\xe8");
+    }
 }

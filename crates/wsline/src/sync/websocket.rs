@@ -19,6 +19,9 @@ use crate::{Error, Message, Result};
 const MAX_QUEUED_MESSAGES: usize = 1024;
 /// Bytes of received messages not yet read, past which the driver stops reading.
 const MAX_QUEUED_BYTES: usize = 16 << 20;
+/// How long the application may take to handle a message before the driver acts on a
+/// close frame or protocol error that followed it anyway (replies to it then fail).
+const HANDLING_GRACE: Duration = Duration::from_millis(100);
 /// Pong payloads remembered for `ping()` callers.
 const MAX_REMEMBERED_PONGS: usize = 16;
 /// Slices per vectored write.
@@ -42,6 +45,9 @@ struct Inner {
     shut_down: bool,
     /// Whether iteration has reported the error that ended the connection.
     error_reported: bool,
+    /// Since when the application has been handling the last message it read (it has not
+    /// come back to `recv` yet).
+    handling_since: Option<Instant>,
 }
 
 impl Inner {
@@ -70,9 +76,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Moves the core's events to where the application reads them.
+    /// Moves the core's events to where the application reads them. While messages wait
+    /// for the application, the core is not told the events were handled, so a close frame
+    /// or protocol error that followed them is acted on only after the application has read
+    /// (and perhaps answered) them.
     fn dispatch_events(&mut self) {
-        while let Some(event) = self.conn.poll_event() {
+        while self.conn.has_events() {
+            let Some(event) = self.conn.poll_event() else {
+                break;
+            };
             match event {
                 Event::Message(message) => {
                     self.queued_bytes += message.len();
@@ -91,6 +103,26 @@ impl Inner {
                 }
                 Event::Request(_) | Event::Response(_) | Event::Ping(_) => {}
             }
+        }
+        let app_done = self
+            .handling_since
+            .is_none_or(|since| since.elapsed() >= HANDLING_GRACE);
+        if self.messages.is_empty() && app_done {
+            // Every event has been handled: the core may act on what followed them.
+            self.handling_since = None;
+            if let Some(Event::Closed(closed)) = self.conn.poll_event() {
+                self.closed = Some(closed);
+            }
+        }
+    }
+
+    /// When the driver must look again: the core's next timer, or the end of the grace
+    /// period of a message being handled.
+    fn next_deadline(&self) -> Option<Instant> {
+        let grace_end = self.handling_since.map(|since| since + HANDLING_GRACE);
+        match (self.conn.poll_timeout(), grace_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -187,6 +219,7 @@ impl WebSocket {
             send_high_water,
             shut_down: false,
             error_reported: false,
+            handling_since: None,
         };
         inner.conn.handle_timeout(Instant::now());
         inner.dispatch_events();
@@ -264,10 +297,22 @@ impl WebSocket {
             if let Some(message) = inner.messages.pop_front() {
                 let was_paused = inner.reading_paused();
                 inner.queued_bytes -= message.len();
+                inner.handling_since = Some(Instant::now());
                 if was_paused && !inner.reading_paused() {
                     self.shared.wake_driver();
                 }
                 return Ok(Some(message));
+            }
+            // Every message read has been handled: the core may act on a close frame or a
+            // protocol error that followed them.
+            let state = inner.conn.state();
+            inner.handling_since = None;
+            inner.dispatch_events();
+            if inner.conn.state() != state {
+                if let Err(error) = inner.flush() {
+                    inner.fail_io(&error);
+                }
+                self.shared.wake_driver();
             }
             if let Some(error) = closed_error(&inner) {
                 return Err(error);
@@ -572,8 +617,7 @@ fn drive(shared: &Shared, mut poll: Poll) {
                 break;
             }
             inner
-                .conn
-                .poll_timeout()
+                .next_deadline()
                 .map(|deadline| deadline.saturating_duration_since(Instant::now()))
         };
         if let Err(error) = poll.poll(&mut events, timeout) {
@@ -587,10 +631,10 @@ fn drive(shared: &Shared, mut poll: Poll) {
         let mut inner = shared.lock();
         read_available(&mut inner, &mut buf);
         inner.conn.handle_timeout(Instant::now());
+        inner.dispatch_events();
         if let Err(error) = inner.flush() {
             inner.fail_io(&error);
         }
-        inner.dispatch_events();
         shared.changed.notify_all();
     }
     let mut inner = shared.lock();

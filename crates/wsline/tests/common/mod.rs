@@ -263,6 +263,8 @@ impl Pair {
             Some(Event::Response(response)) => response,
             other => panic!("expected a response, got {other:?}"),
         };
+        // Handled every event: the connection may act on what follows.
+        assert_eq!(pair.client.poll_event(), None);
         assert_eq!(pair.client.state(), State::Open);
         assert_eq!(pair.server.state(), State::Open);
         (pair, request, response)
@@ -296,6 +298,7 @@ impl Pair {
             Some(Event::Request(request)) => request,
             other => panic!("expected a request, got {other:?}"),
         };
+        assert_eq!(self.server.poll_event(), None);
         let response = self.server.accept(&request);
         self.server
             .send_response(response)

@@ -1,0 +1,55 @@
+//! Runs every Autobahn TestSuite case against the fuzzing server at the base URL given as
+//! the only argument: fetches the case count, echoes every message of each case until the
+//! server closes, then asks the server to write its reports.
+//!
+//! ```text
+//! cargo run --release --example autobahn_client -- ws://127.0.0.1:9001
+//! ```
+use wsline::sync::client::connect_with;
+use wsline::{ConnectConfig, Error};
+
+const AGENT: &str = "wsline";
+
+fn config() -> ConnectConfig {
+    let mut config = ConnectConfig::default();
+    // Autobahn sends messages up to 16 MiB.
+    config.protocol.max_message_size = Some(64 << 20);
+    config.protocol.ping_interval = None;
+    config
+}
+
+fn main() -> wsline::Result<()> {
+    let base = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "ws://127.0.0.1:9001".to_owned());
+    let ws = connect_with(&format!("{base}/getCaseCount"), config())?;
+    let count: u32 = ws.recv_text()?.trim().parse().map_err(|_| {
+        Error::Io(std::io::Error::other(
+            "getCaseCount did not return a number",
+        ))
+    })?;
+    drop(ws);
+    for case in 1..=count {
+        let url = format!("{base}/runCase?case={case}&agent={AGENT}");
+        if let Err(error) = run_case(&url) {
+            eprintln!("case {case}: {error}");
+        }
+    }
+    let url = format!("{base}/updateReports?agent={AGENT}");
+    let ws = connect_with(&url, config())?;
+    // The server closes once the reports are written.
+    while ws.recv().is_ok() {}
+    Ok(())
+}
+
+/// Echoes every message until the server closes the connection.
+fn run_case(url: &str) -> wsline::Result<()> {
+    let ws = connect_with(url, config())?;
+    loop {
+        match ws.recv() {
+            Ok(message) => ws.send(message)?,
+            Err(error) if error.is_closed() => return Ok(()),
+            Err(error) => return Err(error),
+        }
+    }
+}
