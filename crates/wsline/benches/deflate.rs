@@ -55,14 +55,22 @@ fn config(deflate: Option<PerMessageDeflate>) -> Config {
     }
 }
 
-/// The extension a server negotiates for an offer in which the client, like the server,
-/// resets its window after each message, so that every benchmarked message costs the same.
-fn negotiated(deflate: &PerMessageDeflate) -> Box<dyn Extension> {
-    let offer = ExtensionParams::new("permessage-deflate")
+/// The offer (and answer) of both ends resetting their window after each message, so that
+/// every benchmarked message costs the same; with `takeover`, the plain offer.
+fn params(takeover: bool) -> ExtensionParams {
+    let params = ExtensionParams::new("permessage-deflate");
+    if takeover {
+        return params;
+    }
+    params
         .param("server_no_context_takeover", None)
-        .param("client_no_context_takeover", None);
+        .param("client_no_context_takeover", None)
+}
+
+/// The extension a server negotiates for [`params`].
+fn negotiated(deflate: &PerMessageDeflate, takeover: bool) -> Box<dyn Extension> {
     deflate
-        .server_accept(&[offer])
+        .server_accept(&[params(takeover)])
         .expect("the offer is valid")
         .1
 }
@@ -79,8 +87,8 @@ fn compress_decompress(c: &mut Criterion) {
         let text = json(len);
         let mut group = c.benchmark_group(format!("deflate/{name}"));
         group.throughput(Throughput::Bytes(len as u64));
-        for lvl in [1, 6] {
-            let mut extension = negotiated(&level(lvl));
+        for lvl in [1, 2, 6] {
+            let mut extension = negotiated(&level(lvl), false);
             let mut out = BytesMut::new();
             extension
                 .encode(text.as_bytes(), WHOLE, Some(true), &mut out)
@@ -100,7 +108,7 @@ fn compress_decompress(c: &mut Criterion) {
                 });
             });
             let compressed = out.clone().freeze();
-            let mut decoder = negotiated(&level(lvl));
+            let mut decoder = negotiated(&level(lvl), false);
             group.bench_function(BenchmarkId::new("decompress", format!("level{lvl}")), |b| {
                 b.iter(|| {
                     let mut message = BytesMut::new();
@@ -120,25 +128,22 @@ fn compress_decompress(c: &mut Criterion) {
 }
 
 /// A server connection whose handshake negotiated `deflate`, if any.
-fn server(deflate: Option<&PerMessageDeflate>) -> Connection {
+fn server(deflate: Option<&PerMessageDeflate>, takeover: bool) -> Connection {
     let mut connection =
         Connection::after_handshake(Side::Server, config(deflate.cloned()), Instant::now());
     if let Some(deflate) = deflate {
-        connection.set_extensions(vec![negotiated(deflate)]);
+        connection.set_extensions(vec![negotiated(deflate, takeover)]);
     }
     connection
 }
 
-/// What a client with `deflate` writes for one text message.
+/// What a client with `deflate` (and no context takeover) writes for one text message.
 fn client_wire(deflate: Option<&PerMessageDeflate>, text: &str) -> Vec<u8> {
     let mut client =
         Connection::after_handshake(Side::Client, config(deflate.cloned()), Instant::now());
     if let Some(deflate) = deflate {
-        let response = ExtensionParams::new("permessage-deflate")
-            .param("server_no_context_takeover", None)
-            .param("client_no_context_takeover", None);
         let extension = deflate
-            .client_accept(&response)
+            .client_accept(&params(false))
             .expect("the response is valid");
         client.set_extensions(vec![extension]);
     }
@@ -153,15 +158,14 @@ fn client_wire(deflate: Option<&PerMessageDeflate>, text: &str) -> Vec<u8> {
 fn through_connection(c: &mut Criterion) {
     let modes = [
         ("off", None),
-        ("level1", Some(level(1))),
-        ("level6", Some(level(6))),
+        ("default", Some(PerMessageDeflate::default())),
     ];
     for (len, name) in SIZES {
         let text = json(len);
         let mut group = c.benchmark_group(format!("connection/{name}"));
         group.throughput(Throughput::Bytes(len as u64));
         for (mode, deflate) in &modes {
-            let mut sender = server(deflate.as_ref());
+            let mut sender = server(deflate.as_ref(), false);
             group.bench_function(BenchmarkId::new("send", mode), |b| {
                 b.iter(|| {
                     sender.send_text(black_box(&text)).expect("open");
@@ -173,7 +177,7 @@ fn through_connection(c: &mut Criterion) {
                 });
             });
             let wire = client_wire(deflate.as_ref(), &text);
-            let mut receiver = server(deflate.as_ref());
+            let mut receiver = server(deflate.as_ref(), false);
             group.bench_function(BenchmarkId::new("receive", mode), |b| {
                 b.iter(|| {
                     receiver.handle_data(black_box(&wire));
@@ -201,26 +205,31 @@ fn resident() -> usize {
 fn memory_per_connection() {
     const CONNECTIONS: usize = 1000;
     let text = json(1 << 10);
+    let wide = PerMessageDeflate {
+        window_bits: 15,
+        memory_level: 8,
+        ..PerMessageDeflate::default()
+    };
     let cases = [
-        ("deflate off", None),
+        ("deflate off", None, true),
         (
-            "deflate, defaults (12-bit window, memLevel 5)",
+            "deflate defaults (12-bit window, memLevel 5)",
             Some(PerMessageDeflate::default()),
+            true,
         ),
+        ("deflate 15-bit window, memLevel 8", Some(wide), true),
         (
-            "deflate, 15-bit window, memLevel 8",
-            Some(PerMessageDeflate {
-                window_bits: 15,
-                memory_level: 8,
-                ..PerMessageDeflate::default()
-            }),
+            "deflate defaults, no context takeover",
+            Some(PerMessageDeflate::default()),
+            false,
         ),
     ];
-    for (name, deflate) in cases {
+    for (name, deflate, takeover) in cases {
         let wire = client_wire(deflate.as_ref(), &text);
         let before = resident();
-        let mut connections: Vec<Connection> =
-            (0..CONNECTIONS).map(|_| server(deflate.as_ref())).collect();
+        let mut connections: Vec<Connection> = (0..CONNECTIONS)
+            .map(|_| server(deflate.as_ref(), takeover))
+            .collect();
         let idle = resident();
         for connection in &mut connections {
             connection.handle_data(&wire);

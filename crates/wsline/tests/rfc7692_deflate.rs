@@ -751,6 +751,32 @@ fn server_no_context_takeover_round_trips_many_messages() {
     }
 }
 
+#[test]
+fn connections_without_context_takeover_hold_no_zlib_state_between_messages() {
+    // 200 connections that each received and sent a compressed message: with a compressor
+    // (~150 KiB) and a decompressor (~40 KiB) each, they would hold some 38 MiB; parked in
+    // the thread's small pool between messages, a few MiB at most.
+    let offer = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+    let text = json_text(2000);
+    let mut client = client_with(PerMessageDeflate::default(), offer);
+    client.send_text(&text).unwrap();
+    let wire = written(&mut client).bytes;
+    let (connections, peak) = peak_heap_during(|| {
+        let mut connections = Vec::new();
+        for _ in 0..200 {
+            let mut server = server_with(PerMessageDeflate::default(), offer);
+            server.handle_data(&wire);
+            assert_eq!(messages(&mut server), [Message::text(text.clone())]);
+            server.send_text(&text).unwrap();
+            assert_eq!(sent_frames(&mut server)[0].rsv, Rsv::RSV1);
+            connections.push(server);
+        }
+        connections
+    });
+    assert_eq!(connections.len(), 200);
+    assert!(peak < 4 << 20, "peak heap {peak} bytes");
+}
+
 // ----- RFC 7692 §7.1.2: window sizes -----
 
 /// Compresses `data` with a client whose compression window is `bits`, and inflates the

@@ -1,6 +1,7 @@
 //! The DEFLATE side of permessage-deflate (RFC 7692 §7.2): a compressor and a decompressor
 //! over zlib-rs, writing into growing buffers without `unsafe` and never past a limit.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use bytes::BytesMut;
@@ -21,6 +22,43 @@ const INFLATE_WINDOW_BITS: u8 = 15;
 /// The first growth of an output buffer when no better estimate exists.
 const MIN_GROW: usize = 4 << 10;
 
+/// The most idle compressors (and decompressors) a thread keeps for reuse.
+const MAX_IDLE: usize = 8;
+
+thread_local! {
+    /// Compressors of connections without context takeover, parked between messages so that
+    /// an idle connection holds none and the next message, on any connection of this thread,
+    /// skips the allocation.
+    static IDLE_DEFLATE: RefCell<Vec<(CompressSettings, Deflate)>> =
+        const { RefCell::new(Vec::new()) };
+    /// Decompressors likewise (they are all alike).
+    static IDLE_INFLATE: RefCell<Vec<((), Inflate)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes an idle state matching `wanted` from a thread's pool.
+fn take_idle<T, K: PartialEq>(
+    pool: &'static std::thread::LocalKey<RefCell<Vec<(K, T)>>>,
+    wanted: &K,
+) -> Option<T> {
+    pool.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let index = pool.iter().position(|(key, _)| key == wanted)?;
+        Some(pool.swap_remove(index).1)
+    })
+    .ok()
+    .flatten()
+}
+
+/// Parks an idle state in a thread's pool, or drops it when the pool is full.
+fn park_idle<T, K>(pool: &'static std::thread::LocalKey<RefCell<Vec<(K, T)>>>, key: K, state: T) {
+    let _ = pool.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < MAX_IDLE {
+            pool.push((key, state));
+        }
+    });
+}
+
 /// Settings of a compressor, resolved from the negotiation and the local configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct CompressSettings {
@@ -36,6 +74,9 @@ pub(super) struct CompressSettings {
 pub(super) struct Compressor {
     settings: CompressSettings,
     deflate: Option<Deflate>,
+    /// Whether the window is forgotten after each message (no context takeover): the
+    /// compressor then goes back to the thread's pool between messages.
+    pooled: bool,
 }
 
 impl fmt::Debug for Compressor {
@@ -43,20 +84,26 @@ impl fmt::Debug for Compressor {
         f.debug_struct("Compressor")
             .field("settings", &self.settings)
             .field("allocated", &self.deflate.is_some())
+            .field("pooled", &self.pooled)
             .finish()
     }
 }
 
 impl Compressor {
-    pub(super) fn new(settings: CompressSettings) -> Self {
+    /// A compressor; `pooled` when it forgets its window after each message.
+    pub(super) fn new(settings: CompressSettings, pooled: bool) -> Self {
         Self {
             settings,
             deflate: None,
+            pooled,
         }
     }
 
     fn deflate(&mut self) -> &mut Deflate {
         let settings = self.settings;
+        if self.deflate.is_none() && self.pooled {
+            self.deflate = take_idle(&IDLE_DEFLATE, &settings);
+        }
         self.deflate.get_or_insert_with(|| {
             // zlib (and zlib-rs) cannot compress with a 256-byte window: it silently uses 512
             // bytes, which a peer that asked for 8 bits may not read. Matches limited to a
@@ -143,10 +190,16 @@ impl Compressor {
         Ok(())
     }
 
-    /// Forgets the LZ77 window (no context takeover), keeping the memory for the next message.
+    /// Forgets the LZ77 window (no context takeover), keeping the memory for the next message
+    /// (of this connection, or of another on this thread when pooled).
     pub(super) fn reset(&mut self) {
         if let Some(deflate) = &mut self.deflate {
             deflate.reset();
+        }
+        if self.pooled {
+            if let Some(deflate) = self.deflate.take() {
+                park_idle(&IDLE_DEFLATE, self.settings, deflate);
+            }
         }
     }
 }
@@ -154,6 +207,9 @@ impl Compressor {
 /// A DEFLATE decompressor, allocated on first use.
 pub(super) struct Decompressor {
     inflate: Option<Inflate>,
+    /// Whether the window is forgotten after each message (the peer's no context
+    /// takeover): the decompressor then goes back to the thread's pool between messages.
+    pooled: bool,
     /// The current message's DEFLATE stream ended with a block marked BFINAL (RFC 7692
     /// §7.2.3.4); what follows in the message is ignored.
     ended: bool,
@@ -164,14 +220,17 @@ impl fmt::Debug for Decompressor {
         f.debug_struct("Decompressor")
             .field("allocated", &self.inflate.is_some())
             .field("ended", &self.ended)
+            .field("pooled", &self.pooled)
             .finish()
     }
 }
 
 impl Decompressor {
-    pub(super) fn new() -> Self {
+    /// A decompressor; `pooled` when it forgets its window after each message.
+    pub(super) fn new(pooled: bool) -> Self {
         Self {
             inflate: None,
+            pooled,
             ended: false,
         }
     }
@@ -189,6 +248,9 @@ impl Decompressor {
     ) -> Result<(), ExtensionError> {
         if self.ended || input.is_empty() {
             return Ok(());
+        }
+        if self.inflate.is_none() && self.pooled {
+            self.inflate = take_idle(&IDLE_INFLATE, &());
         }
         let inflate = self
             .inflate
@@ -249,22 +311,27 @@ impl Decompressor {
         Ok(())
     }
 
-    /// Ends a message: appends the tail removed by the sender (RFC 7692 §7.2.2) and, with
-    /// `reset` (no context takeover) or after a BFINAL block, forgets the LZ77 window.
+    /// Ends a message: appends the tail removed by the sender (RFC 7692 §7.2.2) and, when
+    /// pooled (the peer's no context takeover) or after a BFINAL block (the peer starts a new
+    /// DEFLATE stream), forgets the LZ77 window.
     pub(super) fn finish(
         &mut self,
         out: &mut BytesMut,
         max_len: usize,
-        reset: bool,
     ) -> Result<(), ExtensionError> {
         let result = if self.ended {
             Ok(())
         } else {
             self.decompress(&EMPTY_BLOCK_TAIL, out, max_len)
         };
-        if (reset || self.ended) && result.is_ok() {
+        if (self.pooled || self.ended) && result.is_ok() {
             if let Some(inflate) = &mut self.inflate {
                 inflate.reset(false);
+            }
+            if self.pooled {
+                if let Some(inflate) = self.inflate.take() {
+                    park_idle(&IDLE_INFLATE, (), inflate);
+                }
             }
         }
         self.ended = false;
