@@ -1,6 +1,8 @@
 //! `wsline serve`: the echo server.
 
+use tokio::net::TcpStream;
 use wsline::sync::server::{serve_with, Connection};
+use wsline::tokio::WebSocket;
 use wsline::Message;
 
 use crate::settings::{Failure, ServeSettings};
@@ -29,9 +31,40 @@ pub fn run(settings: &ServeSettings) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The tokio layer's echo server.
-fn serve_tokio(_settings: &ServeSettings) -> Result<(), Failure> {
-    Err(Failure(wsline::Error::Io(std::io::Error::other(
-        "this build has no tokio layer",
-    ))))
+/// The tokio layer's echo server: a current-thread runtime for one worker (a server pinned
+/// to one core), a multi-thread runtime otherwise.
+fn serve_tokio(settings: &ServeSettings) -> Result<(), Failure> {
+    let workers = settings.config.workers.max(1);
+    let mut runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    let runtime = runtime.enable_all().build().map_err(wsline::Error::Io)?;
+    runtime.block_on(async {
+        let server = wsline::tokio::serve_with(
+            echo_tokio,
+            (settings.host.as_str(), settings.port),
+            settings.config.clone(),
+        )
+        .await?;
+        println!("Listening on ws://{}", server.local_addr());
+        tokio::select! {
+            result = server.serve_forever() => result?,
+            _ = tokio::signal::ctrl_c() => server.shutdown().await?,
+        }
+        Ok(())
+    })
+}
+
+/// Echoes every message back as it came; replies to a burst go out in one write.
+async fn echo_tokio(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+    while let Some(message) = ws.recv().await {
+        let message = message?;
+        tracing::debug!(len = message.len(), "echo");
+        ws.feed(message).await?;
+    }
+    Ok(())
 }
