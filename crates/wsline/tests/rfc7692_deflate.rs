@@ -1071,8 +1071,22 @@ fn messages_below_the_threshold_go_out_uncompressed() {
 }
 
 #[test]
+fn by_default_every_message_is_compressed() {
+    let mut server = deflate_server();
+    server.send_text("hi").unwrap();
+    server.send_binary(b"").unwrap();
+    let frames = sent_frames(&mut server);
+    let rsv: Vec<Rsv> = frames.iter().map(|frame| frame.rsv).collect();
+    assert_eq!(rsv, [Rsv::RSV1, Rsv::RSV1]);
+}
+
+#[test]
 fn send_options_override_the_threshold_per_message() {
-    let mut client = deflate_client();
+    let deflate = PerMessageDeflate {
+        compression_threshold: 100,
+        ..PerMessageDeflate::default()
+    };
+    let mut client = client_with(deflate, "permessage-deflate");
     let big = json_text(10_000);
     client
         .send_with(
@@ -1104,7 +1118,9 @@ fn extension_encodes_through_the_public_trait() {
         first: true,
         fin: true,
     };
-    assert!(!extension.encode(b"tiny", whole, None, &mut out).unwrap());
+    assert!(!extension
+        .encode(b"Hello", whole, Some(false), &mut out)
+        .unwrap());
     assert!(out.is_empty());
     assert!(extension
         .encode(b"Hello", whole, Some(true), &mut out)

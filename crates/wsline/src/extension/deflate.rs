@@ -61,9 +61,11 @@ pub const DEFAULT_MEMORY_LEVEL: u8 = 5;
 /// websockets' server.
 pub const DEFAULT_WINDOW_BITS: u8 = 12;
 
-/// The default [`PerMessageDeflate::compression_threshold`]: messages shorter than 64 bytes
-/// go out uncompressed.
-pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 64;
+/// The default [`PerMessageDeflate::compression_threshold`]: 0, every message is compressed,
+/// as Python websockets does. A short message alone may not shrink, but with context
+/// takeover it can refer to the messages before it, and a message sent as is does not feed
+/// the window the next ones refer to.
+pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 0;
 
 /// The smallest LZ77 window a peer may ask for (RFC 7692 §7.1.2).
 const MIN_WINDOW_BITS: u8 = 8;
