@@ -4,7 +4,13 @@
 //!
 //! - [`proto`]: the sans-I/O core. Frames, the opening handshake and the per-connection
 //!   state machine: bytes in, events and bytes out. No sockets, threads or clocks.
-//! - [`extension`]: the extension negotiation API.
+//! - [`extension`]: the extension negotiation API, and permessage-deflate (feature
+//!   `deflate`, on by default).
+//! - `sync` (feature `sync`, on by default): an event-loop server with per-message
+//!   callbacks, a thread-per-connection server, and a blocking client.
+//! - `tokio` (feature `tokio`): `WebSocket<S>` over any async stream, a client and a server.
+//!
+//! The README's quick start shows each layer; its examples are compiled as doc-tests.
 //!
 //! ## The core in a few lines
 //!
@@ -27,6 +33,11 @@
 //! ```
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
+
+/// The README's examples, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
 
 mod error;
 pub mod extension;
