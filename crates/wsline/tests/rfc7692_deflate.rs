@@ -70,6 +70,13 @@ fn deflate_server() -> Connection {
     server_with(PerMessageDeflate::default(), "permessage-deflate")
 }
 
+/// The messages a client that negotiated permessage-deflate reads from `wire`.
+fn received_by_client(wire: &[u8]) -> Vec<Message> {
+    let mut client = deflate_client();
+    client.handle_data(wire);
+    messages(&mut client)
+}
+
 fn always() -> SendOptions {
     SendOptions {
         compress: Some(true),
@@ -118,9 +125,10 @@ fn compressed_payload(client: &mut Connection) -> (Rsv, Vec<u8>) {
 
 #[test]
 fn rfc7692_7_2_3_1_hello_compressed_in_one_block_decodes() {
-    let mut client = deflate_client();
-    client.handle_data(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
-    assert_eq!(messages(&mut client), [Message::text("Hello")]);
+    assert_eq!(
+        received_by_client(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]),
+        [Message::text("Hello")]
+    );
 }
 
 #[test]
@@ -161,10 +169,8 @@ fn rfc7692_7_2_3_2_second_hello_shares_the_window() {
             0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00, 0x00, // second, a back-reference
         ]
     );
-    let mut client = deflate_client();
-    client.handle_data(&wire);
     assert_eq!(
-        messages(&mut client),
+        received_by_client(&wire),
         [Message::text("Hello"), Message::text("Hello")]
     );
 }
@@ -174,9 +180,7 @@ fn rfc7692_7_2_3_3_block_with_no_compression() {
     let frame = [
         0xc1, 0x0b, 0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
     ];
-    let mut client = deflate_client();
-    client.handle_data(&frame);
-    assert_eq!(messages(&mut client), [Message::text("Hello")]);
+    assert_eq!(received_by_client(&frame), [Message::text("Hello")]);
     // Compression level 0 stores the data, which gives the example's bytes.
     let store = PerMessageDeflate {
         compression_level: 0,
@@ -201,11 +205,13 @@ fn rfc7692_7_2_3_4_block_with_bfinal_set_decodes_and_the_next_message_too() {
 
 #[test]
 fn rfc7692_7_2_3_5_two_deflate_blocks_in_one_message() {
-    let mut client = deflate_client();
-    client.handle_data(&[
-        0xc1, 0x0d, 0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
-    ]);
-    assert_eq!(messages(&mut client), [Message::text("Hello")]);
+    assert_eq!(
+        received_by_client(&[
+            0xc1, 0x0d, 0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07,
+            0x00,
+        ]),
+        [Message::text("Hello")]
+    );
 }
 
 #[test]
@@ -222,9 +228,7 @@ fn rfc7692_7_2_3_6_empty_fragment_at_the_end_of_a_message() {
         .iter()
         .flat_map(|frame| encode(frame.opcode, frame.fin, frame.rsv, &frame.payload, None))
         .collect();
-    let mut client = deflate_client();
-    client.handle_data(&wire);
-    assert_eq!(messages(&mut client), [Message::text("Hello")]);
+    assert_eq!(received_by_client(&wire), [Message::text("Hello")]);
 }
 
 #[test]
@@ -234,10 +238,8 @@ fn an_empty_message_compresses_to_a_single_byte_every_time() {
     server.send_with(Message::text(""), always()).unwrap();
     let wire = written(&mut server).bytes;
     assert_eq!(wire, [0xc1, 0x01, 0x00, 0xc1, 0x01, 0x00]);
-    let mut client = deflate_client();
-    client.handle_data(&wire);
     assert_eq!(
-        messages(&mut client),
+        received_by_client(&wire),
         [Message::text(""), Message::text("")]
     );
 }
@@ -260,48 +262,54 @@ fn client_marks_only_the_first_frame_of_a_compressed_message() {
 }
 
 #[test]
-fn rsv1_on_a_continuation_frame_fails_with_1002() {
+fn reserved_bits_outside_the_first_frame_of_a_compressed_message_fail_with_1002() {
     // RFC 7692 §6.1: "An endpoint MUST NOT set the "Per-Message Compressed" bit of control
-    // frames and non-first fragments of a data message."
-    let mut client = deflate_client();
-    client.handle_data(&[0x41, 0x03, 0xf2, 0x48, 0xcd]);
-    client.handle_data(&encode(
+    // frames and non-first fragments of a data message", and RFC 6455 §5.2 fails bits that
+    // no negotiated extension defines.
+    let first_fragment = [0x41, 0x03, 0xf2, 0x48, 0xcd];
+    let continuation = encode(
         Opcode::Continuation,
         true,
         Rsv::RSV1,
         &[0xc9, 0xc9, 0x07, 0x00],
         None,
-    ));
-    assert_eq!(
-        client.close_status().failure,
-        Some(Failure::Protocol(ProtocolError::ReservedBits))
     );
-    assert_eq!(sent_close_code(&mut client), Some(1002));
-}
-
-#[test]
-fn rsv1_on_a_control_frame_fails_with_1002() {
-    let mut client = deflate_client();
-    client.handle_data(&encode(Opcode::Ping, true, Rsv::RSV1, b"ping", None));
-    assert_eq!(sent_close_code(&mut client), Some(1002));
-}
-
-#[test]
-fn rsv1_without_negotiated_deflate_fails_with_1002() {
-    let mut client = open(Side::Client, no_timers());
-    client.handle_data(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
-    assert_eq!(
-        client.close_status().failure,
-        Some(Failure::Protocol(ProtocolError::ReservedBits))
-    );
-    assert_eq!(sent_close_code(&mut client), Some(1002));
-}
-
-#[test]
-fn rsv2_on_a_data_frame_fails_even_with_deflate() {
-    let mut client = deflate_client();
-    client.handle_data(&encode(Opcode::Text, true, Rsv::RSV2, b"Hello", None));
-    assert_eq!(sent_close_code(&mut client), Some(1002));
+    let cases: [(&str, bool, Vec<u8>); 4] = [
+        (
+            "RSV1 on a continuation frame",
+            true,
+            [&first_fragment[..], &continuation].concat(),
+        ),
+        (
+            "RSV1 on a ping",
+            true,
+            encode(Opcode::Ping, true, Rsv::RSV1, b"ping", None),
+        ),
+        (
+            "RSV1 without permessage-deflate",
+            false,
+            vec![0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+        ),
+        (
+            "RSV2 with permessage-deflate",
+            true,
+            encode(Opcode::Text, true, Rsv::RSV2, b"Hello", None),
+        ),
+    ];
+    for (case, negotiated, input) in cases {
+        let mut client = if negotiated {
+            deflate_client()
+        } else {
+            open(Side::Client, no_timers())
+        };
+        client.handle_data(&input);
+        assert_eq!(
+            client.close_status().failure,
+            Some(Failure::Protocol(ProtocolError::ReservedBits)),
+            "{case}"
+        );
+        assert_eq!(sent_close_code(&mut client), Some(1002), "{case}");
+    }
 }
 
 #[test]
@@ -346,6 +354,7 @@ fn compressed_text_that_is_not_utf8_fails_with_1007() {
         client.close_status().failure,
         Some(Failure::Protocol(ProtocolError::InvalidUtf8))
     );
+    assert_eq!(sent_close_code(&mut client), Some(1007));
 }
 
 // ----- RFC 7692 §5 and §7.1: negotiation, server side -----
@@ -356,6 +365,17 @@ fn answer(deflate: &PerMessageDeflate, offers: &str) -> Option<String> {
     deflate
         .server_accept(&offers)
         .map(|(answer, _)| answer.to_string())
+}
+
+/// Checks the server's answer to each offer.
+fn assert_answers(deflate: &PerMessageDeflate, cases: &[(&str, &str)]) {
+    for (offer, expected) in cases {
+        assert_eq!(
+            answer(deflate, offer).as_deref(),
+            Some(*expected),
+            "{offer}"
+        );
+    }
 }
 
 #[test]
@@ -395,13 +415,7 @@ fn server_accepts_valid_offers_with_the_rfc_answers() {
              server_max_window_bits=15; client_max_window_bits=9",
         ),
     ];
-    for (offer, expected) in cases {
-        assert_eq!(
-            answer(&deflate, offer).as_deref(),
-            Some(expected),
-            "{offer}"
-        );
-    }
+    assert_answers(&deflate, &cases);
 }
 
 #[test]
@@ -486,13 +500,7 @@ fn server_settings_shape_the_answer() {
              server_max_window_bits=9",
         ),
     ];
-    for (offer, expected) in cases {
-        assert_eq!(
-            answer(&deflate, offer).as_deref(),
-            Some(expected),
-            "{offer}"
-        );
-    }
+    assert_answers(&deflate, &cases);
 }
 
 // ----- RFC 7692 §5 and §7.1: negotiation, client side -----
@@ -857,6 +865,20 @@ fn server_reads_a_peer_that_used_nine_bits_when_eight_were_agreed() {
 
 // ----- Decompression limits -----
 
+/// A server that negotiated permessage-deflate, with a message size limit.
+fn limited_server(max_message_size: usize) -> Connection {
+    let config = Config {
+        max_message_size: Some(max_message_size),
+        ..no_timers()
+    };
+    let (_, extension) = PerMessageDeflate::default()
+        .server_accept(&[element("permessage-deflate")])
+        .expect("a valid offer");
+    let mut server = open(Side::Server, config);
+    server.set_extensions(vec![extension]);
+    server
+}
+
 #[test]
 fn decompression_bomb_closes_with_1009_and_memory_stays_bounded() {
     // 64 MiB of one byte compresses to some 64 KiB; with the default 1 MiB limit, the
@@ -871,17 +893,7 @@ fn decompression_bomb_closes_with_1009_and_memory_stays_bounded() {
     client.send_binary(&compressible(64 << 20)).unwrap();
     let wire = written(&mut client).bytes;
     assert!(wire.len() < 128 << 10, "bomb of {} bytes", wire.len());
-    let mut server = open(
-        Side::Server,
-        Config {
-            max_message_size: Some(1 << 20),
-            ..no_timers()
-        },
-    );
-    let (_, extension) = PerMessageDeflate::default()
-        .server_accept(&[element("permessage-deflate")])
-        .unwrap();
-    server.set_extensions(vec![extension]);
+    let mut server = limited_server(1 << 20);
     let ((), peak) = peak_heap_during(|| {
         for chunk in wire.chunks(16 << 10) {
             server.handle_data(chunk);
@@ -899,29 +911,19 @@ fn a_message_that_inflates_to_exactly_the_limit_is_accepted_and_one_more_byte_is
         let mut client = deflate_client();
         client.send_binary(&compressible(len)).unwrap();
         let wire = written(&mut client).bytes;
-        let mut server = open(
-            Side::Server,
-            Config {
-                max_message_size: Some(10_000),
-                ..no_timers()
-            },
-        );
-        let (_, extension) = PerMessageDeflate::default()
-            .server_accept(&[element("permessage-deflate")])
-            .unwrap();
-        server.set_extensions(vec![extension]);
+        let mut server = limited_server(10_000);
         server.handle_data(&wire);
         if accepted {
             assert_eq!(messages(&mut server), [Message::binary(compressible(len))]);
         } else {
             assert_eq!(sent_close_code(&mut server), Some(1009));
-            let closed = closed_or_failure(&mut server);
+            let closed = failure_text(&mut server);
             assert!(closed.contains("10000"), "{closed}");
         }
     }
 }
 
-fn closed_or_failure(connection: &mut Connection) -> String {
+fn failure_text(connection: &mut Connection) -> String {
     connection
         .close_status()
         .failure
@@ -938,17 +940,7 @@ fn the_limit_counts_decompressed_bytes_across_fragments() {
         .unwrap();
     client.send_continuation(&compressible(6000), true).unwrap();
     let wire = written(&mut client).bytes;
-    let mut server = open(
-        Side::Server,
-        Config {
-            max_message_size: Some(10_000),
-            ..no_timers()
-        },
-    );
-    let (_, extension) = PerMessageDeflate::default()
-        .server_accept(&[element("permessage-deflate")])
-        .unwrap();
-    server.set_extensions(vec![extension]);
+    let mut server = limited_server(10_000);
     server.handle_data(&wire);
     assert_eq!(sent_close_code(&mut server), Some(1009));
 }
