@@ -32,6 +32,10 @@ const MAX_RETAINED_BUFFER: usize = 64 << 10;
 /// claim alone cannot make a connection allocate.
 const MAX_RESERVE_AHEAD: usize = 64 << 10;
 
+/// The smallest step the message buffer grows by: small messages then share one allocation
+/// (each message is a slice of it) instead of taking one allocation each.
+const MIN_BUFFER_GROWTH: usize = 4 << 10;
+
 /// Random bytes for masking keys and handshake nonces (RFC 6455 §10.3: "The masking key needs
 /// to be unpredictable").
 ///
@@ -252,6 +256,19 @@ struct Reader {
     /// Unmasked payload of the current frame when an extension decodes it.
     raw: BytesMut,
     control: Vec<u8>,
+}
+
+impl Reader {
+    /// Starts the message buffer over at the front of its allocation when every message
+    /// taken from it has been dropped, so that the messages of the next read share it
+    /// instead of taking new allocations.
+    fn reclaim(&mut self) {
+        if self.data.is_empty() {
+            let spare = self.data.capacity();
+            // Fails, harmlessly, while a message taken from the buffer is still alive.
+            let _ = self.data.try_reclaim(spare + 1);
+        }
+    }
 }
 
 /// The outgoing fragmented message in progress.
@@ -895,6 +912,7 @@ impl Connection {
     // ----- Frames in -----
 
     fn handle_frames(&mut self, mut input: &[u8]) {
+        self.reader.reclaim();
         while !self.discard_input {
             let Some(frame) = self.reader.frame else {
                 match self.read_header(input) {
@@ -1036,8 +1054,12 @@ impl Connection {
             let decoded = reader
                 .message
                 .is_some_and(|message| message.decoder.is_some());
-            if !decoded {
-                reader.data.reserve(reserve);
+            if !decoded && reader.data.capacity() - reader.data.len() < reserve {
+                // Room for a few such messages: those of one read then share an allocation.
+                let growth = reserve.saturating_mul(4);
+                reader
+                    .data
+                    .reserve(growth.clamp(MIN_BUFFER_GROWTH, MAX_RESERVE_AHEAD.max(reserve)));
             }
         }
         reader.frame = Some(InFrame {
@@ -1565,10 +1587,7 @@ impl Connection {
             mask: None,
             payload_len: payload.len() as u64,
         };
-        let tail = self.out.tail();
-        header.encode(tail);
-        self.out.grew(header.encoded_len());
-        self.out.push_shared(payload);
+        self.out.push_frame_shared(&header, payload);
     }
 
     fn queue_bytes(&mut self, bytes: &[u8]) {
