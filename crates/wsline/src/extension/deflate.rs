@@ -20,6 +20,12 @@
 //! assert_eq!(config.extensions[0].name(), "permessage-deflate");
 //! ```
 //!
+//! [`ServerConfig::default`](crate::ServerConfig) and
+//! [`ConnectConfig::default`](crate::ConnectConfig), used by the sync and tokio layers, put
+//! `PerMessageDeflate::default()` in their protocol's extensions: clear
+//! `config.protocol.extensions` to turn compression off (the CLI's `--no-compression`). The
+//! core's [`Config::default`](crate::Config) negotiates no extension.
+//!
 //! # Memory
 //!
 //! The compressor and decompressor are allocated when the first compressed message goes out

@@ -262,9 +262,9 @@ impl Decompressor {
         let mut grow = input.len().saturating_mul(2).max(MIN_GROW);
         loop {
             if filled == out.len() {
+                // Zero only when the caller's buffer already held more than `max_len`.
                 let room = cap.saturating_sub(filled);
                 if room == 0 {
-                    out.truncate(filled);
                     return Err(ExtensionError::TooBig { limit: max_len });
                 }
                 out.resize(filled + grow.min(room), 0);
@@ -276,6 +276,10 @@ impl Decompressor {
             let produced = progress(before_out, inflate.total_out());
             filled += produced;
             input = &input[used..];
+            if filled > max_len {
+                out.truncate(max_len);
+                return Err(ExtensionError::TooBig { limit: max_len });
+            }
             match result {
                 Ok(Status::StreamEnd) => {
                     self.ended = true;
@@ -290,10 +294,6 @@ impl Decompressor {
                     )));
                 }
             }
-            if filled > max_len {
-                out.truncate(filled);
-                return Err(ExtensionError::TooBig { limit: max_len });
-            }
             // Done once all input is taken and output space is left over: nothing is pending.
             if input.is_empty() && filled < out.len() {
                 break;
@@ -305,9 +305,6 @@ impl Decompressor {
             }
         }
         out.truncate(filled);
-        if filled > max_len {
-            return Err(ExtensionError::TooBig { limit: max_len });
-        }
         Ok(())
     }
 
