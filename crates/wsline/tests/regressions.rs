@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client_frame, events, open, written};
+use common::{allocations_during, client_frame, events, open, written};
 use wsline::proto::{Connection, Event, Failure, Fragment, Opcode, Side, State};
 use wsline::{Config, Message};
 
@@ -55,4 +55,33 @@ fn open_timeout_started_at_the_first_handle_timeout_instead_of_construction() {
     server.handle_timeout(t0 + Duration::from_secs(10));
     assert_eq!(server.state(), State::Closed);
     assert_eq!(server.close_status().failure, Some(Failure::OpenTimeout));
+}
+
+/// The message buffer grew by exactly each frame's payload, so every small message took its
+/// own allocation (plus bookkeeping for sharing it): half of the instructions spent on a
+/// 20-byte message went to the allocator. Now small messages are slices of one shared block,
+/// and a connection whose messages are dropped reuses its block without allocating.
+#[test]
+fn each_small_message_took_its_own_allocation() {
+    let mut server = open(Side::Server, common::no_timers());
+    let frame = client_frame(Opcode::Binary, true, &[7; 20]);
+    let burst = frame.repeat(1000);
+    let (messages, allocations) = allocations_during(|| {
+        server.handle_data(&burst);
+        events(&mut server).len()
+    });
+    assert_eq!(messages, 1000);
+    assert!(
+        allocations < 50,
+        "{allocations} allocations for 1000 messages"
+    );
+    // Steady state: one message in, taken and dropped, again and again.
+    let ((), allocations) = allocations_during(|| {
+        for _ in 0..1000 {
+            server.handle_data(&frame);
+            let event = server.poll_event();
+            assert!(matches!(event, Some(Event::Message(_))));
+        }
+    });
+    assert_eq!(allocations, 0);
 }

@@ -390,9 +390,13 @@ static ALLOCATOR: CountingAlloc = CountingAlloc;
 thread_local! {
     static LIVE: Cell<isize> = const { Cell::new(0) };
     static PEAK: Cell<isize> = const { Cell::new(0) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn record(delta: isize) {
+    if delta > 0 {
+        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+    }
     let _ = LIVE.try_with(|live| {
         let now = live.get() + delta;
         live.set(now);
@@ -427,4 +431,11 @@ pub fn peak_heap_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let result = f();
     let peak = PEAK.with(Cell::get);
     (result, usize::try_from(peak - start).unwrap_or(0))
+}
+
+/// How many times `f` allocated or grew an allocation on this thread.
+pub fn allocations_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let start = ALLOCATIONS.with(Cell::get);
+    let result = f();
+    (result, ALLOCATIONS.with(Cell::get) - start)
 }
