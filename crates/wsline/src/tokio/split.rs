@@ -257,6 +257,10 @@ impl Driver {
             if self.take_commands(ws, cx).is_ready() {
                 return Poll::Ready(());
             }
+            if self.shared.unread.load(Ordering::SeqCst) == 0 {
+                // The reader took every message, and what the writers sent is queued.
+                ws.acknowledge();
+            }
             if self.commands_closed && self.inbox.is_closed() && ws.state() == State::Open {
                 // Nobody can read or write any more: close.
                 let _ = ws.conn_mut().send_close(CloseCode::NORMAL, "");

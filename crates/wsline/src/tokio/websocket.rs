@@ -29,6 +29,10 @@ pub const DEFAULT_MAX_UNREAD_MESSAGES: usize = 1024;
 /// sending (not receiving) stops reading the socket.
 pub const DEFAULT_MAX_UNREAD_BYTES: usize = 16 << 20;
 
+/// How long a close frame or protocol error from the peer waits, at most, for the
+/// application to come back for the messages received before it (see
+/// [`WebSocket::acknowledge`]).
+const ACKNOWLEDGE_GRACE: Duration = Duration::from_millis(100);
 /// Slices per vectored write.
 const MAX_IOVECS: usize = 64;
 /// Ping payloads sent by [`WebSocket::ping`] whose pong is still awaited, at most.
@@ -194,6 +198,10 @@ pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     unread_bytes: usize,
     timer: Option<Pin<Box<Sleep>>>,
     timer_deadline: Option<std::time::Instant>,
+    /// Whether events were taken from the core that the application may not have handled.
+    unacknowledged: bool,
+    /// When the grace for handling them runs out.
+    acknowledge_deadline: Option<std::time::Instant>,
     read_closed: bool,
     shutdown_queued: bool,
     write_closed: bool,
@@ -226,6 +234,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             unread_bytes: 0,
             timer: None,
             timer_deadline: None,
+            unacknowledged: false,
+            acknowledge_deadline: None,
             read_closed: false,
             shutdown_queued: false,
             write_closed: false,
@@ -385,6 +395,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if let Some(message) = self.pop_unread() {
                 return Poll::Ready(Some(Ok(message)));
             }
+            // Back for more: the messages before are handled.
+            self.acknowledge();
             match self.poll_step(cx, ReadPolicy::Receive) {
                 Step::Progress => {}
                 Step::Blocked => return Poll::Pending,
@@ -515,6 +527,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Polls for the send buffer to be written, as [`flush`](Self::flush).
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.unread.is_empty() {
+            // Every message was taken and what answers them is queued.
+            self.acknowledge();
+        }
         loop {
             if self.conn.pending_send() == 0 && !self.shutdown_queued {
                 return Poll::Ready(Ok(()));
@@ -583,6 +599,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// connection when the handshake did not complete cleanly (the close timeout passed, the
     /// stream failed). Closing a connection that closed normally is not an error.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.acknowledge();
         if self.conn.state() == State::Open {
             self.conn.send_close(code, reason)?;
         }
@@ -664,10 +681,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         true
     }
 
-    /// Fires the core's timers that are due and arms the sleep for the next one.
+    /// Fires the core's timers that are due, and the grace for handling received messages,
+    /// and arms the sleep for the next of them.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
         let mut fired = false;
-        while let Some(deadline) = self.conn.poll_timeout() {
+        loop {
+            if self.unacknowledged && self.acknowledge_deadline.is_none() {
+                self.acknowledge_deadline = Some(Instant::now().into_std() + ACKNOWLEDGE_GRACE);
+            }
+            let deadline = match (self.conn.poll_timeout(), self.acknowledge_deadline) {
+                (Some(core), Some(grace)) => core.min(grace),
+                (deadline, None) | (None, deadline) => match deadline {
+                    Some(deadline) => deadline,
+                    None => break,
+                },
+            };
             let at = Instant::from_std(deadline);
             let timer = self.timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
             if self.timer_deadline != Some(deadline) {
@@ -678,7 +706,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 break;
             }
             self.timer_deadline = None;
-            self.conn.handle_timeout(Instant::now().into_std());
+            let now = Instant::now().into_std();
+            if self.acknowledge_deadline.is_some_and(|grace| grace <= now) {
+                self.acknowledge();
+            }
+            self.conn.handle_timeout(now);
             self.drain_events();
             fired = true;
         }
@@ -789,17 +821,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.drain_events();
     }
 
-    /// Moves the core's events to where the application reads them.
+    /// Moves the core's events to where the application reads them. It takes only the
+    /// events that are there: asking for more would tell the core that the application has
+    /// handled them (see [`acknowledge`](Self::acknowledge)).
     fn drain_events(&mut self) {
-        while let Some(event) = self.conn.poll_event() {
-            match event {
-                Event::Message(message) => self.push_unread(message),
-                Event::Fragment(fragment) => self.push_unread(fragment.data),
-                Event::Pong(payload) => self.pings.answer(&payload),
-                Event::Request(request) => self.request = Some(request),
-                Event::Response(response) => self.response = Some(response),
-                Event::Ping(_) | Event::Closed(_) => {}
+        while self.conn.has_events() {
+            if let Some(event) = self.conn.poll_event() {
+                self.unacknowledged = true;
+                self.handle_event(event);
             }
+        }
+    }
+
+    /// Tells the core that the application has handled the messages received so far, so
+    /// that a close frame or protocol error that came after them is acted on now. Replies
+    /// to those messages thus go out before the close frame: RFC 6455 §5.5.1 asks for the
+    /// close reply "as soon as practical", and the core waits for this signal (or, here, for
+    /// [`ACKNOWLEDGE_GRACE`] to pass).
+    pub(crate) fn acknowledge(&mut self) {
+        if !self.unacknowledged {
+            return;
+        }
+        while let Some(event) = self.conn.poll_event() {
+            self.handle_event(event);
+        }
+        self.unacknowledged = false;
+        self.acknowledge_deadline = None;
+        // What the core did on its deferred input (a Closed event) is taken too.
+        self.drain_events();
+        self.unacknowledged = false;
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Message(message) => self.push_unread(message),
+            Event::Fragment(fragment) => self.push_unread(fragment.data),
+            Event::Pong(payload) => self.pings.answer(&payload),
+            Event::Request(request) => self.request = Some(request),
+            Event::Response(response) => self.response = Some(response),
+            Event::Ping(_) | Event::Closed(_) => {}
         }
     }
 
@@ -876,6 +936,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let ws = self.get_mut();
+        ws.acknowledge();
         if ws.conn.state() == State::Open {
             ws.conn.send_close(CloseCode::NORMAL, "")?;
         }
