@@ -176,7 +176,7 @@ def wait_quiet(limit, max_wait):
 
 
 def pin(core, argv, pinning):
-    """Prefix argv with taskset when pinning is enabled."""
+    """Prefix argv with taskset when pinning (taskset execs, so the Popen PID is the program's)."""
     return ["taskset", "-c", core] + argv if pinning else argv
 
 
@@ -322,13 +322,22 @@ def main():
         "--quiet-limit", type=float, default=0.15,
         help="before each run, wait until other processes use less than this many cores (default 0.15)",
     )
-    ap.add_argument("--quiet-wait", type=float, default=120, help="max seconds to wait for that (default 120)")
+    ap.add_argument("--quiet-wait", type=float, default=30, help="max seconds to wait for that (default 30)")
     ap.add_argument(
-        "--retries", type=int, default=2,
-        help="re-run a cell whose 'other load' exceeded --quiet-limit up to this many times, keeping the quietest (default 2)",
+        "--retries", type=int, default=1,
+        help="re-run a cell whose 'other load' exceeded --quiet-limit up to this many times, keeping the quietest (default 1)",
     )
     ap.add_argument("--json", metavar="PATH", help="write raw results (and machine info) as JSON")
+    ap.add_argument("--report", metavar="PATH", help="only print the table for a JSON file written by --json")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        res = {(r["server"], r["scenario"]): r for r in saved["results"]}
+        srv = [s for s in SERVERS if any(k[0] == s for k in res)]
+        scn = [c for c in SCENARIOS if any(k[1] == c for k in res)]
+        print(table(res, srv, scn))
+        return 0
     if args.duration is None:
         args.duration = 2.0 if args.quick else 10.0
     if args.warmup is None:
@@ -358,9 +367,31 @@ def main():
     log_dir = os.path.join(BENCH_DIR, "target", "bench-logs")
     os.makedirs(log_dir, exist_ok=True)
     log(f"machine: {info['nproc']} CPUs, {info['cpu_model']}, kernel {info['kernel']}, loadavg {' '.join(info['loadavg'])}")
-    log(f"window {args.duration} s after {args.warmup} s warm-up; server on CPU {SERVER_CORE}, loadgen on CPU {LOADGEN_CORE}" if pinning else "unpinned")
+    log(
+        (f"window {args.duration} s after {args.warmup} s warm-up; "
+         + (f"server on CPU {SERVER_CORE}, loadgen on CPU {LOADGEN_CORE}" if pinning else "unpinned")
+        )
+    )
 
     results = {}
+
+    def save():
+        """Write the raw results so far (called after every cell)."""
+        if not args.json:
+            return
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "machine": info,
+                    "duration_s": args.duration,
+                    "warmup_s": args.warmup,
+                    "pinned": pinning,
+                    "results": [{"server": s, "scenario": c, **r} for (s, c), r in results.items()],
+                },
+                f,
+                indent=1,
+            )
+
     for server in servers:
         cmd = SERVERS[server]
         exe = os.path.normpath(os.path.join(BENCH_DIR, shlex.split(cmd)[0]))
@@ -385,6 +416,7 @@ def main():
                 if "error" in r or r["background_cores"] <= args.quiet_limit:
                     break
             results[(server, scen)] = r
+            save()
             if "error" in r:
                 log(f"  error: {r['error']}")
             else:
@@ -396,21 +428,7 @@ def main():
                 )
 
     print(table(results, servers, scenarios))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "machine": info,
-                    "duration_s": args.duration,
-                    "warmup_s": args.warmup,
-                    "pinned": pinning,
-                    "results": [
-                        {"server": s, "scenario": c, **r} for (s, c), r in results.items()
-                    ],
-                },
-                f,
-                indent=1,
-            )
+    save()
     failed = any("error" in r for r in results.values())
     return 1 if failed else 0
 
