@@ -13,12 +13,55 @@ mod websocket;
 
 pub use websocket::WebSocket;
 
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io::{self, IoSlice, Read, Write};
+
+use bytes::Buf;
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::proto::{self, Event, Failure, Request, Transmit};
 use crate::{Error, Result};
+
+/// Slices per vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// Writes what a non-blocking socket takes of the connection's queued bytes (one `send` for
+/// a single piece, a vectored write for several), then shuts the write half down if the
+/// connection asks and `shut_down` says it has not been yet.
+///
+/// # Errors
+/// The socket's error; `WriteZero` if it took nothing.
+fn flush_nonblocking(
+    stream: &mut mio::net::TcpStream,
+    conn: &mut proto::Connection,
+    shut_down: &mut bool,
+) -> io::Result<()> {
+    loop {
+        let buffer = conn.send_buffer();
+        if buffer.is_empty() {
+            break;
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let written = match buffer.chunks_vectored(&mut slices) {
+            1 => stream.write(&slices[0]),
+            count => stream.write_vectored(&slices[..count]),
+        };
+        match written {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => conn.send_buffer().advance(written),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    if conn.poll_shutdown() && !*shut_down {
+        *shut_down = true;
+        // RFC 6455 §7.1.1: a server closes the TCP connection first. The peer may be gone
+        // already, and then there is nothing left to tell it.
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+    Ok(())
+}
 
 /// Time left until `deadline`; the open timeout once it has passed.
 fn remaining(deadline: Option<Instant>) -> Result<Option<Duration>> {

@@ -2,13 +2,13 @@
 //! alive while the application is busy.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::proto::{self, CloseCode, ConnectionClosed, Event, SendOptions, State};
@@ -24,8 +24,6 @@ const MAX_QUEUED_BYTES: usize = 16 << 20;
 const HANDLING_GRACE: Duration = Duration::from_millis(100);
 /// Pong payloads remembered for `ping()` callers.
 const MAX_REMEMBERED_PONGS: usize = 16;
-/// Slices per vectored write.
-const MAX_IOVECS: usize = 64;
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -53,27 +51,7 @@ struct Inner {
 impl Inner {
     /// Writes as much queued output as the socket takes without blocking.
     fn flush(&mut self) -> io::Result<()> {
-        loop {
-            let buffer = self.conn.send_buffer();
-            if buffer.is_empty() {
-                break;
-            }
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = buffer.chunks_vectored(&mut slices);
-            match self.stream.write_vectored(&slices[..count]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => self.conn.send_buffer().advance(written),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error),
-            }
-        }
-        if self.conn.poll_shutdown() && !self.shut_down {
-            self.shut_down = true;
-            // The peer may already be gone; there is nothing left to tell it either way.
-            let _ = self.stream.shutdown(Shutdown::Write);
-        }
-        Ok(())
+        super::flush_nonblocking(&mut self.stream, &mut self.conn, &mut self.shut_down)
     }
 
     /// Moves the core's events to where the application reads them. While messages wait

@@ -4,13 +4,12 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Buf;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -25,8 +24,6 @@ const WAKER: Token = Token(usize::MAX - 1);
 /// Reads from one connection per readiness event before the others get their turn, so a
 /// fast sender cannot starve the rest (16 reads of 64 KiB: 1 MiB).
 const READS_PER_TURN: usize = 16;
-/// Slices per vectored write.
-const MAX_IOVECS: usize = 64;
 /// How long to stop accepting after the process ran out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -580,33 +577,11 @@ fn conn_flush<S>(conn: &mut Conn<S>) {
     if conn.broken {
         return;
     }
-    loop {
-        let buffer = conn.core.send_buffer();
-        if buffer.is_empty() {
-            break;
-        }
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let count = buffer.chunks_vectored(&mut slices);
-        match conn.stream.write_vectored(&slices[..count]) {
-            Ok(0) => {
-                conn.broken = true;
-                conn.core.handle_eof();
-                return;
-            }
-            Ok(written) => conn.core.send_buffer().advance(written),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                tracing::debug!(%error, "write failed");
-                conn.broken = true;
-                conn.core.handle_eof();
-                return;
-            }
-        }
-    }
-    if conn.core.poll_shutdown() && !conn.shut_down {
-        conn.shut_down = true;
-        // RFC 6455 §7.1.1: the server closes the TCP connection first. The peer may be gone.
-        let _ = conn.stream.shutdown(Shutdown::Write);
+    let flushed =
+        crate::sync::flush_nonblocking(&mut conn.stream, &mut conn.core, &mut conn.shut_down);
+    if let Err(error) = flushed {
+        tracing::debug!(%error, "write failed");
+        conn.broken = true;
+        conn.core.handle_eof();
     }
 }
