@@ -9,8 +9,18 @@ use crate::settings::{Failure, ServeSettings};
 
 /// Echoes every message back as it came: text as text, binary as binary.
 fn echo(conn: &mut Connection, message: Message) -> wsline::Result<()> {
-    tracing::debug!(id = %conn.id(), len = message.len(), "echo");
+    tracing::debug!(id = %conn.id(), len = message.len(), preview = %preview(&message), "echo");
     conn.send(message)
+}
+
+/// The start of a message, for logs: text up to 60 characters, binary as its length.
+fn preview(message: &Message) -> String {
+    match message.as_text() {
+        Some(text) if text.chars().count() > 60 => {
+            format!("{}…", text.chars().take(60).collect::<String>())
+        }
+        _ => message.to_string(),
+    }
 }
 
 /// Serves until Ctrl-C, then shuts down gracefully (close 1001, bounded wait).

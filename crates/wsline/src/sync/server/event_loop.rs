@@ -360,9 +360,10 @@ impl<H: Handler> Running<'_, H> {
                     // The core is waiting for exactly this response.
                     let _ = conn.core.send_response(response);
                     if status != 101 {
-                        tracing::debug!(status, path = %request.path, "handshake rejected");
+                        tracing::info!(peer_addr = ?conn.peer_addr, status, path = %request.path, "handshake rejected");
                         continue;
                     }
+                    tracing::info!(peer_addr = ?conn.peer_addr, path = %request.path, "connection opened");
                     conn.request = Some(Box::new(request));
                     conn.core.handle_timeout(now);
                     conn.opened = true;
@@ -377,6 +378,7 @@ impl<H: Handler> Running<'_, H> {
                     fragment.data,
                 ),
                 Event::Closed(closed) => {
+                    tracing::info!(peer_addr = ?conn.peer_addr, %closed, "connection closed");
                     if conn.opened {
                         conn.opened = false;
                         handler.on_close(
@@ -415,6 +417,14 @@ impl<H: Handler> Running<'_, H> {
             return;
         };
         conn_flush(conn);
+        if conn.core.has_events() {
+            // The end of the stream, or a failed read or write, closed the connection: the
+            // handler hears of it (`on_close`) before the connection goes.
+            self.dispatch(key, now);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if conn.core.is_closed() && (conn.core.send_buffer().is_empty() || conn.broken) {
             return self.remove(key, now);
         }
