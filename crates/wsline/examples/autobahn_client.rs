@@ -15,6 +15,17 @@ fn config() -> ConnectConfig {
     // Autobahn sends messages up to 16 MiB.
     config.protocol.max_message_size = Some(64 << 20);
     config.protocol.ping_interval = None;
+    // Autobahn's cases 13.2, 13.5 and 13.6 accept only offers that carry
+    // client_no_context_takeover (RFC 7692 §7.1.1.2: the client resets its window after each
+    // message); other clients are, rightly, refused the extension there.
+    #[cfg(feature = "deflate")]
+    {
+        let deflate = wsline::extension::deflate::PerMessageDeflate {
+            client_no_context_takeover: true,
+            ..Default::default()
+        };
+        config.protocol.extensions = vec![std::sync::Arc::new(deflate)];
+    }
     config
 }
 
