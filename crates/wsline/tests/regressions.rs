@@ -4,8 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{allocations_during, client_frame, events, open, written};
-use wsline::proto::{Connection, Event, Failure, Fragment, Opcode, Side, State};
+use bytes::BytesMut;
+use common::{allocations_during, client_frame, events, open, peak_heap_during, written};
+use wsline::proto::{Connection, Event, Failure, Fragment, Frame, Opcode, Side, State};
 use wsline::{Config, Message};
 
 /// With `deliver_fragments`, a non-final binary fragment subtracted its length from the
@@ -84,4 +85,33 @@ fn each_small_message_took_its_own_allocation() {
         }
     });
     assert_eq!(allocations, 0);
+}
+
+/// Found by the `frame_decode` fuzz target: `Frame::decode` reserved room for the whole
+/// payload a header claimed, so with a generous limit (`u64::MAX`) a 10-byte header claiming
+/// 2^56 bytes aborted the process on allocation.
+#[test]
+fn frame_decode_reserved_the_whole_claimed_payload() {
+    // Text, not final, masked, a 64-bit length of 2^56: fuzz/artifacts crash-33c41a24.
+    let claim = [
+        0x01, 0xFF, 0x01, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0x83, 0x37, 0xFA, 0x21, 0x3D,
+    ];
+    let mut buf = BytesMut::from(&claim[..]);
+    let (decoded, peak) = peak_heap_during(|| Frame::decode(&mut buf, u64::MAX));
+    assert_eq!(decoded, Ok(None));
+    assert!(peak <= 64 << 10, "peak {peak}");
+    assert_eq!(buf.len(), claim.len());
+    // The frame still decodes once its payload is there.
+    let mut buf = BytesMut::new();
+    Frame::new(Opcode::Binary, vec![9; 100_000]).encode(Some([1, 2, 3, 4]), &mut buf);
+    let mut input = BytesMut::new();
+    for piece in buf.chunks(7_000) {
+        input.extend_from_slice(piece);
+        if let Some(frame) = Frame::decode(&mut input, u64::MAX).unwrap() {
+            assert_eq!(frame.payload.len(), 100_000);
+            assert!(input.is_empty());
+            return;
+        }
+    }
+    panic!("the frame never decoded");
 }

@@ -19,6 +19,9 @@ pub use opcode::Opcode;
 
 use crate::proto::error::ProtocolError;
 
+/// The most payload capacity [`Frame::decode`] reserves ahead of the bytes received.
+const MAX_RESERVE_AHEAD: usize = 64 << 10;
+
 /// A whole frame: header fields and an unmasked payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
@@ -82,8 +85,10 @@ impl Frame {
     ///
     /// # Errors
     /// Whatever [`FrameHeader::parse`] rejects, and
-    /// [`ProtocolError::FrameTooBig`] for a payload longer than `max_payload_len`, reported as
-    /// soon as the header arrives so that a huge length claim costs nothing.
+    /// [`ProtocolError::FrameTooBig`] for a payload longer than `max_payload_len` (or than
+    /// memory can hold), reported as soon as the header arrives so that a huge length claim
+    /// costs nothing. While waiting for a payload, at most 64 KiB are reserved ahead of the
+    /// bytes received.
     pub fn decode(buf: &mut BytesMut, max_payload_len: u64) -> Result<Option<Self>, ProtocolError> {
         let Some((header, header_len)) = FrameHeader::parse(buf)? else {
             return Ok(None);
@@ -94,10 +99,17 @@ impl Frame {
                 limit: max_payload_len,
             });
         }
-        // The length fits in usize: it is at most `max_payload_len`, itself a buffer size.
-        let payload_len = header.payload_len as usize;
-        if buf.len() - header_len < payload_len {
-            buf.reserve(header_len + payload_len - buf.len());
+        let Ok(payload_len) = usize::try_from(header.payload_len) else {
+            return Err(ProtocolError::FrameTooBig {
+                size: header.payload_len,
+                limit: usize::MAX as u64,
+            });
+        };
+        let received = buf.len() - header_len;
+        if received < payload_len {
+            // Room for the rest, but never more than a bounded step ahead of the bytes that
+            // arrived: a length claim alone allocates nothing large.
+            buf.reserve((payload_len - received).min(MAX_RESERVE_AHEAD));
             return Ok(None);
         }
         let _ = buf.split_to(header_len);
