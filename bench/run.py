@@ -24,6 +24,7 @@ import platform
 import resource
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -309,7 +310,15 @@ def pick(names, table_, what):
     return chosen
 
 
+def _interrupt(signum, _frame):
+    """Turn SIGTERM/SIGHUP (e.g. from `timeout`) into an exception so the
+    `finally` in run_one stops the server instead of orphaning it."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main():
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--servers", help="comma-separated subset of: " + ", ".join(SERVERS))
     ap.add_argument("--scenarios", help="comma-separated subset of: " + ", ".join(SCENARIOS))
