@@ -767,6 +767,61 @@ fn slow_reader_fed_from_another_thread_is_closed_with_1008_and_others_are_served
     slow.expect_eof();
 }
 
+/// A request that arrives while a connection's replies are piled up past the high-water mark
+/// is read once they drain.
+#[test]
+fn request_sent_while_replies_pile_up_is_read_once_they_drain() {
+    const REPLY: usize = 8 << 20;
+    let big_reply = |conn: &mut Connection, message: Message| -> wsline::Result<()> {
+        if message.as_text() == Some("big") {
+            return conn.send(Message::binary(vec![1; REPLY]));
+        }
+        conn.send(message)
+    };
+    let mut config = server_config();
+    config.send_high_water = 64 << 10;
+    config.protocol.extensions.clear();
+    let server = start(big_reply, config);
+    let mut client = RawClient::open(server.local_addr());
+    client.send(&frame(TEXT, true, b"big"));
+    // Once the reply starts coming, the server is past its high-water mark (the kernel
+    // holds a few MiB at most, and the client reads nothing yet).
+    client.stream.peek(&mut [0]).expect("the reply starts");
+    client.send(&frame(TEXT, true, b"after"));
+    let reply = client.read_frame().expect("the big reply");
+    assert_eq!(reply.payload.len(), REPLY);
+    let echo = client
+        .read_frame()
+        .expect("the echo of the request sent meanwhile");
+    assert_eq!(echo.payload, b"after");
+}
+
+/// After a short read, the event loop took the socket as drained even when readiness had
+/// also reported the peer's end of stream (FIN or reset arriving with the last bytes): the
+/// end was never read, and the connection stayed open until a timer, if any, ended it.
+#[test]
+fn end_of_stream_arriving_with_the_last_bytes_went_unnoticed() {
+    let server = start(echo, server_config());
+    let mut client = RawClient::open(server.local_addr());
+    client.send(&frame(TEXT, true, b"last words"));
+    client.shutdown_write();
+    assert_eq!(
+        client.read_frame().expect("the echo").payload,
+        b"last words"
+    );
+    client.expect_eof();
+    wait_until("the half-closed connection is gone", || {
+        server.connection_count() == 0
+    });
+    let mut client = RawClient::open(server.local_addr());
+    let whole = frame(BINARY, true, &[7; 1000]);
+    client.send(&whole[..500]);
+    client.reset();
+    wait_until("the reset connection is gone", || {
+        server.connection_count() == 0
+    });
+}
+
 // ----- Timeouts and keepalive -----
 
 #[test]

@@ -224,7 +224,12 @@ pub struct RawClient {
 impl RawClient {
     /// Connects without a handshake.
     pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("TCP connect");
+        Self::from_stream(TcpStream::connect(addr).expect("TCP connect"))
+    }
+
+    /// Wraps a connected stream (such as a clone of another client's, to read on another
+    /// thread).
+    pub fn from_stream(stream: TcpStream) -> Self {
         stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
         stream.set_write_timeout(Some(DEADLINE)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
@@ -345,6 +350,26 @@ impl RawClient {
     pub fn shutdown_write(&self) {
         self.stream.shutdown(Shutdown::Write).expect("shutdown");
     }
+
+    /// Aborts the connection with a TCP reset (`SO_LINGER` 0, then close).
+    pub fn reset(self) {
+        let socket = socket2::Socket::from(self.stream);
+        socket.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
+    }
+}
+
+/// Raises this process's soft limit on open files to at least `wanted` (up to the hard
+/// limit) with `prlimit`; `false` if the limit stays below `wanted`.
+pub fn ensure_open_files(wanted: u64) -> bool {
+    if open_files_limit().is_some_and(|limit| limit >= wanted) {
+        return true;
+    }
+    let pid = std::process::id().to_string();
+    // A failure shows in the limit read back.
+    let _ = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, &format!("--nofile={wanted}:")])
+        .status();
+    open_files_limit().is_some_and(|limit| limit >= wanted)
 }
 
 /// Whether a read error is a socket timeout.

@@ -45,6 +45,9 @@ struct Conn<S> {
     broken: bool,
     /// Whether more bytes may be waiting in the socket after this turn.
     more_to_read: bool,
+    /// Whether readiness reported the peer's end of stream: a short read then leaves it
+    /// waiting in the socket, and edge-triggered readiness will not report it again.
+    peer_closed: bool,
 }
 
 /// An event loop before it runs.
@@ -144,6 +147,11 @@ impl<H: Handler> Running<'_, H> {
                     Token(key) => {
                         if event.is_writable() {
                             self.flush(key);
+                        }
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(conn) = self.conns.get_mut(key) {
+                                conn.peer_closed = true;
+                            }
                         }
                         // Reading paused by backpressure resumes once replies drain.
                         let resume = self.conns.get(key).is_some_and(|conn| conn.more_to_read);
@@ -278,6 +286,7 @@ impl<H: Handler> Running<'_, H> {
             shut_down: false,
             broken: false,
             more_to_read: true,
+            peer_closed: false,
         });
         self.shared.connections.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer_addr, "connection accepted");
@@ -306,12 +315,13 @@ impl<H: Handler> Running<'_, H> {
                 }
                 Ok(n) => {
                     conn.core.handle_data(&self.buf[..n]);
-                    // A short read drained the socket; edge-triggered readiness reports the
-                    // next bytes.
-                    conn.more_to_read = n == self.buf.len();
+                    // A short read drained the socket (but for the end of stream, if the peer
+                    // closed); edge-triggered readiness reports the next bytes.
+                    conn.more_to_read = n == self.buf.len() || conn.peer_closed;
+                    let more_to_read = conn.more_to_read;
                     self.dispatch(key, now);
                     self.flush(key);
-                    if n < self.buf.len() {
+                    if !more_to_read {
                         return;
                     }
                 }
