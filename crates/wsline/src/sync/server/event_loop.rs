@@ -41,6 +41,8 @@ struct Conn<S> {
     opened: bool,
     /// Whether the write half has been shut down.
     shut_down: bool,
+    /// When the connection closed: what it had not written yet gets the close timeout.
+    closed_at: Option<Instant>,
     /// Whether the socket failed; nothing more can be written.
     broken: bool,
     /// Whether more bytes may be waiting in the socket after this turn.
@@ -284,6 +286,7 @@ impl<H: Handler> Running<'_, H> {
             deadline: None,
             opened: false,
             shut_down: false,
+            closed_at: None,
             broken: false,
             more_to_read: true,
             peer_closed: false,
@@ -435,10 +438,24 @@ impl<H: Handler> Running<'_, H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.core.is_closed() && (conn.core.send_buffer().is_empty() || conn.broken) {
-            return self.remove(key, now);
+        let mut deadline = conn.core.poll_timeout();
+        if conn.core.is_closed() {
+            // What is left is written within the close timeout: a peer that stopped reading
+            // gets no more time than one that stopped answering.
+            let closed_at = *conn.closed_at.get_or_insert(now);
+            let linger_end = conn
+                .core
+                .config()
+                .close_timeout
+                .and_then(|timeout| closed_at.checked_add(timeout));
+            if conn.core.send_buffer().is_empty()
+                || conn.broken
+                || linger_end.is_some_and(|end| end <= now)
+            {
+                return self.remove(key, now);
+            }
+            deadline = linger_end;
         }
-        let deadline = conn.core.poll_timeout();
         if deadline != conn.deadline {
             conn.deadline = deadline;
             if let Some(deadline) = deadline {
