@@ -1,0 +1,284 @@
+//! The sync layer against a peer nobody here wrote: Python `websockets` 17, both ways, with
+//! permessage-deflate on and off.
+//!
+//! Needs the venv that `scripts/test.sh` creates (`target/venv` with `websockets`); without
+//! it the tests print a note and pass.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use wsline::proto::ConnectionClosed;
+use wsline::sync::client::connect_with;
+use wsline::sync::server::{Connection, Handler};
+use wsline::sync::WebSocket;
+use wsline::{CloseCode, ConnectConfig, Error, Message};
+
+use support::{client_config, server_config, start, DEADLINE};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The venv's Python with `websockets`, or a note saying why the test is skipped.
+fn venv_python() -> Option<PathBuf> {
+    let python = repo_root().join("target/venv/bin/python");
+    let has_websockets = Command::new(&python)
+        .args(["-c", "import websockets"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_websockets {
+        eprintln!(
+            "note: Python interop skipped: {} has no `websockets` (scripts/test.sh creates it)",
+            python.display()
+        );
+    }
+    has_websockets.then_some(python)
+}
+
+fn peer_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/interop_peer.py")
+}
+
+/// A child process killed (by its PID) when the test ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // It may have exited already.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a Python server and waits for the first line it prints.
+fn start_python(command: &mut Command) -> (Process, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start Python");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let process = Process(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(DEADLINE)
+        .expect("the Python server starts in time");
+    (process, line.trim().to_owned())
+}
+
+/// Runs a Python command to completion, bounded by [`DEADLINE`].
+fn run_python(command: &mut Command) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start Python");
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("Python output")
+}
+
+fn client(compress: bool) -> ConnectConfig {
+    let mut config = client_config();
+    config.protocol.max_message_size = Some(16 << 20);
+    if !compress {
+        config.protocol.extensions.clear();
+    }
+    config
+}
+
+fn recv(ws: &WebSocket) -> Message {
+    ws.recv_timeout(DEADLINE)
+        .expect("recv")
+        .expect("a message in time")
+}
+
+fn exchange_messages(ws: &WebSocket) {
+    let big: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let messages = [
+        Message::text("héllo wörld"),
+        Message::binary(vec![0, 1, 0xFF]),
+        Message::binary(big),
+        Message::text("compressible ".repeat(80_000)),
+        Message::text(""),
+        Message::binary(Vec::new()),
+    ];
+    for message in messages {
+        ws.send(message.clone()).expect("send");
+        assert_eq!(recv(ws), message);
+    }
+    let latency = ws.ping().expect("the pong");
+    assert!(latency < DEADLINE);
+}
+
+#[test]
+fn sync_client_talks_to_the_python_echo_server() {
+    let Some(python) = venv_python() else { return };
+    let echo_server = repo_root().join("scripts/interop/echo_server.py");
+    for (server_compresses, client_compresses) in [(true, true), (true, false), (false, true)] {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let mut command = Command::new(&python);
+        command
+            .arg(&echo_server)
+            .args(["--port", &port.to_string()]);
+        if !server_compresses {
+            command.arg("--no-compression");
+        }
+        let (_server, banner) = start_python(&mut command);
+        assert!(banner.contains("listening"), "{banner}");
+        let url = format!("ws://127.0.0.1:{port}/");
+        let ws = connect_with(&url, client(client_compresses)).expect("connect");
+        exchange_messages(&ws);
+        ws.close(CloseCode::from(4001), "client bye")
+            .expect("close");
+        let closed = ws.close_status().expect("closed");
+        // The server answered with the code it received.
+        assert_eq!(
+            closed.received.as_ref().map(|close| close.code),
+            Some(CloseCode::from(4001))
+        );
+        assert!(closed.clean);
+    }
+}
+
+#[test]
+fn sync_client_negotiates_deflate_with_python_when_both_offer_it_and_sees_its_close_code() {
+    let Some(python) = venv_python() else { return };
+    for (server_compresses, client_compresses) in [(true, true), (true, false), (false, true)] {
+        let mut command = Command::new(&python);
+        command.arg(peer_script()).arg("server");
+        if !server_compresses {
+            command.arg("--no-compression");
+        }
+        let (_server, port) = start_python(&mut command);
+        let url = format!("ws://127.0.0.1:{port}/");
+        let ws = connect_with(&url, client(client_compresses)).expect("connect");
+        ws.send_text("extensions?").unwrap();
+        let negotiated = recv(&ws);
+        let negotiated = negotiated.as_text().expect("text");
+        assert_eq!(
+            negotiated.contains("permessage-deflate"),
+            server_compresses && client_compresses,
+            "negotiated {negotiated:?}"
+        );
+        exchange_messages(&ws);
+        ws.send_text("close 4002 as asked").unwrap();
+        let closed = match ws.recv_timeout(DEADLINE) {
+            Err(Error::ConnectionClosed(closed)) => closed,
+            other => panic!("expected the server's close, got {other:?}"),
+        };
+        assert_eq!(
+            (closed.code(), closed.reason()),
+            (CloseCode::from(4002), "as asked")
+        );
+        assert!(closed.clean);
+    }
+}
+
+/// Echoes; closes `/close` connections with 4003 as soon as they open; reports the close
+/// frame each connection received.
+struct InteropHandler {
+    closes: Mutex<Sender<(u16, String)>>,
+}
+
+impl Handler for InteropHandler {
+    type State = ();
+
+    fn on_open(&self, conn: &mut Connection<'_>) -> wsline::Result<()> {
+        if conn
+            .request()
+            .is_some_and(|request| request.path == "/close")
+        {
+            return conn.close(CloseCode::from(4003), "server bye");
+        }
+        Ok(())
+    }
+
+    fn on_message(&self, conn: &mut Connection<'_>, message: Message) -> wsline::Result<()> {
+        conn.send(message)
+    }
+
+    fn on_close(&self, _: &mut Connection<'_>, closed: &ConnectionClosed) {
+        if let Some(received) = &closed.received {
+            let _ = self
+                .closes
+                .lock()
+                .unwrap()
+                .send((received.code.as_u16(), received.reason.clone()));
+        }
+    }
+}
+
+fn interop_server(compress: bool) -> (wsline::sync::server::Server, Receiver<(u16, String)>) {
+    let (tx, rx) = mpsc::channel();
+    let mut config = server_config();
+    config.protocol.max_message_size = Some(16 << 20);
+    if !compress {
+        config.protocol.extensions.clear();
+    }
+    let handler = InteropHandler {
+        closes: Mutex::new(tx),
+    };
+    (start(handler, config), rx)
+}
+
+#[test]
+fn python_client_talks_to_the_sync_server() {
+    let Some(python) = venv_python() else { return };
+    for (server_compresses, client_compresses) in [(true, true), (true, false), (false, true)] {
+        let (server, closes) = interop_server(server_compresses);
+        let url = format!("ws://{}/", server.local_addr());
+        let mut command = Command::new(&python);
+        command.arg(peer_script()).args(["client", &url]);
+        if !client_compresses {
+            command.arg("--no-compression");
+        }
+        if server_compresses && client_compresses {
+            command.arg("--expect-deflate");
+        }
+        let output = run_python(&mut command);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.trim() == "OK",
+            "server compression {server_compresses}, client compression {client_compresses}\n\
+             stdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // The client's close, and its answer to the server's.
+        let mut received: Vec<(u16, String)> = (0..2)
+            .map(|_| closes.recv_timeout(DEADLINE).expect("a close"))
+            .collect();
+        received.sort();
+        assert_eq!(
+            received,
+            [
+                (4001, "client bye".to_owned()),
+                (4003, "server bye".to_owned())
+            ]
+        );
+    }
+}
