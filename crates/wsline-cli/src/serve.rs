@@ -33,10 +33,11 @@ pub fn run(settings: &ServeSettings) -> Result<(), Failure> {
         (settings.host.as_str(), settings.port),
         settings.config.clone(),
     )?;
-    println!("Listening on ws://{}", server.local_addr());
     let handle = server.handle();
     ctrlc::set_handler(move || handle.shutdown())
         .map_err(|error| wsline::Error::Io(std::io::Error::other(error)))?;
+    // Announced once Ctrl-C is handled: a script may send SIGINT as soon as it reads this.
+    println!("Listening on ws://{}", server.local_addr());
     server.serve_forever()?;
     Ok(())
 }
