@@ -89,7 +89,7 @@ where
         }
         match ws.poll_step(cx, ReadPolicy::Receive) {
             Step::Progress => {}
-            Step::Blocked => return Poll::Pending,
+            Step::Wrote | Step::Blocked => return Poll::Pending,
             Step::Finished => return Poll::Ready(Err(ws.closed_error())),
         }
     })

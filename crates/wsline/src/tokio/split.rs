@@ -286,7 +286,7 @@ impl Driver {
                 .state
                 .store(state_code(ws.state()), Ordering::SeqCst);
             match step {
-                Step::Progress => self.shared.writers.wake_all(),
+                Step::Progress | Step::Wrote => self.shared.writers.wake_all(),
                 Step::Blocked => {
                     self.shared.writers.wake_all();
                     return Poll::Pending;

@@ -97,8 +97,10 @@ pub(crate) enum ReadPolicy {
 /// What one step of progress achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// Something happened: bytes moved, a timer fired, the state changed.
+    /// Something happened: bytes arrived, a timer fired, the state changed.
     Progress,
+    /// Bytes were written, nothing else happened; every source of progress has a waker.
+    Wrote,
     /// Nothing can happen until a waker registered by the step fires.
     Blocked,
     /// The connection is closed and there is nothing left to do.
@@ -197,7 +199,12 @@ pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     unread: VecDeque<Message>,
     unread_bytes: usize,
     timer: Option<Pin<Box<Sleep>>>,
+    /// The deadline the sleep is set to, and the task it wakes.
     timer_deadline: Option<std::time::Instant>,
+    timer_waker: Option<Waker>,
+    /// The core's next deadline, recomputed after the core changed.
+    core_deadline: Option<std::time::Instant>,
+    core_changed: bool,
     /// Whether events were taken from the core that the application may not have handled.
     unacknowledged: bool,
     /// When the grace for handling them runs out.
@@ -234,6 +241,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             unread_bytes: 0,
             timer: None,
             timer_deadline: None,
+            timer_waker: None,
+            core_deadline: None,
+            core_changed: true,
             unacknowledged: false,
             acknowledge_deadline: None,
             read_closed: false,
@@ -277,6 +287,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        self.core_changed = true;
         &mut self.conn
     }
 
@@ -399,7 +410,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.acknowledge();
             match self.poll_step(cx, ReadPolicy::Receive) {
                 Step::Progress => {}
-                Step::Blocked => return Poll::Pending,
+                // Writing does not bring messages; the reader is registered.
+                Step::Wrote | Step::Blocked => return Poll::Pending,
                 Step::Finished => return Poll::Ready(self.take_outcome()),
             }
         }
@@ -482,6 +494,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let limit = self.limits.send_high_water;
         if pending > limit && self.conn.state() == State::Open {
             if self.limits.backpressure == BackpressurePolicy::Close {
+                self.core_changed = true;
                 self.conn
                     .fail(CloseCode::POLICY_VIOLATION, "client reads too slowly");
             }
@@ -492,6 +505,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Queues a message now, whatever the send buffer holds.
     pub(crate) fn queue(&mut self, message: Message) -> Result<()> {
+        self.core_changed = true;
         self.conn.send(message)?;
         Ok(())
     }
@@ -506,7 +520,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(());
             }
             match self.poll_step(cx, ReadPolicy::Bounded) {
-                Step::Progress => {}
+                Step::Progress | Step::Wrote => {}
                 Step::Blocked => return Poll::Pending,
                 Step::Finished => return Poll::Ready(()),
             }
@@ -536,7 +550,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(Ok(()));
             }
             match self.poll_step(cx, ReadPolicy::Bounded) {
-                Step::Progress => {}
+                Step::Progress | Step::Wrote => {}
                 Step::Blocked => return Poll::Pending,
                 Step::Finished if self.conn.pending_send() == 0 => return Poll::Ready(Ok(())),
                 Step::Finished => return Poll::Ready(Err(self.closed_error())),
@@ -566,7 +580,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
             match self.poll_step(cx, ReadPolicy::Bounded) {
-                Step::Progress => {}
+                Step::Progress | Step::Wrote => {}
                 Step::Blocked => return Poll::Pending,
                 Step::Finished => return Poll::Ready(Err(self.closed_error())),
             }
@@ -583,6 +597,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Err(crate::proto::SendError::Closed.into());
         }
         let payload = self.pings.start(waiter);
+        self.core_changed = true;
         self.conn.send_ping(&payload)?;
         Ok(())
     }
@@ -601,6 +616,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.acknowledge();
         if self.conn.state() == State::Open {
+            self.core_changed = true;
             self.conn.send_close(code, reason)?;
         }
         poll_fn(|cx| self.poll_closed(cx)).await
@@ -610,7 +626,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         loop {
             match self.poll_step(cx, ReadPolicy::Closing) {
-                Step::Progress => {}
+                Step::Progress | Step::Wrote => {}
                 Step::Blocked => return Poll::Pending,
                 Step::Finished => {
                     return Poll::Ready(match self.closed_error() {
@@ -627,14 +643,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Makes what progress the connection can without the application: the server's
     /// shutdown signal, timers, writing, and reading as `policy` allows.
     pub(crate) fn poll_step(&mut self, cx: &mut Context<'_>, policy: ReadPolicy) -> Step {
-        let mut progress = self.poll_going_away(cx);
-        progress |= self.poll_timers(cx);
-        progress |= self.poll_write(cx);
-        if self.may_read(policy) {
-            progress |= self.poll_read(cx);
-        }
-        if progress {
+        let changed = self.poll_going_away(cx) | self.poll_timers(cx);
+        let wrote = self.poll_write(cx);
+        let read = self.may_read(policy) && self.poll_read(cx);
+        if changed || read || (wrote && self.conn.is_closed()) {
             Step::Progress
+        } else if wrote {
+            Step::Wrote
         } else if self.conn.is_closed() {
             // What the stream took is written; a peer that stopped reading gets no more time.
             Step::Finished
@@ -674,6 +689,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if self.conn.state() != State::Open {
             return false;
         }
+        self.core_changed = true;
         // Open was just checked and 1001 may be sent.
         let _ = self
             .conn
@@ -682,27 +698,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Fires the core's timers that are due, and the grace for handling received messages,
-    /// and arms the sleep for the next of them.
+    /// and arms the sleep for the next of them. The sleep is polled (which costs) only when
+    /// its deadline or its task changes; otherwise checking it is an atomic load.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
         let mut fired = false;
         loop {
+            if self.core_changed {
+                self.core_changed = false;
+                self.core_deadline = self.conn.poll_timeout();
+            }
             if self.unacknowledged && self.acknowledge_deadline.is_none() {
                 self.acknowledge_deadline = Some(Instant::now().into_std() + ACKNOWLEDGE_GRACE);
             }
-            let deadline = match (self.conn.poll_timeout(), self.acknowledge_deadline) {
+            let deadline = match (self.core_deadline, self.acknowledge_deadline) {
                 (Some(core), Some(grace)) => core.min(grace),
-                (deadline, None) | (None, deadline) => match deadline {
-                    Some(deadline) => deadline,
-                    None => break,
-                },
+                (Some(deadline), None) | (None, Some(deadline)) => deadline,
+                (None, None) => break,
             };
             let at = Instant::from_std(deadline);
-            let timer = self.timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
-            if self.timer_deadline != Some(deadline) {
-                timer.as_mut().reset(at);
-                self.timer_deadline = Some(deadline);
-            }
-            if timer.as_mut().poll(cx).is_pending() {
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(sleep_until(at)));
+            let registered = self.timer_deadline == Some(deadline)
+                && self
+                    .timer_waker
+                    .as_ref()
+                    .is_some_and(|waker| waker.will_wake(cx.waker()));
+            let elapsed = if registered {
+                timer.is_elapsed()
+            } else {
+                if self.timer_deadline != Some(deadline) {
+                    timer.as_mut().reset(at);
+                    self.timer_deadline = Some(deadline);
+                }
+                self.timer_waker = Some(cx.waker().clone());
+                timer.as_mut().poll(cx).is_ready()
+            };
+            if !elapsed {
                 break;
             }
             self.timer_deadline = None;
@@ -710,8 +742,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if self.acknowledge_deadline.is_some_and(|grace| grace <= now) {
                 self.acknowledge();
             }
-            self.conn.handle_timeout(now);
-            self.drain_events();
+            if self.core_deadline.is_some_and(|core| core <= now) {
+                self.core_changed = true;
+                self.conn.handle_timeout(now);
+                self.drain_events();
+            }
             fired = true;
         }
         fired
@@ -749,7 +784,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return true;
             }
             let out = self.conn.send_buffer();
-            let written = if self.io.is_write_vectored() {
+            let written = if self.io.is_write_vectored() && out.chunk().len() < out.remaining() {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let count = out.chunks_vectored(&mut slices);
                 Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
@@ -789,11 +824,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             Poll::Pending => false,
             Poll::Ready(Ok(0)) => {
                 self.read_closed = true;
+                self.core_changed = true;
                 self.conn.handle_eof();
                 self.drain_events();
                 true
             }
             Poll::Ready(Ok(_)) => {
+                self.core_changed = true;
                 self.conn.handle_data(&self.read_buf);
                 self.read_buf.clear();
                 self.drain_events();
@@ -817,6 +854,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let out = self.conn.send_buffer();
         let queued = out.remaining();
         out.advance(queued);
+        self.core_changed = true;
         self.conn.handle_eof();
         self.drain_events();
     }
@@ -842,6 +880,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if !self.unacknowledged {
             return;
         }
+        self.core_changed = true;
         while let Some(event) = self.conn.poll_event() {
             self.handle_event(event);
         }
