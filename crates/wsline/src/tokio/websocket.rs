@@ -716,9 +716,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 (None, None) => break,
             };
             let at = Instant::from_std(deadline);
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(sleep_until(at)));
+            let timer = self.timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
             let registered = self.timer_deadline == Some(deadline)
                 && self
                     .timer_waker
