@@ -4,6 +4,8 @@
 //! it the tests print a note and pass.
 #![cfg(feature = "tokio")]
 
+mod tokio_common;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -11,10 +13,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio_common::{big_client_config, big_server_config, TEST_TIMEOUT};
 use wsline::tokio::{connect_with, serve_with, WebSocket};
-use wsline::{CloseCode, ConnectConfig, Error, Message, ServerConfig};
-
-const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+use wsline::{CloseCode, Error, Message};
 
 /// Echoes everything; closes with 4002 when asked to.
 const PYTHON_SERVER: &str = r#"
@@ -89,12 +90,6 @@ fn python() -> Option<PathBuf> {
     ok.then_some(python)
 }
 
-fn big_client_config() -> ConnectConfig {
-    let mut config = ConnectConfig::default();
-    config.protocol.max_message_size = Some(16 << 20);
-    config
-}
-
 /// Starts the Python server and returns it with its port.
 async fn start_python_server(python: &PathBuf) -> (Child, u16) {
     let mut child = Command::new(python)
@@ -167,9 +162,7 @@ async fn echo_or_close(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
 async fn python_client_talks_to_a_tokio_server() {
     let Some(python) = python() else { return };
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let mut config = ServerConfig::default();
-        config.protocol.max_message_size = Some(16 << 20);
-        let server = serve_with(echo_or_close, "127.0.0.1:0", config)
+        let server = serve_with(echo_or_close, "127.0.0.1:0", big_server_config())
             .await
             .unwrap();
         let url = format!("ws://{}/", server.local_addr());

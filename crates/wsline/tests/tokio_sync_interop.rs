@@ -1,14 +1,13 @@
 //! The tokio layer against the sync layer, both ways, on 127.0.0.1.
 #![cfg(all(feature = "tokio", feature = "sync"))]
 
+mod tokio_common;
+
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio_common::{big_client_config, big_server_config, TEST_TIMEOUT};
 use wsline::sync::server::Connection;
-use wsline::tokio::WebSocket;
-use wsline::{CloseCode, ConnectConfig, Message, ServerConfig};
-
-const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+use wsline::{CloseCode, Message};
 
 /// A message of every kind the test sends, the large one above the 16 KiB mark where the
 /// server shares payloads instead of copying them.
@@ -23,18 +22,6 @@ fn messages() -> Vec<Message> {
         ),
         Message::text("x".repeat(100_000)),
     ]
-}
-
-fn big_server_config() -> ServerConfig {
-    let mut config = ServerConfig::default();
-    config.protocol.max_message_size = Some(16 << 20);
-    config
-}
-
-fn big_client_config() -> ConnectConfig {
-    let mut config = ConnectConfig::default();
-    config.protocol.max_message_size = Some(16 << 20);
-    config
 }
 
 fn echo(conn: &mut Connection, message: Message) -> wsline::Result<()> {
@@ -65,16 +52,9 @@ async fn tokio_client_talks_to_the_sync_server() {
     server.shutdown();
 }
 
-async fn tokio_echo(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
-    while let Some(message) = ws.recv().await {
-        ws.send(message?).await?;
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_client_talks_to_the_tokio_server() {
-    let server = wsline::tokio::serve_with(tokio_echo, "127.0.0.1:0", big_server_config())
+    let server = wsline::tokio::serve_with(tokio_common::echo, "127.0.0.1:0", big_server_config())
         .await
         .unwrap();
     let url = format!("ws://{}/", server.local_addr());

@@ -1,13 +1,10 @@
 //! Opening a connection as a client: [`connect`], [`connect_with`], [`connect_on`].
 
-use std::future::poll_fn;
-use std::task::Poll;
-
 use ::tokio::io::{AsyncRead, AsyncWrite};
 use ::tokio::net::TcpStream;
 use ::tokio::time::Instant;
 
-use super::websocket::{Limits, ReadPolicy, Step, WebSocket};
+use super::websocket::{Limits, WebSocket};
 use crate::proto::{Connection, Failure};
 use crate::{ConnectConfig, Error, Result, WsUri};
 
@@ -83,16 +80,6 @@ where
     config.apply_to(&mut request);
     conn.send_request(request);
     let mut ws = WebSocket::new(stream, conn, Limits::from(config));
-    poll_fn(|cx| loop {
-        if ws.response().is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        match ws.poll_step(cx, ReadPolicy::Receive) {
-            Step::Progress => {}
-            Step::Wrote | Step::Blocked => return Poll::Pending,
-            Step::Finished => return Poll::Ready(Err(ws.closed_error())),
-        }
-    })
-    .await?;
+    ws.handshake_until(|ws| ws.response().is_some()).await?;
     Ok(ws)
 }

@@ -1,11 +1,10 @@
 //! The server: [`serve`] a [`Handler`] on a port, or [`accept`] one connection on any stream.
 
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use ::tokio::io::{AsyncRead, AsyncWrite};
@@ -15,7 +14,7 @@ use ::tokio::task::{JoinError, JoinSet};
 use ::tokio::time::Instant;
 
 use super::signal::{Listener, Signal};
-use super::websocket::{Limits, ReadPolicy, Step, WebSocket};
+use super::websocket::{Limits, WebSocket};
 use crate::proto::{Config, Connection, Request, Response};
 use crate::{Error, Result, ServerConfig};
 
@@ -114,17 +113,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Request, &mut Response),
 {
-    poll_fn(|cx| loop {
-        if ws.request().is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        match ws.poll_step(cx, ReadPolicy::Receive) {
-            Step::Progress => {}
-            Step::Wrote | Step::Blocked => return Poll::Pending,
-            Step::Finished => return Poll::Ready(Err(ws.closed_error())),
-        }
-    })
-    .await?;
+    ws.handshake_until(|ws| ws.request().is_some()).await?;
     let Some(request) = ws.take_request() else {
         return Err(ws.closed_error());
     };

@@ -388,6 +388,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.limits
     }
 
+    /// Drives the opening handshake until `arrived` holds (the request or the response is
+    /// in) or the connection ends.
+    pub(crate) async fn handshake_until(&mut self, arrived: fn(&Self) -> bool) -> Result<()> {
+        poll_fn(|cx| loop {
+            if arrived(self) {
+                return Poll::Ready(Ok(()));
+            }
+            match self.poll_step(cx, ReadPolicy::Receive) {
+                Step::Progress => {}
+                Step::Wrote | Step::Blocked => return Poll::Pending,
+                Step::Finished => return Poll::Ready(Err(self.closed_error())),
+            }
+        })
+        .await
+    }
+
     // ----- Receiving -----
 
     /// Receives the next message. `None` once the connection has closed normally (1000,
