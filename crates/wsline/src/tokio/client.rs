@@ -11,7 +11,8 @@ use crate::{ConnectConfig, Error, Result, WsUri};
 /// Connects to a `ws://` URI with the default [`ConnectConfig`].
 ///
 /// ```no_run
-/// # async fn demo() -> wsline::Result<()> {
+/// # #[tokio::main]
+/// # async fn main() -> wsline::Result<()> {
 /// let mut ws = wsline::tokio::connect("ws://127.0.0.1:8001").await?;
 /// ws.send("Hello!").await?;
 /// if let Some(reply) = ws.recv().await {

@@ -36,7 +36,8 @@
 //! # Client
 //!
 //! ```no_run
-//! # async fn demo() -> wsline::Result<()> {
+//! # #[tokio::main]
+//! # async fn main() -> wsline::Result<()> {
 //! let mut ws = wsline::tokio::connect("ws://127.0.0.1:8001").await?;
 //! ws.send("Hello!").await?;
 //! while let Some(message) = ws.recv().await {
@@ -66,6 +67,12 @@
 //! writes. Its queues are bounded: unread messages (past the limit it stops reading the
 //! socket) and bytes to write (past the high-water mark, senders wait).
 //! [`ReadHalf::reunite`] gives the [`WebSocket`] back.
+//!
+//! # Runtime
+//!
+//! Any tokio runtime, current-thread or multi-thread, with I/O and time enabled
+//! (`#[tokio::main]` and `Builder::enable_all` do): timeouts and keepalive run on
+//! `tokio::time`. [`serve`] and [`WebSocket::split`] spawn tasks.
 //!
 //! # Cancel safety
 //!

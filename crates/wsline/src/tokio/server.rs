@@ -178,7 +178,8 @@ struct Settings {
 ///     Ok(())
 /// }
 ///
-/// # async fn demo() -> wsline::Result<()> {
+/// # #[tokio::main]
+/// # async fn main() -> wsline::Result<()> {
 /// let server = serve(echo, "127.0.0.1", 8001).await?;
 /// tokio::select! {
 ///     result = server.serve_forever() => result?,
