@@ -6,13 +6,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use wsline::proto::ConnectionClosed;
 use wsline::sync::client::connect_with;
@@ -20,6 +18,7 @@ use wsline::sync::server::{Connection, Handler};
 use wsline::sync::WebSocket;
 use wsline::{CloseCode, ConnectConfig, Error, Message};
 
+use support::process::{self, Process};
 use support::{client_config, server_config, start, DEADLINE};
 
 fn repo_root() -> PathBuf {
@@ -45,56 +44,6 @@ fn venv_python() -> Option<PathBuf> {
 
 fn peer_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/interop_peer.py")
-}
-
-/// A child process killed (by its PID) when the test ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // It may have exited already.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a Python server and waits for the first line it prints.
-fn start_python(command: &mut Command) -> (Process, String) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start Python");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let process = Process(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(DEADLINE)
-        .expect("the Python server starts in time");
-    (process, line.trim().to_owned())
-}
-
-/// Runs a Python command to completion, bounded by [`DEADLINE`].
-fn run_python(command: &mut Command) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start Python");
-    let started = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("Python output")
 }
 
 fn client(compress: bool) -> ConnectConfig {
@@ -148,7 +97,7 @@ fn sync_client_talks_to_the_python_echo_server() {
         if !server_compresses {
             command.arg("--no-compression");
         }
-        let (_server, banner) = start_python(&mut command);
+        let (_server, banner) = Process::start(&mut command);
         assert!(banner.contains("listening"), "{banner}");
         let url = format!("ws://127.0.0.1:{port}/");
         let ws = connect_with(&url, client(client_compresses)).expect("connect");
@@ -174,7 +123,7 @@ fn sync_client_negotiates_deflate_with_python_when_both_offer_it_and_sees_its_cl
         if !server_compresses {
             command.arg("--no-compression");
         }
-        let (_server, port) = start_python(&mut command);
+        let (_server, port) = Process::start(&mut command);
         let url = format!("ws://127.0.0.1:{port}/");
         let ws = connect_with(&url, client(client_compresses)).expect("connect");
         ws.send_text("extensions?").unwrap();
@@ -260,13 +209,13 @@ fn python_client_talks_to_the_sync_server() {
         if server_compresses && client_compresses {
             command.arg("--expect-deflate");
         }
-        let output = run_python(&mut command);
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        let output = process::run(&mut command, "");
         assert!(
-            output.status.success() && stdout.trim() == "OK",
+            output.status.success() && output.stdout.trim() == "OK",
             "server compression {server_compresses}, client compression {client_compresses}\n\
-             stdout: {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&output.stderr)
+             stdout: {}\nstderr: {}",
+            output.stdout,
+            output.stderr
         );
         // The client's close, and its answer to the server's.
         let mut received: Vec<(u16, String)> = (0..2)

@@ -14,9 +14,9 @@ use wsline::sync::client::connect_with;
 use wsline::sync::server::{serve_on, Connection, Handler, Server};
 use wsline::{CloseCode, ConnectConfig, Message, ServerConfig};
 
-/// How long any single wait in a test may take before it counts as a hang. Generous: the
-/// machine running the tests may be loaded.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub mod process;
+
+pub use process::DEADLINE;
 
 /// The key of the RFC 6455 §1.3 example handshake.
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";

@@ -1,0 +1,115 @@
+//! Child processes for tests (Python peers, the `wsline` binary): every wait is bounded and
+//! every child is reaped, killed by its PID if the test ends first.
+//!
+//! Also included by `crates/wsline-cli/tests/cli.rs`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before it counts as a hang. Generous: the
+/// machine running the tests may be loaded.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running child process.
+pub struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // It may have exited already.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    /// Starts `command` and waits for the first line it prints (a server's banner).
+    pub fn start(command: &mut Command) -> (Self, String) {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| panic!("start {command:?}: {error}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let process = Self(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(DEADLINE).expect("the banner in time");
+        (process, line.trim().to_owned())
+    }
+
+    /// The child's PID.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Sends SIGINT, what Ctrl-C sends.
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {}", self.id());
+    }
+
+    /// Waits at most `timeout` for the child to exit.
+    pub fn wait_for(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if started.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// What a command did.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` with `input` on its stdin until it exits, within [`DEADLINE`].
+pub fn run(command: &mut Command, input: &str) -> Finished {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("start {command:?}: {error}"));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let stdout = read_all(child.stdout.take().expect("piped stdout"));
+    let stderr = read_all(child.stderr.take().expect("piped stderr"));
+    let mut process = Process(child);
+    // The child may exit before reading its input (a refused connection).
+    let _ = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    let status = process
+        .wait_for(DEADLINE)
+        .expect("the command ends in time");
+    Finished {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
