@@ -350,7 +350,7 @@ impl Driver {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let closing = ws.close_sent();
-        while let Some(message) = ws.pop_unread() {
+        while let Some(message) = ws.take_message() {
             if closing && !self.reader_has_room() {
                 tracing::debug!(len = message.len(), "message dropped while closing");
                 continue;

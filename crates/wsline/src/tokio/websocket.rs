@@ -392,6 +392,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// in) or the connection ends.
     pub(crate) async fn handshake_until(&mut self, arrived: fn(&Self) -> bool) -> Result<()> {
         poll_fn(|cx| loop {
+            self.drain_events();
             if arrived(self) {
                 return Poll::Ready(Ok(()));
             }
@@ -419,7 +420,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Polls for the next message, as [`recv`](Self::recv).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         loop {
-            if let Some(message) = self.pop_unread() {
+            if let Some(message) = self.take_message() {
                 return Poll::Ready(Some(Ok(message)));
             }
             // Back for more: the messages before are handled.
@@ -433,10 +434,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    pub(crate) fn pop_unread(&mut self) -> Option<Message> {
-        let message = self.unread.pop_front()?;
-        self.unread_bytes -= message.len();
-        Some(message)
+    /// The next message received: those queued first, then those still in the core (a
+    /// read for `recv` leaves its messages there, saving a queue on the hot path).
+    pub(crate) fn take_message(&mut self) -> Option<Message> {
+        if let Some(message) = self.unread.pop_front() {
+            self.unread_bytes -= message.len();
+            return Some(message);
+        }
+        while self.conn.has_events() {
+            let event = self.conn.poll_event()?;
+            self.unacknowledged = true;
+            match event {
+                Event::Message(message) => return Some(message),
+                Event::Fragment(fragment) => return Some(fragment.data),
+                event => self.handle_event(event),
+            }
+        }
+        None
     }
 
     pub(crate) fn push_front_unread(&mut self, messages: impl DoubleEndedIterator<Item = Message>) {
@@ -657,12 +671,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     // ----- Driving -----
 
     /// Makes what progress the connection can without the application: the server's
-    /// shutdown signal, timers, writing, and reading as `policy` allows.
+    /// shutdown signal, writing, reading as `policy` allows, and — when nothing came in —
+    /// timers (a connection busy reading checks them once its socket runs dry).
     pub(crate) fn poll_step(&mut self, cx: &mut Context<'_>, policy: ReadPolicy) -> Step {
-        let changed = self.poll_going_away(cx) | self.poll_timers(cx);
+        if policy != ReadPolicy::Receive {
+            // Messages a read for `recv` left in the core count against the unread limits.
+            self.drain_events();
+        }
+        let changed = self.poll_going_away(cx);
         let wrote = self.poll_write(cx);
-        let read = self.may_read(policy) && self.poll_read(cx);
-        if changed || read || (wrote && self.conn.is_closed()) {
+        let read = self.may_read(policy) && self.poll_read(cx, policy);
+        if changed || read || self.poll_timers(cx) || (wrote && self.conn.is_closed()) {
             Step::Progress
         } else if wrote {
             Step::Wrote
@@ -825,8 +844,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Reads once into the reusable buffer and feeds the core. Returns whether anything
-    /// happened.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
+    /// happened. A read for `recv` leaves the messages in the core for
+    /// [`take_message`](Self::take_message).
+    fn poll_read(&mut self, cx: &mut Context<'_>, policy: ReadPolicy) -> bool {
         if self.read_buf.capacity() == 0 {
             self.read_buf.reserve(self.limits.read_buffer_size);
         }
@@ -847,7 +867,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 self.core_changed = true;
                 self.conn.handle_data(&self.read_buf);
                 self.read_buf.clear();
-                self.drain_events();
+                if policy != ReadPolicy::Receive || self.conn.state() == State::Connecting {
+                    self.drain_events();
+                }
                 true
             }
             Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => true,
