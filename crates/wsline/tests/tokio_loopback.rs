@@ -168,7 +168,10 @@ async fn split_halves_work_concurrently_and_reunite() {
     });
     let writer = writing.await.unwrap();
     let reader = reading.await.unwrap();
+    let stale = writer.sender();
     let mut ws = reader.reunite(writer).await.unwrap();
+    // Senders belong to the split; they stop with it.
+    assert!(stale.send("too late").await.is_err());
     ws.send("after reunite").await.unwrap();
     assert_eq!(
         ws.recv().await.unwrap().unwrap(),

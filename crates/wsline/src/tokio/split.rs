@@ -380,6 +380,15 @@ impl Driver {
     }
 }
 
+/// Senders stop once the driver is gone: the connection ended, was reunited, or the driver
+/// panicked.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.shared.state.store(CLOSED, Ordering::SeqCst);
+        self.shared.writers.wake_all();
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for ReadHalf<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadHalf")
