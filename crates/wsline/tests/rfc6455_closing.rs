@@ -2,6 +2,7 @@
 //! close codes, the closing handshake, who shuts TCP down first, failing, and timeouts on a
 //! fake clock. Client/server pairs.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -52,15 +53,11 @@ mod section_7_4_close_codes {
         }
     }
 
-    #[test]
-    fn server_accepts_valid_close_codes_and_fails_on_the_others() {
-        every_code_follows_rfc6455_7_4(Side::Server);
-    }
-
-    #[test]
-    fn client_accepts_valid_close_codes_and_fails_on_the_others() {
-        every_code_follows_rfc6455_7_4(Side::Client);
-    }
+    on_both_sides!(
+        every_code_follows_rfc6455_7_4,
+        server_accepts_valid_close_codes_and_fails_on_the_others,
+        client_accepts_valid_close_codes_and_fails_on_the_others
+    );
 
     fn one_byte_payload_fails(side: Side) {
         let mut connection = open(side, no_timers());
@@ -72,15 +69,11 @@ mod section_7_4_close_codes {
         );
     }
 
-    #[test]
-    fn server_fails_on_one_byte_close_payload() {
-        one_byte_payload_fails(Side::Server);
-    }
-
-    #[test]
-    fn client_fails_on_one_byte_close_payload() {
-        one_byte_payload_fails(Side::Client);
-    }
+    on_both_sides!(
+        one_byte_payload_fails,
+        server_fails_on_one_byte_close_payload,
+        client_fails_on_one_byte_close_payload
+    );
 
     fn invalid_utf8_reason_fails(side: Side) {
         let mut connection = open(side, no_timers());
@@ -93,15 +86,11 @@ mod section_7_4_close_codes {
         );
     }
 
-    #[test]
-    fn server_fails_with_1007_on_invalid_utf8_reason() {
-        invalid_utf8_reason_fails(Side::Server);
-    }
-
-    #[test]
-    fn client_fails_with_1007_on_invalid_utf8_reason() {
-        invalid_utf8_reason_fails(Side::Client);
-    }
+    on_both_sides!(
+        invalid_utf8_reason_fails,
+        server_fails_with_1007_on_invalid_utf8_reason,
+        client_fails_with_1007_on_invalid_utf8_reason
+    );
 
     #[test]
     fn empty_close_payload_means_no_status_and_is_echoed_empty() {
@@ -344,15 +333,11 @@ mod data_after_close {
         );
     }
 
-    #[test]
-    fn server_ignores_data_after_a_close_frame() {
-        data_after_close_is_ignored(Side::Server);
-    }
-
-    #[test]
-    fn client_ignores_data_after_a_close_frame() {
-        data_after_close_is_ignored(Side::Client);
-    }
+    on_both_sides!(
+        data_after_close_is_ignored,
+        server_ignores_data_after_a_close_frame,
+        client_ignores_data_after_a_close_frame
+    );
 
     fn every_send(connection: &mut Connection) -> Vec<Result<(), SendError>> {
         vec![

@@ -1,6 +1,7 @@
 //! RFC 6455 §5 (data framing) and §10.3 (masking keys), through [`Connection`], in
 //! client/server pairs.
 
+#[macro_use]
 mod common;
 
 use bytes::Bytes;
@@ -281,15 +282,11 @@ mod section_5_2_base_framing {
         }
     }
 
-    #[test]
-    fn server_fails_on_reserved_opcodes() {
-        reserved_opcode_fails(Side::Server);
-    }
-
-    #[test]
-    fn client_fails_on_reserved_opcodes() {
-        reserved_opcode_fails(Side::Client);
-    }
+    on_both_sides!(
+        reserved_opcode_fails,
+        server_fails_on_reserved_opcodes,
+        client_fails_on_reserved_opcodes
+    );
 
     fn reserved_bits_fail(side: Side) {
         let mask = (side == Side::Server).then_some(RFC_KEY);
@@ -317,15 +314,11 @@ mod section_5_2_base_framing {
         }
     }
 
-    #[test]
-    fn server_fails_on_reserved_bits_without_extension() {
-        reserved_bits_fail(Side::Server);
-    }
-
-    #[test]
-    fn client_fails_on_reserved_bits_without_extension() {
-        reserved_bits_fail(Side::Client);
-    }
+    on_both_sides!(
+        reserved_bits_fail,
+        server_fails_on_reserved_bits_without_extension,
+        client_fails_on_reserved_bits_without_extension
+    );
 
     #[test]
     fn server_fails_on_64_bit_length_with_most_significant_bit() {
@@ -406,15 +399,11 @@ mod section_5_4_fragmentation {
         assert_fails(side, common::no_timers(), &input, 1002, error);
     }
 
-    #[test]
-    fn server_fails_on_continuation_without_a_start() {
-        continuation_without_start_fails(Side::Server);
-    }
-
-    #[test]
-    fn client_fails_on_continuation_without_a_start() {
-        continuation_without_start_fails(Side::Client);
-    }
+    on_both_sides!(
+        continuation_without_start_fails,
+        server_fails_on_continuation_without_a_start,
+        client_fails_on_continuation_without_a_start
+    );
 
     fn new_start_inside_fragmented_message_fails(side: Side) {
         for second in [Opcode::Text, Opcode::Binary] {
@@ -425,15 +414,11 @@ mod section_5_4_fragmentation {
         }
     }
 
-    #[test]
-    fn server_fails_on_new_message_inside_a_fragmented_one() {
-        new_start_inside_fragmented_message_fails(Side::Server);
-    }
-
-    #[test]
-    fn client_fails_on_new_message_inside_a_fragmented_one() {
-        new_start_inside_fragmented_message_fails(Side::Client);
-    }
+    on_both_sides!(
+        new_start_inside_fragmented_message_fails,
+        server_fails_on_new_message_inside_a_fragmented_one,
+        client_fails_on_new_message_inside_a_fragmented_one
+    );
 
     fn control_frames_inside_a_fragmented_message_are_delivered(side: Side) {
         let mut connection = open(side, common::no_timers());
@@ -455,15 +440,11 @@ mod section_5_4_fragmentation {
         assert_eq!(frames, [Frame::new(Opcode::Pong, "ping")]);
     }
 
-    #[test]
-    fn server_delivers_control_frames_interleaved_in_a_fragmented_message() {
-        control_frames_inside_a_fragmented_message_are_delivered(Side::Server);
-    }
-
-    #[test]
-    fn client_delivers_control_frames_interleaved_in_a_fragmented_message() {
-        control_frames_inside_a_fragmented_message_are_delivered(Side::Client);
-    }
+    on_both_sides!(
+        control_frames_inside_a_fragmented_message_are_delivered,
+        server_delivers_control_frames_interleaved_in_a_fragmented_message,
+        client_delivers_control_frames_interleaved_in_a_fragmented_message
+    );
 
     #[test]
     fn many_fragments_including_empty_ones_make_one_message() {
@@ -581,15 +562,11 @@ mod section_5_5_control_frames {
         }
     }
 
-    #[test]
-    fn server_fails_on_fragmented_control_frame() {
-        fragmented_control_frame_fails(Side::Server);
-    }
-
-    #[test]
-    fn client_fails_on_fragmented_control_frame() {
-        fragmented_control_frame_fails(Side::Client);
-    }
+    on_both_sides!(
+        fragmented_control_frame_fails,
+        server_fails_on_fragmented_control_frame,
+        client_fails_on_fragmented_control_frame
+    );
 
     fn long_control_frame_fails(side: Side) {
         for opcode in [Opcode::Ping, Opcode::Pong, Opcode::Close] {
@@ -599,15 +576,11 @@ mod section_5_5_control_frames {
         }
     }
 
-    #[test]
-    fn server_fails_on_control_frame_longer_than_125_bytes() {
-        long_control_frame_fails(Side::Server);
-    }
-
-    #[test]
-    fn client_fails_on_control_frame_longer_than_125_bytes() {
-        long_control_frame_fails(Side::Client);
-    }
+    on_both_sides!(
+        long_control_frame_fails,
+        server_fails_on_control_frame_longer_than_125_bytes,
+        client_fails_on_control_frame_longer_than_125_bytes
+    );
 
     /// RFC 6455 §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
     /// response [...] A Pong frame sent in response to a Ping frame must have identical
@@ -633,15 +606,11 @@ mod section_5_5_control_frames {
         );
     }
 
-    #[test]
-    fn server_answers_ping_with_identical_pong() {
-        ping_is_answered_with_identical_pong(Side::Server);
-    }
-
-    #[test]
-    fn client_answers_ping_with_identical_pong() {
-        ping_is_answered_with_identical_pong(Side::Client);
-    }
+    on_both_sides!(
+        ping_is_answered_with_identical_pong,
+        server_answers_ping_with_identical_pong,
+        client_answers_ping_with_identical_pong
+    );
 
     #[test]
     fn unsolicited_pong_is_reported_and_not_answered() {
@@ -777,15 +746,11 @@ mod section_5_6_utf8 {
         }
     }
 
-    #[test]
-    fn server_fails_fast_in_the_first_fragment() {
-        fails_fast_in_the_first_fragment(Side::Server);
-    }
-
-    #[test]
-    fn client_fails_fast_in_the_first_fragment() {
-        fails_fast_in_the_first_fragment(Side::Client);
-    }
+    on_both_sides!(
+        fails_fast_in_the_first_fragment,
+        server_fails_fast_in_the_first_fragment,
+        client_fails_fast_in_the_first_fragment
+    );
 
     #[test]
     fn server_fails_fast_inside_a_frame_before_its_payload_ends() {
@@ -840,15 +805,11 @@ mod limits {
         assert_fails(side, limited(Some(1000), None), &input, 1009, error);
     }
 
-    #[test]
-    fn server_fails_with_1009_when_the_header_announces_a_message_too_big() {
-        too_big_message_fails_on_its_header(Side::Server);
-    }
-
-    #[test]
-    fn client_fails_with_1009_when_the_header_announces_a_message_too_big() {
-        too_big_message_fails_on_its_header(Side::Client);
-    }
+    on_both_sides!(
+        too_big_message_fails_on_its_header,
+        server_fails_with_1009_when_the_header_announces_a_message_too_big,
+        client_fails_with_1009_when_the_header_announces_a_message_too_big
+    );
 
     #[test]
     fn message_at_the_limit_passes() {

@@ -3,7 +3,7 @@
 //! build frames by hand and to read back what a connection wrote.
 //!
 //! Each test binary uses a subset of these helpers.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -15,6 +15,22 @@ use wsline::proto::{
     Rsv, Side, State, Transmit,
 };
 use wsline::Config;
+
+/// Two tests, `$server` and `$client`, that run `$check(Side::Server)` and
+/// `$check(Side::Client)`: a rule checked on both ends, as a client/server pair.
+macro_rules! on_both_sides {
+    ($check:ident, $server:ident, $client:ident) => {
+        #[test]
+        fn $server() {
+            $check(wsline::proto::Side::Server);
+        }
+
+        #[test]
+        fn $client() {
+            $check(wsline::proto::Side::Client);
+        }
+    };
+}
 
 /// The masking key of the RFC 6455 §5.7 examples.
 pub const RFC_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
