@@ -8,21 +8,12 @@
 
 use libfuzzer_sys::fuzz_target;
 use wsline::proto::{Connection, Event, Side, State};
-use wsline::Config;
 use wsline_fuzz::{live_heap, pieces, EventChecker, Input, WireChecker};
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let flags = input.byte();
-    let mut config = wsline_fuzz::config_from(0b11); // no message limit, no timers
-    if flags & 1 == 1 {
-        config = Config {
-            max_line_len: 64,
-            max_headers: 4,
-            max_head_size: 256,
-            ..config
-        };
-    }
+    let config = wsline_fuzz::handshake_config(flags & 1 == 1);
     let head_bound = 3 * config.max_head_size + config.max_headers * 64 + (64 << 10);
     let size = input.byte();
     let stream = input.rest();

@@ -12,7 +12,6 @@
 
 use libfuzzer_sys::fuzz_target;
 use wsline::proto::{accept_key, Connection, Event, Failure, HandshakeError, Side, State};
-use wsline::Config;
 use wsline_fuzz::{live_heap, pieces, EventChecker, Input, WireChecker};
 
 const SAMPLE_ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
@@ -20,16 +19,7 @@ const SAMPLE_ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let flags = input.byte();
-    let mut config = wsline_fuzz::config_from(0b11); // no message limit, no timers
-    if flags & 1 == 1 {
-        config = Config {
-            max_line_len: 64,
-            max_headers: 4,
-            max_head_size: 256,
-            max_response_body: 16,
-            ..config
-        };
-    }
+    let mut config = wsline_fuzz::handshake_config(flags & 1 == 1);
     if flags & 2 == 2 {
         config = config.subprotocols(["chat"]);
     }

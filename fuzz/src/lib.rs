@@ -288,6 +288,22 @@ pub fn config_from(byte: u8) -> Config {
     }
 }
 
+/// Settings for the handshake targets: no message limit, no timers, and with `small` head
+/// limits (and rejection body) small enough for the fuzzer to go past.
+pub fn handshake_config(small: bool) -> Config {
+    let config = config_from(0b11);
+    if !small {
+        return config;
+    }
+    Config {
+        max_line_len: 64,
+        max_headers: 4,
+        max_head_size: 256,
+        max_response_body: 16,
+        ..config
+    }
+}
+
 /// How much heap a connection with `config` may hold while fed `input_len` bytes: a message
 /// up to the limit (or all the input without one), the output of the commands, and room for
 /// bookkeeping and the read-ahead of one frame.
