@@ -253,20 +253,24 @@ struct Reader {
     message: Option<InMessage>,
     /// Decoded payload of the current data message.
     data: BytesMut,
+    /// Spare room of `data` when it was last allocated or reclaimed.
+    data_room: usize,
     /// Unmasked payload of the current frame when an extension decodes it.
     raw: BytesMut,
     control: Vec<u8>,
 }
 
 impl Reader {
-    /// Starts the message buffer over at the front of its allocation when every message
-    /// taken from it has been dropped, so that the messages of the next read share it
-    /// instead of taking new allocations.
+    /// Starts the message buffer over at the front of its allocation, once messages have
+    /// used half of it and every message taken from it has been dropped, so that the
+    /// messages of the next read share it instead of taking new allocations.
     fn reclaim(&mut self) {
-        if self.data.is_empty() {
-            let spare = self.data.capacity();
+        let spare = self.data.capacity();
+        if self.data.is_empty() && spare * 2 < self.data_room {
             // Fails, harmlessly, while a message taken from the buffer is still alive.
-            let _ = self.data.try_reclaim(spare + 1);
+            if self.data.try_reclaim(spare + 1) {
+                self.data_room = self.data.capacity();
+            }
         }
     }
 }
@@ -1060,6 +1064,7 @@ impl Connection {
                 reader
                     .data
                     .reserve(growth.clamp(MIN_BUFFER_GROWTH, MAX_RESERVE_AHEAD.max(reserve)));
+                reader.data_room = reader.data.capacity() - reader.data.len();
             }
         }
         reader.frame = Some(InFrame {
