@@ -22,6 +22,7 @@ Run with the Python of the venv that has kosoku installed (target/venv).
 import argparse
 import fnmatch
 import json
+import os
 import re
 import shlex
 import shutil
@@ -100,6 +101,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="comma-separated case ids or globs that may be UNIMPLEMENTED",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="cases run at once: kosoku's -p in server mode, AUTOBAHN_JOBS for the "
+        "client under test in client mode (default: %(default)s)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=1800.0,
@@ -153,9 +161,13 @@ def expand(command: str, port: int) -> list:
     return shlex.split(command.replace("{port}", str(port)))
 
 
-def start(argv: list, log_path: Path) -> subprocess.Popen:
-    """Start `argv` in the repo root with stdout and stderr going to a log."""
-    print(f"+ {shlex.join(argv)}  (log: {log_path})", flush=True)
+def start(argv: list, log_path: Path, env: dict = None) -> subprocess.Popen:
+    """Start `argv` in the repo root with stdout and stderr going to a log.
+
+    `env` adds variables to the inherited environment.
+    """
+    shown = " ".join(f"{name}={value}" for name, value in (env or {}).items())
+    print(f"+ {shown + ' ' if shown else ''}{shlex.join(argv)}  (log: {log_path})", flush=True)
     with open(log_path, "wb") as log:
         try:
             return subprocess.Popen(
@@ -164,6 +176,7 @@ def start(argv: list, log_path: Path) -> subprocess.Popen:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
         except OSError as err:
             raise HarnessError(f"cannot start {argv[0]}: {err}") from err
@@ -235,7 +248,7 @@ def run_server_mode(args: argparse.Namespace) -> list:
         wait_for_tcp(port, server, STARTUP_TIMEOUT)
         fuzzer = start(
             kosoku_command()
-            + ["-m", "fuzzingclient", "-o", str(args.outdir)]
+            + ["-m", "fuzzingclient", "-p", str(args.jobs), "-o", str(args.outdir)]
             + kosoku_selection(args.exclude)
             + [f"127.0.0.1:{port}"],
             args.outdir / "kosoku.log",
@@ -266,7 +279,11 @@ def run_client_mode(args: argparse.Namespace) -> list:
     )
     try:
         port = wait_for_listen_port(log_path, fuzzer)
-        client = start(expand(args.client_cmd, port), args.outdir / "client.log")
+        client = start(
+            expand(args.client_cmd, port),
+            args.outdir / "client.log",
+            {"AUTOBAHN_JOBS": str(args.jobs)},
+        )
         try:
             status = wait(client, args.timeout, "client")
         finally:

@@ -2,9 +2,13 @@
 //! the only argument: fetches the case count, echoes every message of each case until the
 //! server closes, then asks the server to write its reports.
 //!
+//! `AUTOBAHN_JOBS=N` runs N cases at once (default 1), to shorten a CI run.
+//!
 //! ```text
 //! cargo run --release --example autobahn_client -- ws://127.0.0.1:9001
 //! ```
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use wsline::sync::client::connect_with;
 use wsline::{ConnectConfig, Error};
 
@@ -40,12 +44,26 @@ fn main() -> wsline::Result<()> {
         ))
     })?;
     drop(ws);
-    for case in 1..=count {
-        let url = format!("{base}/runCase?case={case}&agent={AGENT}");
-        if let Err(error) = run_case(&url) {
-            eprintln!("case {case}: {error}");
+    let jobs = std::env::var("AUTOBAHN_JOBS")
+        .ok()
+        .and_then(|jobs| jobs.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let next = AtomicU32::new(1);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let case = next.fetch_add(1, Ordering::Relaxed);
+                if case > count {
+                    return;
+                }
+                let url = format!("{base}/runCase?case={case}&agent={AGENT}");
+                if let Err(error) = run_case(&url) {
+                    eprintln!("case {case}: {error}");
+                }
+            });
         }
-    }
+    });
     let url = format!("{base}/updateReports?agent={AGENT}");
     let ws = connect_with(&url, config())?;
     // The server closes once the reports are written.
