@@ -3,9 +3,14 @@
 //! echoes every message of each case until the server closes, then asks the server to write
 //! its reports.
 //!
+//! `AUTOBAHN_JOBS=N` runs N cases at once (default 1), to shorten a CI run.
+//!
 //! ```text
 //! cargo run --release --features tokio --example tokio_autobahn_client -- ws://127.0.0.1:9001
 //! ```
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
 use tokio::net::TcpStream;
 use wsline::tokio::{connect_with, WebSocket};
 use wsline::{ConnectConfig, Error, Message};
@@ -17,6 +22,16 @@ fn config() -> ConnectConfig {
     // Autobahn sends messages up to 16 MiB.
     config.protocol.max_message_size = Some(64 << 20);
     config.protocol.ping_interval = None;
+    // Autobahn's cases 13.2, 13.5 and 13.6 accept only offers that carry
+    // client_no_context_takeover (RFC 7692 §7.1.1.2).
+    #[cfg(feature = "deflate")]
+    {
+        let deflate = wsline::extension::deflate::PerMessageDeflate {
+            client_no_context_takeover: true,
+            ..Default::default()
+        };
+        config.protocol.extensions = vec![Arc::new(deflate)];
+    }
     config
 }
 
@@ -36,12 +51,29 @@ async fn main() -> wsline::Result<()> {
         ))
     })?;
     drain(ws).await;
-    for case in 1..=count {
-        let url = format!("{base}/runCase?case={case}&agent={AGENT}");
-        if let Err(error) = run_case(&url).await {
-            eprintln!("case {case}: {error}");
-        }
+    let jobs = std::env::var("AUTOBAHN_JOBS")
+        .ok()
+        .and_then(|jobs| jobs.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let next = Arc::new(AtomicU32::new(1));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..jobs {
+        let (base, next) = (base.clone(), Arc::clone(&next));
+        workers.spawn(async move {
+            loop {
+                let case = next.fetch_add(1, Ordering::Relaxed);
+                if case > count {
+                    return;
+                }
+                let url = format!("{base}/runCase?case={case}&agent={AGENT}");
+                if let Err(error) = run_case(&url).await {
+                    eprintln!("case {case}: {error}");
+                }
+            }
+        });
     }
+    while workers.join_next().await.is_some() {}
     let url = format!("{base}/updateReports?agent={AGENT}");
     // The server closes once the reports are written.
     drain(connect_with(&url, config()).await?).await;
