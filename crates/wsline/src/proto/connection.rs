@@ -780,16 +780,11 @@ impl Connection {
         };
         match &mut self.handshake {
             Handshake::ReadRequest { buf, scanner } => {
-                let room = limits.max_head_size.saturating_sub(buf.len()).max(1);
-                buf.extend_from_slice(&data[..data.len().min(room)]);
-                let end = match scanner.scan(buf, limits) {
-                    Ok(Some(end)) => end,
+                let (head, rest) = match read_head(buf, scanner, data, limits) {
+                    Ok(Some(parts)) => parts,
                     Ok(None) => return,
                     Err(error) => return self.fail_handshake(error),
                 };
-                let head = buf.split_to(end);
-                let mut rest = std::mem::take(buf);
-                rest.extend_from_slice(&data[data.len().min(room)..]);
                 match handshake::parse_request(&head, limits.max_headers) {
                     Ok(request) => {
                         self.handshake = Handshake::AwaitResponse {
@@ -812,16 +807,11 @@ impl Connection {
                 buf.extend_from_slice(data);
             }
             Handshake::ReadResponse { key, buf, scanner } => {
-                let room = limits.max_head_size.saturating_sub(buf.len()).max(1);
-                buf.extend_from_slice(&data[..data.len().min(room)]);
-                let end = match scanner.scan(buf, limits) {
-                    Ok(Some(end)) => end,
+                let (head, rest) = match read_head(buf, scanner, data, limits) {
+                    Ok(Some(parts)) => parts,
                     Ok(None) => return,
                     Err(error) => return self.fail_handshake(error),
                 };
-                let head = buf.split_to(end);
-                let mut rest = std::mem::take(buf);
-                rest.extend_from_slice(&data[data.len().min(room)..]);
                 let key = std::mem::take(key);
                 self.handle_response(&head, &key, rest);
             }
@@ -1617,6 +1607,26 @@ impl Connection {
         tracing::debug!(side = ?self.side, closed = %self.closed, "connection closed");
         self.events.push_back(Event::Closed(self.closed.clone()));
     }
+}
+
+/// Buffers `data` until the HTTP head in `buf` is complete, never holding more than the head
+/// size limit. Returns the head and the bytes that came after it, once it is complete.
+fn read_head(
+    buf: &mut BytesMut,
+    scanner: &mut HeadScanner,
+    data: &[u8],
+    limits: HeadLimits,
+) -> Result<Option<(BytesMut, BytesMut)>, HandshakeError> {
+    let room = limits.max_head_size.saturating_sub(buf.len()).max(1);
+    let (buffered, beyond) = data.split_at(data.len().min(room));
+    buf.extend_from_slice(buffered);
+    let Some(end) = scanner.scan(buf, limits)? else {
+        return Ok(None);
+    };
+    let head = buf.split_to(end);
+    let mut rest = std::mem::take(buf);
+    rest.extend_from_slice(beyond);
+    Ok(Some((head, rest)))
 }
 
 /// Fails early when a frame would take a message past `Config::max_message_size`.
