@@ -270,12 +270,25 @@ impl HeadScanner {
     }
 }
 
-fn parse_error(error: httparse::Error, max_headers: usize) -> HandshakeError {
+/// The handshake error for an `httparse` error on `head`: a version that is HTTP but not
+/// 1.x is unsupported (505); anything else that is not a version is malformed (400).
+fn parse_error(error: httparse::Error, head: &[u8], max_headers: usize) -> HandshakeError {
     match error {
         httparse::Error::TooManyHeaders => HandshakeError::TooManyHeaders { limit: max_headers },
-        httparse::Error::Version => HandshakeError::UnsupportedHttpVersion,
+        httparse::Error::Version if names_an_http_version(head) => {
+            HandshakeError::UnsupportedHttpVersion
+        }
         other => HandshakeError::InvalidHttp(other.to_string()),
     }
+}
+
+/// Whether the first line of `head` has an `HTTP/` version (a request line ends with it, a
+/// status line starts with it).
+fn names_an_http_version(head: &[u8]) -> bool {
+    let line = head.split(|&byte| byte == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let last = line.rsplit(|&byte| byte == b' ').next().unwrap_or_default();
+    line.starts_with(b"HTTP/") || last.starts_with(b"HTTP/")
 }
 
 /// Parses a whole request head, as delimited by [`HeadScanner`].
@@ -287,7 +300,7 @@ pub(crate) fn parse_request(head: &[u8], max_headers: usize) -> Result<Request, 
         Ok(httparse::Status::Partial) => {
             return Err(HandshakeError::InvalidHttp("incomplete head".into()))
         }
-        Err(error) => return Err(parse_error(error, max_headers)),
+        Err(error) => return Err(parse_error(error, head, max_headers)),
     }
     // RFC 6455 §4.1: "The method of the request MUST be GET, and the HTTP version MUST be at
     // least 1.1." httparse knows 1.0 and 1.1 only.
@@ -310,7 +323,7 @@ pub(crate) fn parse_response(head: &[u8], max_headers: usize) -> Result<Response
         Ok(httparse::Status::Partial) => {
             return Err(HandshakeError::InvalidHttp("incomplete head".into()))
         }
-        Err(error) => return Err(parse_error(error, max_headers)),
+        Err(error) => return Err(parse_error(error, head, max_headers)),
     }
     if response.version != Some(1) {
         return Err(HandshakeError::UnsupportedHttpVersion);
@@ -387,6 +400,16 @@ mod tests {
     fn http_1_0_is_505() {
         assert_eq!(
             parse_request(b"GET / HTTP/1.0\r\n\r\n", 4),
+            Err(HandshakeError::UnsupportedHttpVersion)
+        );
+    }
+
+    #[test]
+    fn a_version_that_is_not_http_is_400_not_505() {
+        let error = parse_request(b"GET / FOO\r\n\r\n", 4).unwrap_err();
+        assert_eq!(error.status(), Some(400));
+        assert_eq!(
+            parse_request(b"GET / HTTP/2.0\r\n\r\n", 4),
             Err(HandshakeError::UnsupportedHttpVersion)
         );
     }
