@@ -24,6 +24,8 @@ const WAKER: Token = Token(usize::MAX - 1);
 /// Reads from one connection per readiness event before the others get their turn, so a
 /// fast sender cannot starve the rest (16 reads of 64 KiB: 1 MiB).
 const READS_PER_TURN: usize = 16;
+/// Replies queued past this are written at once rather than after the batch of events.
+const BATCH_FLUSH_BYTES: usize = 64 << 10;
 /// How long to stop accepting after the process ran out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -101,6 +103,8 @@ impl EventLoop {
             accepting: true,
             accept_retry: None,
             shutdown_deadline: None,
+            batching: false,
+            unflushed: Vec::new(),
         };
         if let Err(error) = running.run() {
             tracing::error!(%error, "event loop failed");
@@ -128,6 +132,10 @@ struct Running<'a, H: Handler> {
     accepting: bool,
     accept_retry: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    /// Whether a batch of readiness events is being handled: writes wait for its end.
+    batching: bool,
+    /// Connections with replies to write at the end of the batch.
+    unflushed: Vec<usize>,
 }
 
 impl<H: Handler> Running<'_, H> {
@@ -142,6 +150,7 @@ impl<H: Handler> Running<'_, H> {
                 }
             }
             let now = Instant::now();
+            self.batching = true;
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -167,6 +176,10 @@ impl<H: Handler> Running<'_, H> {
                         self.settle(key, now);
                     }
                 }
+            }
+            self.batching = false;
+            for key in std::mem::take(&mut self.unflushed) {
+                self.settle(key, now);
             }
             self.queue.take(&mut commands);
             for command in commands.drain(..) {
@@ -323,7 +336,9 @@ impl<H: Handler> Running<'_, H> {
                     conn.more_to_read = n == self.buf.len() || conn.peer_closed;
                     let more_to_read = conn.more_to_read;
                     self.dispatch(key, now);
-                    self.flush(key);
+                    if !self.batching || self.conns[key].core.pending_send() > BATCH_FLUSH_BYTES {
+                        self.flush(key);
+                    }
                     if !more_to_read {
                         return;
                     }
@@ -429,6 +444,11 @@ impl<H: Handler> Running<'_, H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if self.batching && !conn.core.send_buffer().is_empty() {
+            // Written with the others after this batch of events.
+            self.unflushed.push(key);
+            return;
+        }
         conn_flush(conn);
         if conn.core.has_events() {
             // The end of the stream, or a failed read or write, closed the connection: the
