@@ -26,6 +26,9 @@ const WAKER: Token = Token(usize::MAX - 1);
 const READS_PER_TURN: usize = 16;
 /// Replies queued past this are written at once rather than after the batch of events.
 const BATCH_FLUSH_BYTES: usize = 64 << 10;
+/// Connections whose replies wait for the end of a batch, at most: a bound on the latency
+/// batching adds when many connections are ready at once.
+const BATCH_CONNECTIONS: usize = 64;
 /// How long to stop accepting after the process ran out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -174,13 +177,14 @@ impl<H: Handler> Running<'_, H> {
                             self.read(key, now);
                         }
                         self.settle(key, now);
+                        if self.unflushed.len() >= BATCH_CONNECTIONS {
+                            self.flush_batch(now);
+                        }
                     }
                 }
             }
+            self.flush_batch(now);
             self.batching = false;
-            for key in std::mem::take(&mut self.unflushed) {
-                self.settle(key, now);
-            }
             self.queue.take(&mut commands);
             for command in commands.drain(..) {
                 self.command(command, now);
@@ -357,6 +361,15 @@ impl<H: Handler> Running<'_, H> {
                 }
             }
         }
+    }
+
+    /// Writes the replies of the batch so far.
+    fn flush_batch(&mut self, now: Instant) {
+        self.batching = false;
+        for key in std::mem::take(&mut self.unflushed) {
+            self.settle(key, now);
+        }
+        self.batching = true;
     }
 
     fn is_backpressured(&self, key: usize) -> bool {
