@@ -612,7 +612,7 @@ impl Connection {
         self.poll_shutdown().then_some(Transmit::Shutdown)
     }
 
-    /// The queued bytes, for vectored writes: write [`SendBuffer::chunks_vectored`] and
+    /// The queued bytes, for vectored writes: write [`Buf::chunks_vectored`](bytes::Buf::chunks_vectored) and
     /// [`advance`](bytes::Buf::advance) by what was written. Once it is empty, check
     /// [`poll_shutdown`](Self::poll_shutdown).
     pub fn send_buffer(&mut self) -> &mut SendBuffer {
