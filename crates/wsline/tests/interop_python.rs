@@ -8,7 +8,7 @@ mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Mutex;
 
@@ -18,29 +18,8 @@ use wsline::sync::server::{Connection, Handler};
 use wsline::sync::WebSocket;
 use wsline::{CloseCode, ConnectConfig, Error, Message};
 
-use support::process::{self, Process};
+use support::process::{self, repo_root, venv_python, Process};
 use support::{client_config, server_config, start, DEADLINE};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The venv's Python with `websockets`, or a note saying why the test is skipped.
-fn venv_python() -> Option<PathBuf> {
-    let python = repo_root().join("target/venv/bin/python");
-    let has_websockets = Command::new(&python)
-        .args(["-c", "import websockets"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !has_websockets {
-        eprintln!(
-            "note: Python interop skipped: {} has no `websockets` (scripts/test.sh creates it)",
-            python.display()
-        );
-    }
-    has_websockets.then_some(python)
-}
 
 fn peer_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/interop_peer.py")

@@ -4,6 +4,8 @@
 //! it the tests print a note and pass.
 #![cfg(feature = "tokio")]
 
+#[path = "support/process.rs"]
+mod process;
 mod tokio_common;
 
 use std::path::PathBuf;
@@ -72,24 +74,6 @@ async def main(url):
 asyncio.run(main(sys.argv[1]))
 "#;
 
-/// The venv's Python, if `websockets` is installed there.
-fn python() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join("target/venv/bin/python");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import websockets"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !ok {
-        eprintln!(
-            "note: skipping Python interop: no `websockets` in {} (scripts/test.sh creates it)",
-            python.display()
-        );
-    }
-    ok.then_some(python)
-}
-
 /// Starts the Python server and returns it with its port.
 async fn start_python_server(python: &PathBuf) -> (Child, u16) {
     let mut child = Command::new(python)
@@ -110,7 +94,9 @@ async fn start_python_server(python: &PathBuf) -> (Child, u16) {
 
 #[tokio::test]
 async fn tokio_client_talks_to_a_python_server() {
-    let Some(python) = python() else { return };
+    let Some(python) = process::venv_python() else {
+        return;
+    };
     tokio::time::timeout(TEST_TIMEOUT, async {
         let (_server, port) = start_python_server(&python).await;
         let url = format!("ws://127.0.0.1:{port}/");
@@ -160,7 +146,9 @@ async fn echo_or_close(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_talks_to_a_tokio_server() {
-    let Some(python) = python() else { return };
+    let Some(python) = process::venv_python() else {
+        return;
+    };
     tokio::time::timeout(TEST_TIMEOUT, async {
         let server = serve_with(echo_or_close, "127.0.0.1:0", big_server_config())
             .await

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -112,4 +113,26 @@ fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
         let _ = pipe.read_to_end(&mut bytes);
         String::from_utf8_lossy(&bytes).into_owned()
     })
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The venv's Python with `websockets`, or a note saying why the test is skipped.
+pub fn venv_python() -> Option<PathBuf> {
+    let python = repo_root().join("target/venv/bin/python");
+    let has_websockets = Command::new(&python)
+        .args(["-c", "import websockets"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_websockets {
+        eprintln!(
+            "note: Python interop skipped: {} has no `websockets` (scripts/test.sh creates it)",
+            python.display()
+        );
+    }
+    has_websockets.then_some(python)
 }
