@@ -5,8 +5,10 @@
 #      cases) and the tokio server and client (all but 12.*, the compression cases that
 #      only vary message sizes through the same core code; 13.* still runs);
 #   3. a short fuzzing run of every fuzz target (FUZZ_SECONDS each, default 10; 0 skips).
-# It installs what it needs itself: a Python venv in target/venv (kosoku, websockets) and
-# cargo-fuzz. Exit status 1 if anything failed; every step runs so one run reports all.
+# It installs what it needs itself: a Python venv in target/venv (kosoku, websockets),
+# cargo-fuzz, and for the browser test (crates/wsline-cli/tests/browser.rs) Debian's chromium
+# and playwright-core in scripts/interop/browser/node_modules. Exit status 1 if anything
+# failed; every step runs so one run reports all.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,6 +24,24 @@ if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null || [ ! -x "$VENV/bin/pip" ];
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     -r scripts/requirements.txt
+
+# The browser test drives Debian's Chromium with playwright-core (pinned in package.json; no
+# lockfile, and Playwright downloads no browser). Without either it prints a note and passes.
+if [ ! -x /usr/bin/chromium ]; then
+    mkdir -p target
+    if [ "$(id -u)" -eq 0 ] && { apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+        >target/apt-chromium.log 2>&1; then
+        echo "== installed $(/usr/bin/chromium --version 2>/dev/null)"
+    else
+        echo "note: could not install chromium (needs root and apt; see target/apt-chromium.log):"
+        echo "      the browser test will be skipped"
+    fi
+fi
+if ! (cd scripts/interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+    npm install --no-package-lock --no-audit --no-fund --silent); then
+    echo "note: npm could not install playwright-core: the browser test will be skipped"
+fi
 
 status=0
 step() {
