@@ -43,6 +43,21 @@ if ! (cd scripts/interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
     echo "note: npm could not install playwright-core: the browser test will be skipped"
 fi
 
+# Node's `ws` for the Node interop tests (crates/wsline/tests/interop_node.rs), at the exact
+# version scripts/interop/node/package.json pins; skipped when that version is installed.
+# No lock file: it would name the registry.
+NODE_PEERS=scripts/interop/node
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    pinned_ws=$(node -p "require('./$NODE_PEERS/package.json').dependencies.ws")
+    installed_ws=$(node -p "require('./$NODE_PEERS/node_modules/ws/package.json').version" \
+        2>/dev/null || true)
+    if [ "$installed_ws" != "$pinned_ws" ]; then
+        npm install --silent --no-audit --no-fund --no-package-lock --prefix "$NODE_PEERS"
+    fi
+else
+    echo "note: no node and npm: the Node interop tests will be skipped"
+fi
+
 status=0
 step() {
     echo "== $*"

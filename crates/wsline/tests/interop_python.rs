@@ -9,55 +9,18 @@ mod support;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Mutex;
 
-use wsline::proto::ConnectionClosed;
 use wsline::sync::client::connect_with;
-use wsline::sync::server::{Connection, Handler};
-use wsline::sync::WebSocket;
-use wsline::{CloseCode, ConnectConfig, Error, Message};
+use wsline::{CloseCode, Error};
 
+use support::interop::{
+    exchange_messages, interop_client_config as client, interop_server, received_closes, recv,
+};
 use support::process::{self, repo_root, venv_python, Process};
-use support::{client_config, server_config, start, DEADLINE};
+use support::DEADLINE;
 
 fn peer_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/interop_peer.py")
-}
-
-fn client(compress: bool) -> ConnectConfig {
-    let mut config = client_config();
-    config.protocol.max_message_size = Some(16 << 20);
-    if !compress {
-        config.protocol.extensions.clear();
-    }
-    config
-}
-
-fn recv(ws: &WebSocket) -> Message {
-    ws.recv_timeout(DEADLINE)
-        .expect("recv")
-        .expect("a message in time")
-}
-
-fn exchange_messages(ws: &WebSocket) {
-    let big: Vec<u8> = (0..1u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    let messages = [
-        Message::text("héllo wörld"),
-        Message::binary(vec![0, 1, 0xFF]),
-        Message::binary(big),
-        Message::text("compressible ".repeat(80_000)),
-        Message::text(""),
-        Message::binary(Vec::new()),
-    ];
-    for message in messages {
-        ws.send(message.clone()).expect("send");
-        assert_eq!(recv(ws), message);
-    }
-    let latency = ws.ping().expect("the pong");
-    assert!(latency < DEADLINE);
 }
 
 #[test]
@@ -127,53 +90,6 @@ fn sync_client_negotiates_deflate_with_python_when_both_offer_it_and_sees_its_cl
     }
 }
 
-/// Echoes; closes `/close` connections with 4003 as soon as they open; reports the close
-/// frame each connection received.
-struct InteropHandler {
-    closes: Mutex<Sender<(u16, String)>>,
-}
-
-impl Handler for InteropHandler {
-    type State = ();
-
-    fn on_open(&self, conn: &mut Connection<'_>) -> wsline::Result<()> {
-        if conn
-            .request()
-            .is_some_and(|request| request.path == "/close")
-        {
-            return conn.close(CloseCode::from(4003), "server bye");
-        }
-        Ok(())
-    }
-
-    fn on_message(&self, conn: &mut Connection<'_>, message: Message) -> wsline::Result<()> {
-        conn.send(message)
-    }
-
-    fn on_close(&self, _: &mut Connection<'_>, closed: &ConnectionClosed) {
-        if let Some(received) = &closed.received {
-            let _ = self
-                .closes
-                .lock()
-                .unwrap()
-                .send((received.code.as_u16(), received.reason.clone()));
-        }
-    }
-}
-
-fn interop_server(compress: bool) -> (wsline::sync::server::Server, Receiver<(u16, String)>) {
-    let (tx, rx) = mpsc::channel();
-    let mut config = server_config();
-    config.protocol.max_message_size = Some(16 << 20);
-    if !compress {
-        config.protocol.extensions.clear();
-    }
-    let handler = InteropHandler {
-        closes: Mutex::new(tx),
-    };
-    (start(handler, config), rx)
-}
-
 #[test]
 fn python_client_talks_to_the_sync_server() {
     let Some(python) = venv_python() else { return };
@@ -197,12 +113,8 @@ fn python_client_talks_to_the_sync_server() {
             output.stderr
         );
         // The client's close, and its answer to the server's.
-        let mut received: Vec<(u16, String)> = (0..2)
-            .map(|_| closes.recv_timeout(DEADLINE).expect("a close"))
-            .collect();
-        received.sort();
         assert_eq!(
-            received,
+            received_closes(&closes, 2),
             [
                 (4001, "client bye".to_owned()),
                 (4003, "server bye".to_owned())

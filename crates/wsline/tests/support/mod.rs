@@ -14,6 +14,7 @@ use wsline::sync::client::connect_with;
 use wsline::sync::server::{serve_on, Connection, Handler, Server};
 use wsline::{CloseCode, ConnectConfig, Message, ServerConfig};
 
+pub mod interop;
 pub mod process;
 
 pub use process::DEADLINE;

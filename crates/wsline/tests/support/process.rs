@@ -1,5 +1,5 @@
-//! Child processes for tests (Python peers, the `wsline` binary): every wait is bounded and
-//! every child is reaped, killed by its PID if the test ends first.
+//! Child processes for tests (Python and Node peers, the `wsline` binary): every wait is
+//! bounded and every child is reaped, killed by its PID if the test ends first.
 //!
 //! Also included by `crates/wsline-cli/tests/cli.rs`.
 #![allow(dead_code)]
@@ -29,21 +29,30 @@ impl Drop for Process {
 impl Process {
     /// Starts `command` and waits for the first line it prints (a server's banner).
     pub fn start(command: &mut Command) -> (Self, String) {
+        let (process, lines) = Self::start_lines(command);
+        let banner = lines.recv_timeout(DEADLINE).expect("the banner in time");
+        (process, banner)
+    }
+
+    /// Starts `command`; every line it prints arrives on the receiver, trimmed, until its
+    /// stdout closes. Its stdout is read to the end even after the receiver is dropped.
+    pub fn start_lines(command: &mut Command) -> (Self, mpsc::Receiver<String>) {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|error| panic!("start {command:?}: {error}"));
         let stdout = child.stdout.take().expect("piped stdout");
-        let process = Self(child);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            for line in BufReader::new(stdout).split(b'\n') {
+                let Ok(line) = line else { return };
+                // Once the receiver is gone, read on all the same: the child never writes
+                // to a closed pipe.
+                let _ = tx.send(String::from_utf8_lossy(&line).trim().to_owned());
+            }
         });
-        let line = rx.recv_timeout(DEADLINE).expect("the banner in time");
-        (process, line.trim().to_owned())
+        (Self(child), rx)
     }
 
     /// The child's PID.
@@ -135,4 +144,29 @@ pub fn venv_python() -> Option<PathBuf> {
         );
     }
     has_websockets.then_some(python)
+}
+
+/// Where the Node interop peers live (`scripts/interop/node`); `scripts/test.sh` installs
+/// `ws`, at the version its `package.json` pins, into `node_modules` there.
+pub fn node_interop_dir() -> PathBuf {
+    repo_root().join("scripts/interop/node")
+}
+
+/// `node`, if it runs and finds the `ws` package in [`node_interop_dir`]; else `None` and a
+/// note saying why the test is skipped.
+pub fn node_ws() -> Option<PathBuf> {
+    let node = PathBuf::from("node");
+    let has_ws = Command::new(&node)
+        .args(["-e", "require('ws')"])
+        .current_dir(node_interop_dir())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_ws {
+        eprintln!(
+            "note: Node interop skipped: no `node` with `ws` in {} (scripts/test.sh installs it)",
+            node_interop_dir().display()
+        );
+    }
+    has_ws.then_some(node)
 }
