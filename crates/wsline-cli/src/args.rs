@@ -1,11 +1,14 @@
 //! The command line as typed.
 
+use std::path::PathBuf;
+
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
 /// A WebSocket echo server and client (RFC 6455, RFC 7692).
 ///
-/// Exit codes: 0 success; 1 I/O error (refused, reset, address in use); 2 usage error;
-/// 3 handshake rejected by the server; 4 connection closed abnormally.
+/// Exit codes: 0 success; 1 I/O or TLS error (refused, reset, address in use, untrusted
+/// certificate); 2 usage error; 3 handshake rejected by the server; 4 connection closed
+/// abnormally.
 #[derive(Debug, Parser)]
 #[command(name = "wsline", version)]
 pub struct Args {
@@ -51,12 +54,18 @@ pub struct ServeArgs {
     /// Seconds between keepalive pings (0 disables keepalive).
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub ping_interval: u64,
+    /// Serve wss:// with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `wsline connect`.
 #[derive(Debug, ClapArgs)]
 pub struct ConnectArgs {
-    /// The server, such as ws://127.0.0.1:8001/.
+    /// The server, such as ws://127.0.0.1:8001/ or wss://example.com/.
     pub url: String,
     /// Send this `Origin` header.
     #[arg(long)]
@@ -73,4 +82,8 @@ pub struct ConnectArgs {
     /// Do not offer permessage-deflate.
     #[arg(long)]
     pub no_compression: bool,
+    /// For wss://, also trust the certificates in this PEM file (a private CA, a
+    /// self-signed server).
+    #[arg(long, value_name = "PEM")]
+    pub cacert: Option<PathBuf>,
 }

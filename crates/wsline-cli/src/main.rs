@@ -18,8 +18,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.verbose);
     let outcome = match args.command {
-        Command::Serve(serve) => serve::run(&settings::ServeSettings::from(serve)),
-        Command::Connect(connect) => connect::run(&settings::ConnectSettings::from(connect)),
+        Command::Serve(serve) => {
+            settings::ServeSettings::try_from(serve).and_then(|settings| serve::run(&settings))
+        }
+        Command::Connect(connect) => settings::ConnectSettings::try_from(connect)
+            .and_then(|settings| connect::run(&settings)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,7 @@
 //! `wsline serve`: the echo server.
 
-use tokio::net::TcpStream;
 use wsline::sync::server::{serve_with, Connection};
-use wsline::tokio::WebSocket;
+use wsline::tokio::{MaybeTlsStream, WebSocket};
 use wsline::Message;
 
 use crate::settings::{Failure, ServeSettings};
@@ -37,7 +36,11 @@ pub fn run(settings: &ServeSettings) -> Result<(), Failure> {
     ctrlc::set_handler(move || handle.shutdown())
         .map_err(|error| wsline::Error::Io(std::io::Error::other(error)))?;
     // Announced once Ctrl-C is handled: a script may send SIGINT as soon as it reads this.
-    println!("Listening on ws://{}", server.local_addr());
+    println!(
+        "Listening on {}://{}",
+        settings.scheme(),
+        server.local_addr()
+    );
     server.serve_forever()?;
     Ok(())
 }
@@ -61,7 +64,11 @@ fn serve_tokio(settings: &ServeSettings) -> Result<(), Failure> {
             settings.config.clone(),
         )
         .await?;
-        println!("Listening on ws://{}", server.local_addr());
+        println!(
+            "Listening on {}://{}",
+            settings.scheme(),
+            server.local_addr()
+        );
         tokio::select! {
             result = server.serve_forever() => result?,
             _ = tokio::signal::ctrl_c() => server.shutdown().await?,
@@ -71,7 +78,7 @@ fn serve_tokio(settings: &ServeSettings) -> Result<(), Failure> {
 }
 
 /// Echoes every message back as it came; replies to a burst go out in one write.
-async fn echo_tokio(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+async fn echo_tokio(mut ws: WebSocket<MaybeTlsStream>) -> wsline::Result<()> {
     while let Some(message) = ws.recv().await {
         let message = message?;
         tracing::debug!(len = message.len(), "echo");

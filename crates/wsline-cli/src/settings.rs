@@ -18,8 +18,10 @@ pub struct ServeSettings {
     pub config: ServerConfig,
 }
 
-impl From<ServeArgs> for ServeSettings {
-    fn from(args: ServeArgs) -> Self {
+impl TryFrom<ServeArgs> for ServeSettings {
+    type Error = Failure;
+
+    fn try_from(args: ServeArgs) -> Result<Self, Failure> {
         let mut config = ServerConfig::default();
         config.protocol.max_message_size = limit(args.max_message_size);
         if args.no_compression {
@@ -30,11 +32,25 @@ impl From<ServeArgs> for ServeSettings {
         }
         config.protocol.ping_interval =
             (args.ping_interval > 0).then(|| Duration::from_secs(args.ping_interval));
-        Self {
+        if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+            config.tls = Some(wsline::tls::server_config_from_pem(cert, key)?);
+        }
+        Ok(Self {
             host: args.host,
             port: args.port,
             tokio: args.tokio,
             config,
+        })
+    }
+}
+
+impl ServeSettings {
+    /// `wss` when serving TLS, else `ws`.
+    pub fn scheme(&self) -> &'static str {
+        if self.config.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
         }
     }
 }
@@ -46,8 +62,10 @@ pub struct ConnectSettings {
     pub config: ConnectConfig,
 }
 
-impl From<ConnectArgs> for ConnectSettings {
-    fn from(args: ConnectArgs) -> Self {
+impl TryFrom<ConnectArgs> for ConnectSettings {
+    type Error = Failure;
+
+    fn try_from(args: ConnectArgs) -> Result<Self, Failure> {
         let mut config = ConnectConfig::default();
         config.protocol.max_message_size = limit(args.max_message_size);
         if args.no_compression {
@@ -61,10 +79,13 @@ impl From<ConnectArgs> for ConnectSettings {
             .filter_map(|header| header.split_once(':'))
             .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
             .collect();
-        Self {
+        if let Some(cacert) = &args.cacert {
+            config.tls = Some(wsline::tls::client_config_trusting_pem(cacert)?);
+        }
+        Ok(Self {
             url: args.url,
             config,
-        }
+        })
     }
 }
 
@@ -78,7 +99,8 @@ fn limit(bytes: usize) -> Option<usize> {
 pub struct Failure(pub Error);
 
 impl Failure {
-    /// 1: I/O (refused, reset, address in use), 3: handshake rejected, 4: abnormal closure.
+    /// 1: I/O or TLS (refused, reset, address in use, untrusted certificate), 3: handshake
+    /// rejected, 4: abnormal closure.
     pub fn exit_code(&self) -> ExitCode {
         match &self.0 {
             Error::Handshake(_) => ExitCode::from(3),

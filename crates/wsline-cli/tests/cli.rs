@@ -24,6 +24,7 @@ fn serve(args: &[&str]) -> (Process, SocketAddr) {
     let (process, banner) = Process::start(wsline().args(["serve", "--port", "0"]).args(args));
     let addr = banner
         .strip_prefix("Listening on ws://")
+        .or_else(|| banner.strip_prefix("Listening on wss://"))
         .unwrap_or_else(|| panic!("unexpected first line {banner:?}"))
         .parse()
         .expect("an address");
@@ -149,4 +150,84 @@ fn sigint_right_after_the_banner_killed_the_server_before_its_handler_was_set() 
     server.interrupt();
     let status = server.wait_for(DEADLINE).expect("the server exits");
     assert!(status.success(), "{status}");
+}
+
+/// A self-signed certificate for `localhost` and its key, as PEM files in a directory of
+/// their own (removed on drop).
+struct PemFiles {
+    dir: std::path::PathBuf,
+}
+
+impl PemFiles {
+    fn new(name: &str) -> Self {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("generate a certificate");
+        let dir = std::env::temp_dir().join(format!("wsline-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+        Self { dir }
+    }
+
+    fn cert(&self) -> String {
+        self.dir.join("cert.pem").display().to_string()
+    }
+
+    fn key(&self) -> String {
+        self.dir.join("key.pem").display().to_string()
+    }
+}
+
+impl Drop for PemFiles {
+    fn drop(&mut self) {
+        // Only a temporary directory left behind if it fails.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn serve_with_tls_echoes_what_connect_sends_over_wss() {
+    let pem = PemFiles::new("echo");
+    for layer in [&[][..], &["--tokio"][..]] {
+        let (_server, addr) =
+            serve(&[&["--tls-cert", &pem.cert(), "--tls-key", &pem.key()], layer].concat());
+        let url = format!("wss://localhost:{}/", addr.port());
+        let outcome = connect(&url, &["--cacert", &pem.cert()], "secure\nhéllo\n");
+        assert_eq!(
+            outcome.status.code(),
+            Some(0),
+            "{layer:?}: {}",
+            outcome.stderr
+        );
+        assert_eq!(outcome.stdout, "secure\nhéllo\n");
+    }
+}
+
+#[test]
+fn connect_to_an_untrusted_wss_server_exits_1_with_the_certificate_error() {
+    let pem = PemFiles::new("untrusted");
+    let (_server, addr) = serve(&["--tls-cert", &pem.cert(), "--tls-key", &pem.key()]);
+    let outcome = connect(&format!("wss://localhost:{}/", addr.port()), &[], "hi\n");
+    assert_eq!(outcome.status.code(), Some(1), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("certificate"), "{}", outcome.stderr);
+}
+
+#[test]
+fn serve_with_an_unreadable_key_exits_1_naming_the_file() {
+    let pem = PemFiles::new("missing-key");
+    let missing = pem.dir.join("nothing.pem").display().to_string();
+    let outcome = process::run(
+        wsline().args([
+            "serve",
+            "--port",
+            "0",
+            "--tls-cert",
+            &pem.cert(),
+            "--tls-key",
+            &missing,
+        ]),
+        "",
+    );
+    assert_eq!(outcome.status.code(), Some(1), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("nothing.pem"), "{}", outcome.stderr);
 }

@@ -11,8 +11,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
-use wsline::tokio::{connect_with, WebSocket};
+use wsline::tokio::{connect_with, MaybeTlsStream, WebSocket};
 use wsline::{ConnectConfig, Error, Message};
 
 const AGENT: &str = "wsline-tokio";
@@ -91,6 +90,6 @@ async fn run_case(url: &str) -> wsline::Result<()> {
 }
 
 /// Reads until the server closes.
-async fn drain(mut ws: WebSocket<TcpStream>) {
+async fn drain(mut ws: WebSocket<MaybeTlsStream>) {
     while let Some(Ok(_)) = ws.recv().await {}
 }

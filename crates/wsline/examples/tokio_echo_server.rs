@@ -4,11 +4,10 @@
 //! ```text
 //! cargo run --features tokio --example tokio_echo_server
 //! ```
-use tokio::net::TcpStream;
-use wsline::tokio::{serve, WebSocket};
+use wsline::tokio::{serve, MaybeTlsStream, WebSocket};
 
 /// Echoes every message back as it came: text as text, binary as binary.
-async fn echo(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+async fn echo(mut ws: WebSocket<MaybeTlsStream>) -> wsline::Result<()> {
     while let Some(message) = ws.recv().await {
         let message = message?;
         println!("<<< {message}");

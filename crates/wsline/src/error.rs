@@ -55,6 +55,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error for a `wss://` URI in a build without TLS.
+    #[cfg(any(feature = "sync", feature = "tokio"))]
+    pub(crate) fn no_tls(uri: &crate::WsUri) -> Self {
+        Self::Tls(format!(
+            "{uri}: wss:// needs TLS: enable the `rustls` feature of wsline"
+        ))
+    }
+
     /// The error that reports how a connection ended: its failure if it had one, else the
     /// close status.
     #[must_use]

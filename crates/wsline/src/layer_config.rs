@@ -58,6 +58,23 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Set `TCP_NODELAY` on accepted sockets. Default: `true`.
     pub nodelay: bool,
+    /// TLS (feature `rustls`): every accepted connection runs the TLS handshake with this
+    /// configuration before the WebSocket one, and the server serves `wss://`. Default:
+    /// `None`, plain `ws://`.
+    #[cfg(feature = "rustls")]
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+}
+
+impl ServerConfig {
+    /// The URI scheme clients use: `wss` with TLS, else `ws`.
+    #[cfg(any(feature = "sync", feature = "tokio"))]
+    pub(crate) fn scheme(&self) -> &'static str {
+        #[cfg(feature = "rustls")]
+        if self.tls.is_some() {
+            return "wss";
+        }
+        "ws"
+    }
 }
 
 impl Default for ServerConfig {
@@ -71,6 +88,8 @@ impl Default for ServerConfig {
             backpressure: BackpressurePolicy::default(),
             shutdown_timeout: Duration::from_secs(5),
             nodelay: true,
+            #[cfg(feature = "rustls")]
+            tls: None,
         }
     }
 }
@@ -102,6 +121,10 @@ pub struct ConnectConfig {
     pub send_high_water: usize,
     /// Set `TCP_NODELAY`. Default: `true`.
     pub nodelay: bool,
+    /// TLS settings for `wss://` URIs (feature `rustls`). Default: `None`, which trusts the
+    /// Mozilla root certificates ([`tls::default_client_config`](crate::tls::default_client_config)).
+    #[cfg(feature = "rustls")]
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ConnectConfig {
@@ -113,6 +136,8 @@ impl Default for ConnectConfig {
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             send_high_water: DEFAULT_SEND_HIGH_WATER,
             nodelay: true,
+            #[cfg(feature = "rustls")]
+            tls: None,
         }
     }
 }

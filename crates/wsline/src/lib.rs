@@ -9,6 +9,7 @@
 //! - `sync` (feature `sync`, on by default): an event-loop server with per-message
 //!   callbacks, a thread-per-connection server, and a blocking client.
 //! - `tokio` (feature `tokio`): `WebSocket<S>` over any async stream, a client and a server.
+//! - `tls` (feature `rustls`): `wss://` for the sync and tokio clients.
 //!
 //! The README's quick start shows each layer; its examples are compiled as doc-tests.
 //!
@@ -46,6 +47,8 @@ mod layer_config;
 pub mod proto;
 #[cfg(feature = "sync")]
 pub mod sync;
+#[cfg(feature = "rustls")]
+pub mod tls;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 mod uri;

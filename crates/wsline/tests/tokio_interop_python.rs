@@ -13,10 +13,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_common::{big_client_config, big_server_config, TEST_TIMEOUT};
-use wsline::tokio::{connect_with, serve_with, WebSocket};
+use wsline::tokio::{connect_with, serve_with, MaybeTlsStream, WebSocket};
 use wsline::{CloseCode, Error, Message};
 
 /// Echoes everything; closes with 4002 when asked to.
@@ -134,7 +133,7 @@ async fn tokio_client_talks_to_a_python_server() {
 }
 
 /// Echoes, or closes with 4003 on `/close`.
-async fn echo_or_close(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+async fn echo_or_close(mut ws: WebSocket<MaybeTlsStream>) -> wsline::Result<()> {
     if ws.request().is_some_and(|request| request.path == "/close") {
         return ws.close(CloseCode::from(4003), "server bye").await;
     }

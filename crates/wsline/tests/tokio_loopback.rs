@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_common::{big_client_config, big_server_config, bounded, echo, payload, serve_reporting};
 use wsline::proto::{Failure, HandshakeError, Request, Response, Side};
 use wsline::tokio::{
-    accept, connect, connect_on, connect_with, serve_with, Handler, Server, WebSocket,
+    accept, connect, connect_on, connect_with, serve_with, Handler, MaybeTlsStream, Server,
+    WebSocket,
 };
 use wsline::{BackpressurePolicy, CloseCode, Config, ConnectConfig, Error, Message, ServerConfig};
 
@@ -69,7 +70,7 @@ async fn echoes_text_binary_and_large_messages_on_the_multi_thread_runtime() {
 async fn feed_batches_replies_and_recv_flushes_them() {
     bounded(async {
         let server = start(
-            |mut ws: WebSocket<TcpStream>| async move {
+            |mut ws: WebSocket<MaybeTlsStream>| async move {
                 while let Some(message) = ws.recv().await {
                     ws.feed(message?).await?;
                 }
@@ -113,7 +114,7 @@ async fn recv_is_cancel_safe_in_select_against_a_timer() {
     bounded(async {
         const COUNT: usize = 40;
         let server = start(
-            |mut ws: WebSocket<TcpStream>| async move {
+            |mut ws: WebSocket<MaybeTlsStream>| async move {
                 for i in 0..COUNT {
                     ws.send(payload(256 << 10, i as u8)).await?;
                     if i % 4 == 0 {
@@ -356,7 +357,7 @@ async fn shutdown_drops_handlers_that_ignore_it_after_the_timeout() {
             ..ServerConfig::default()
         };
         let server = start(
-            |ws: WebSocket<TcpStream>| async move {
+            |ws: WebSocket<MaybeTlsStream>| async move {
                 // Holds the connection without ever polling it.
                 let _held = ws;
                 tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -507,7 +508,10 @@ impl Handler for OriginCheck {
         }
     }
 
-    async fn handle(self: std::sync::Arc<Self>, ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+    async fn handle(
+        self: std::sync::Arc<Self>,
+        ws: WebSocket<MaybeTlsStream>,
+    ) -> wsline::Result<()> {
         echo(ws).await
     }
 }
@@ -539,7 +543,7 @@ async fn the_handler_sees_the_request_and_the_negotiated_subprotocol() {
         let mut config = ServerConfig::default();
         config.protocol.subprotocols = vec!["chat".into()];
         let server = start(
-            |mut ws: WebSocket<TcpStream>| async move {
+            |mut ws: WebSocket<MaybeTlsStream>| async move {
                 let path = ws.request().map(|request| request.path.clone());
                 let subprotocol = ws.subprotocol().map(str::to_owned);
                 ws.send(format!("{path:?} {subprotocol:?}")).await?;
@@ -565,7 +569,7 @@ async fn the_handler_sees_the_request_and_the_negotiated_subprotocol() {
 async fn a_peer_close_with_an_error_code_is_reported_once() {
     bounded(async {
         let server = start(
-            |mut ws: WebSocket<TcpStream>| async move {
+            |mut ws: WebSocket<MaybeTlsStream>| async move {
                 ws.close(CloseCode::from(4000), "custom").await
             },
             ServerConfig::default(),
@@ -584,7 +588,7 @@ async fn a_peer_close_with_an_error_code_is_reported_once() {
 }
 
 #[tokio::test]
-async fn connect_reports_refused_rejected_wss_and_open_timeouts() {
+async fn connect_reports_refused_invalid_and_open_timeouts() {
     bounded(async {
         // Refused: a port nobody listens on.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -593,6 +597,9 @@ async fn connect_reports_refused_rejected_wss_and_open_timeouts() {
         let error = connect(&format!("ws://{addr}/")).await.unwrap_err();
         assert!(matches!(error, Error::Io(_)), "{error:?}");
 
+        // Without TLS in the build, wss:// is refused before connecting (tests/tls.rs covers
+        // the build with TLS).
+        #[cfg(not(feature = "rustls"))]
         assert!(matches!(
             connect("wss://127.0.0.1:1/").await,
             Err(Error::Tls(_))
@@ -657,6 +664,34 @@ async fn accept_and_connect_on_work_over_any_stream() {
         assert_eq!(
             ws.recv().await.unwrap().unwrap(),
             Message::text("over a duplex")
+        );
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        server.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+/// The layer wrote to the stream but never flushed it: a buffering stream (TLS, `BufStream`)
+/// kept the last bytes written, and the peer waited for them forever.
+#[tokio::test]
+async fn what_is_written_through_a_buffering_stream_is_flushed() {
+    bounded(async {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            let mut ws = accept(tokio::io::BufStream::new(server_io)).await?;
+            while let Some(message) = ws.recv().await {
+                ws.send(message?).await?;
+            }
+            Ok::<_, Error>(())
+        });
+        let client_io = tokio::io::BufStream::new(client_io);
+        let mut ws = connect_on(client_io, "ws://in-memory/", ConnectConfig::default())
+            .await
+            .unwrap();
+        ws.send("through a buffer").await.unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap(),
+            Message::text("through a buffer")
         );
         ws.close(CloseCode::NORMAL, "").await.unwrap();
         server.await.unwrap().unwrap();

@@ -15,16 +15,18 @@ use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Instant;
 
+use super::transport::Blocking;
 use crate::proto;
 use crate::sync::WebSocket;
 use crate::{ConnectConfig, Error, Result, WsUri};
 
-/// Opens a WebSocket connection to `uri` (`ws://host[:port]/path`) with the default
-/// [`ConnectConfig`].
+/// Opens a WebSocket connection to `uri` (`ws://host[:port]/path`, or `wss://` with the
+/// `rustls` feature) with the default [`ConnectConfig`].
 ///
 /// # Errors
 /// [`Error::Uri`] for an invalid URI, [`Error::Io`] when the TCP connection fails (refused,
-/// unreachable), [`Error::Handshake`] when the server rejects the handshake
+/// unreachable), [`Error::Tls`] when the TLS handshake fails (an untrusted certificate) or
+/// the build has no TLS, [`Error::Handshake`] when the server rejects the handshake
 /// ([`HandshakeError::Rejected`](crate::proto::HandshakeError::Rejected) keeps its status,
 /// headers and body), [`Error::Timeout`] past the open timeout.
 pub fn connect(uri: &str) -> Result<WebSocket> {
@@ -37,21 +39,19 @@ pub fn connect(uri: &str) -> Result<WebSocket> {
 /// As [`connect`].
 pub fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket> {
     let uri: WsUri = uri.parse()?;
-    if uri.is_secure() {
-        return Err(Error::Tls(
-            "wss:// URIs need TLS, which this build does not include".into(),
-        ));
+    if uri.is_secure() && cfg!(not(feature = "rustls")) {
+        return Err(Error::no_tls(&uri));
     }
     let deadline = config
         .protocol
         .open_timeout
         .map(|timeout| Instant::now() + timeout);
     let stream = connect_tcp(&uri, deadline)?;
-    handshake(stream, uri, config, deadline)
+    open(stream, uri, config, deadline)
 }
 
-/// Runs the opening handshake over an already connected stream (a proxy tunnel, a socket
-/// configured by the caller).
+/// Runs the opening handshake over an already connected TCP stream (a proxy tunnel, a
+/// socket configured by the caller); for a `wss://` URI, the TLS handshake first.
 ///
 /// # Errors
 /// As [`connect`], except for TCP connection errors.
@@ -61,7 +61,33 @@ pub fn connect_on(stream: TcpStream, uri: &str, config: ConnectConfig) -> Result
         .protocol
         .open_timeout
         .map(|timeout| Instant::now() + timeout);
-    handshake(stream, uri, config, deadline)
+    open(stream, uri, config, deadline)
+}
+
+/// The TLS handshake if the URI asks for it, then the opening handshake.
+fn open(
+    stream: TcpStream,
+    uri: WsUri,
+    config: ConnectConfig,
+    deadline: Option<Instant>,
+) -> Result<WebSocket> {
+    if !uri.is_secure() {
+        return handshake(stream, uri, config, deadline);
+    }
+    #[cfg(feature = "rustls")]
+    {
+        let (tls, name) = crate::tls::client_session(&uri, &config)?;
+        let session = rustls::ClientConnection::new(tls, name)
+            .map_err(|error| Error::Tls(error.to_string()))?;
+        let mut stream = rustls::StreamOwned::new(session, stream);
+        tls_handshake(&mut stream, deadline)?;
+        handshake(stream, uri, config, deadline)
+    }
+    #[cfg(not(feature = "rustls"))]
+    {
+        drop((stream, config, deadline));
+        Err(Error::no_tls(&uri))
+    }
 }
 
 /// Connects to the first address of the host that answers.
@@ -82,13 +108,35 @@ fn connect_tcp(uri: &WsUri, deadline: Option<Instant>) -> Result<TcpStream> {
     })))
 }
 
+/// Runs the TLS handshake within the open timeout. Whatever ends it early (a certificate
+/// the configuration does not trust, a peer that does not speak TLS and closes) is
+/// [`Error::Tls`].
+#[cfg(feature = "rustls")]
+fn tls_handshake(
+    stream: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    while stream.conn.is_handshaking() {
+        let left = super::remaining(deadline)?;
+        stream.sock.set_read_timeout(left)?;
+        stream.sock.set_write_timeout(left)?;
+        if let Err(error) = stream.conn.complete_io(&mut stream.sock) {
+            return Err(match super::timeout_or(error) {
+                Error::Io(error) => Error::Tls(format!("TLS handshake failed: {error}")),
+                other => other,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn handshake(
-    mut stream: TcpStream,
+    mut stream: impl Blocking,
     uri: WsUri,
     config: ConnectConfig,
     deadline: Option<Instant>,
 ) -> Result<WebSocket> {
-    stream.set_nodelay(config.nodelay)?;
+    stream.socket().set_nodelay(config.nodelay)?;
     let mut conn = proto::Connection::client(uri, config.protocol.clone(), Instant::now());
     let mut request = conn.connect_request();
     config.apply_to(&mut request);

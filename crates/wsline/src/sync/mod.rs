@@ -9,15 +9,17 @@
 
 pub mod client;
 pub mod server;
+mod transport;
 mod websocket;
 
 pub use websocket::WebSocket;
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice};
 
 use bytes::Buf;
-use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
+
+use transport::{Blocking, NonBlocking};
 
 use crate::proto::{self, Event, Failure, Request, Transmit};
 use crate::{Error, Result};
@@ -25,14 +27,14 @@ use crate::{Error, Result};
 /// Slices per vectored write.
 const MAX_IOVECS: usize = 64;
 
-/// Writes what a non-blocking socket takes of the connection's queued bytes (one `send` for
+/// Writes what a non-blocking stream takes of the connection's queued bytes (one `send` for
 /// a single piece, a vectored write for several), then shuts the write half down if the
 /// connection asks and `shut_down` says it has not been yet.
 ///
 /// # Errors
-/// The socket's error; `WriteZero` if it took nothing.
+/// The stream's error; `WriteZero` if it took nothing.
 fn flush_nonblocking(
-    stream: &mut mio::net::TcpStream,
+    stream: &mut impl NonBlocking,
     conn: &mut proto::Connection,
     shut_down: &mut bool,
 ) -> io::Result<()> {
@@ -54,11 +56,14 @@ fn flush_nonblocking(
             Err(error) => return Err(error),
         }
     }
+    match stream.flush_held() {
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+        result => result?,
+    }
     if conn.poll_shutdown() && !*shut_down {
         *shut_down = true;
-        // RFC 6455 §7.1.1: a server closes the TCP connection first. The peer may be gone
-        // already, and then there is nothing left to tell it.
-        let _ = stream.shutdown(Shutdown::Write);
+        // RFC 6455 §7.1.1: a server closes the TCP connection first.
+        stream.shutdown_write();
     }
     Ok(())
 }
@@ -78,7 +83,7 @@ fn remaining(deadline: Option<Instant>) -> Result<Option<Duration>> {
 /// the core queues, reads until it reports the outcome. A server answers the request in
 /// `on_request` (accept or reject, then `send_response`).
 fn open_blocking(
-    stream: &mut TcpStream,
+    stream: &mut impl Blocking,
     mut conn: proto::Connection,
     deadline: Option<Instant>,
     read_buffer_size: usize,
@@ -94,23 +99,24 @@ fn open_blocking(
                 None => break,
             }
         }
-        stream.set_write_timeout(remaining(deadline)?)?;
+        stream.socket().set_write_timeout(remaining(deadline)?)?;
         while let Some(transmit) = conn.poll_transmit() {
             match transmit {
                 Transmit::Bytes(bytes) => stream.write_all(&bytes).map_err(timeout_or)?,
-                Transmit::Shutdown => stream.shutdown(std::net::Shutdown::Write)?,
+                Transmit::Shutdown => stream.socket().shutdown(std::net::Shutdown::Write)?,
             }
         }
+        stream.flush().map_err(timeout_or)?;
         match conn.state() {
             proto::State::Connecting => {}
             proto::State::Closed => return Err(Error::from_closed(conn.close_status().clone())),
             proto::State::Open | proto::State::Closing => {
-                stream.set_read_timeout(None)?;
-                stream.set_write_timeout(None)?;
+                stream.socket().set_read_timeout(None)?;
+                stream.socket().set_write_timeout(None)?;
                 return Ok(conn);
             }
         }
-        stream.set_read_timeout(remaining(deadline)?)?;
+        stream.socket().set_read_timeout(remaining(deadline)?)?;
         match stream.read(&mut buf) {
             Ok(0) => conn.handle_eof(),
             Ok(n) => conn.handle_data(&buf[..n]),
@@ -120,10 +126,14 @@ fn open_blocking(
     }
 }
 
-/// A socket timeout during the handshake is the open timeout.
+/// A socket timeout during the handshake is the open timeout; a TLS failure is
+/// [`Error::Tls`].
 fn timeout_or(error: io::Error) -> Error {
     match error.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(Failure::OpenTimeout),
+        #[cfg(feature = "rustls")]
+        _ => crate::tls::io_error(error),
+        #[cfg(not(feature = "rustls"))]
         _ => Error::Io(error),
     }
 }

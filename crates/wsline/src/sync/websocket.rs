@@ -1,9 +1,9 @@
-//! A blocking WebSocket over a TCP stream, with a driver thread that keeps the protocol
-//! alive while the application is busy.
+//! A blocking WebSocket over a TCP or TLS stream, with a driver thread that keeps the
+//! protocol alive while the application is busy.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::transport::{Blocking, Transport};
 use crate::proto::{self, CloseCode, ConnectionClosed, Event, SendOptions, State};
 use crate::{Error, Message, Result};
 
@@ -31,7 +32,7 @@ const WAKER: Token = Token(1);
 /// State shared by the application thread and the driver thread.
 struct Inner {
     conn: proto::Connection,
-    stream: mio::net::TcpStream,
+    stream: Transport,
     messages: VecDeque<Message>,
     queued_bytes: usize,
     pongs: VecDeque<Bytes>,
@@ -142,8 +143,8 @@ impl Shared {
     }
 }
 
-/// A WebSocket connection for blocking code: the client returned by
-/// [`connect`](crate::sync::client::connect) and the connection a
+/// A WebSocket connection for blocking code (over TCP, or TLS for `wss://`): the client
+/// returned by [`connect`](crate::sync::client::connect) and the connection a
 /// [`serve_blocking`](crate::sync::server::serve_blocking) handler owns.
 ///
 /// A driver thread reads the socket, answers pings, completes the closing handshake and runs
@@ -173,18 +174,20 @@ impl std::fmt::Debug for WebSocket {
 impl WebSocket {
     /// Wraps an open connection: `stream` carried the handshake that `conn` completed.
     pub(crate) fn start(
-        stream: TcpStream,
+        stream: impl Blocking,
         conn: proto::Connection,
         send_high_water: usize,
     ) -> Result<Self> {
-        let peer_addr = stream.peer_addr().ok();
+        let peer_addr = stream.socket().peer_addr().ok();
         let subprotocol = conn.subprotocol().map(str::to_owned);
         let close_timeout = conn.config().close_timeout;
-        stream.set_nonblocking(true)?;
-        let mut stream = mio::net::TcpStream::from_std(stream);
+        let mut stream = stream.into_transport()?;
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
+        poll.registry().register(
+            stream.socket_mut(),
+            SOCKET,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let mut inner = Inner {
             conn,
@@ -619,7 +622,7 @@ fn drive(shared: &Shared, mut poll: Poll) {
     // One last chance for queued bytes (a close frame), then the connection is over; the
     // socket may already be closed by the peer, so errors are moot.
     let _ = inner.flush();
-    let _ = inner.stream.shutdown(Shutdown::Both);
+    inner.stream.shutdown();
 }
 
 /// Reads until the socket would block, the connection ends, or the message queue is full.

@@ -4,11 +4,13 @@ use ::tokio::io::{AsyncRead, AsyncWrite};
 use ::tokio::net::TcpStream;
 use ::tokio::time::Instant;
 
+use super::stream::MaybeTlsStream;
 use super::websocket::{Limits, WebSocket};
 use crate::proto::{Connection, Failure};
 use crate::{ConnectConfig, Error, Result, WsUri};
 
-/// Connects to a `ws://` URI with the default [`ConnectConfig`].
+/// Connects to a `ws://` URI (or `wss://` with the `rustls` feature) with the default
+/// [`ConnectConfig`].
 ///
 /// ```no_run
 /// # #[tokio::main]
@@ -24,30 +26,33 @@ use crate::{ConnectConfig, Error, Result, WsUri};
 ///
 /// # Errors
 /// As [`connect_with`].
-pub async fn connect(uri: &str) -> Result<WebSocket<TcpStream>> {
+pub async fn connect(uri: &str) -> Result<WebSocket<MaybeTlsStream>> {
     connect_with(uri, ConnectConfig::default()).await
 }
 
-/// Connects to a `ws://` URI: opens a TCP connection and runs the opening handshake, both
-/// within the configuration's `open_timeout`.
+/// Connects to a `ws://` or `wss://` URI: opens a TCP connection, runs the TLS handshake
+/// for `wss://`, then the opening handshake, all within the configuration's
+/// `open_timeout`.
 ///
 /// # Errors
-/// [`Error::Uri`] for a URI that is not `ws://…`, [`Error::Tls`] for `wss://` (TLS is not
-/// supported yet; bring your own TLS stream to [`connect_on`]), [`Error::Io`] when the TCP
-/// connection fails (refused, unreachable), [`Error::Handshake`] when the server rejects
-/// the handshake (the response is kept whole) or answers wrongly, [`Error::Timeout`] past
-/// the open timeout.
-pub async fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket<TcpStream>> {
+/// [`Error::Uri`] for a URI that is not `ws://…` or `wss://…`, [`Error::Io`] when the TCP
+/// connection fails (refused, unreachable), [`Error::Tls`] when the TLS handshake fails
+/// (an untrusted certificate) or the build has no TLS (feature `rustls`),
+/// [`Error::Handshake`] when the server rejects the handshake (the response is kept whole)
+/// or answers wrongly, [`Error::Timeout`] past the open timeout.
+pub async fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket<MaybeTlsStream>> {
     let uri: WsUri = uri.parse()?;
-    if uri.is_secure() {
-        return Err(Error::Tls(format!(
-            "{uri}: wss:// needs TLS, which wsline::tokio does not provide yet; \
-             pass a TLS stream to connect_on"
-        )));
+    if uri.is_secure() && cfg!(not(feature = "rustls")) {
+        return Err(Error::no_tls(&uri));
     }
     let open = async {
-        let stream = TcpStream::connect((uri.host(), uri.port())).await?;
-        stream.set_nodelay(config.nodelay)?;
+        let tcp = TcpStream::connect((uri.host(), uri.port())).await?;
+        tcp.set_nodelay(config.nodelay)?;
+        let stream = if uri.is_secure() {
+            secure(tcp, &uri, &config).await?
+        } else {
+            MaybeTlsStream::Tcp(tcp)
+        };
         handshake(stream, uri, &config).await
     };
     match config.protocol.open_timeout {
@@ -56,6 +61,22 @@ pub async fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket<
             .unwrap_or(Err(Error::Timeout(Failure::OpenTimeout))),
         None => open.await,
     }
+}
+
+/// The TLS handshake of a `wss://` connection.
+#[cfg(feature = "rustls")]
+async fn secure(tcp: TcpStream, uri: &WsUri, config: &ConnectConfig) -> Result<MaybeTlsStream> {
+    let (tls, name) = crate::tls::client_session(uri, config)?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(crate::tls::handshake_error)?;
+    Ok(MaybeTlsStream::Tls(Box::new(stream.into())))
+}
+
+#[cfg(not(feature = "rustls"))]
+async fn secure(_: TcpStream, uri: &WsUri, _: &ConnectConfig) -> Result<MaybeTlsStream> {
+    Err(Error::no_tls(uri))
 }
 
 /// Runs the opening handshake for `uri` over a stream the caller opened: a TCP stream with

@@ -5,10 +5,9 @@
 //! # Server
 //!
 //! ```no_run
-//! use tokio::net::TcpStream;
-//! use wsline::tokio::{serve, WebSocket};
+//! use wsline::tokio::{serve, MaybeTlsStream, WebSocket};
 //!
-//! async fn echo(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+//! async fn echo(mut ws: WebSocket<MaybeTlsStream>) -> wsline::Result<()> {
 //!     while let Some(message) = ws.recv().await {
 //!         ws.send(message?).await?; // text stays text, binary stays binary
 //!     }
@@ -84,6 +83,7 @@ mod client;
 mod server;
 mod signal;
 mod split;
+mod stream;
 mod websocket;
 
 pub use client::{connect, connect_on, connect_with};
@@ -92,4 +92,5 @@ pub use server::{
     ServerHandle,
 };
 pub use split::{ReadHalf, ReuniteError, Sender, WriteHalf};
+pub use stream::MaybeTlsStream;
 pub use websocket::{WebSocket, DEFAULT_MAX_UNREAD_BYTES, DEFAULT_MAX_UNREAD_MESSAGES};

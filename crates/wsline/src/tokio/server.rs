@@ -14,6 +14,7 @@ use ::tokio::task::{JoinError, JoinSet};
 use ::tokio::time::Instant;
 
 use super::signal::{Listener, Signal};
+use super::stream::MaybeTlsStream;
 use super::websocket::{Limits, WebSocket};
 use crate::proto::{Config, Connection, Request, Response};
 use crate::{Error, Result, ServerConfig};
@@ -24,8 +25,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// What a server does with each connection.
 ///
-/// An `async fn(WebSocket<TcpStream>) -> wsline::Result<()>` (or a closure returning such a
-/// future) is a handler: it owns the connection, in a task of its own, and runs inline with
+/// An `async fn(WebSocket<MaybeTlsStream>) -> wsline::Result<()>` (or a closure returning
+/// such a future) is a handler: it owns the connection, in a task of its own, and runs inline with
 /// its I/O — no channel between the socket and the handler. Implement the trait on a struct
 /// to share state between connections (a chat room) or to inspect the handshake.
 ///
@@ -42,18 +43,18 @@ pub trait Handler: Send + Sync + 'static {
     /// Serves one open connection until it is done with it.
     fn handle(
         self: Arc<Self>,
-        ws: WebSocket<TcpStream>,
+        ws: WebSocket<MaybeTlsStream>,
     ) -> impl Future<Output = Result<()>> + Send + 'static;
 }
 
 impl<F, Fut> Handler for F
 where
-    F: Fn(WebSocket<TcpStream>) -> Fut + Send + Sync + 'static,
+    F: Fn(WebSocket<MaybeTlsStream>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
     fn handle(
         self: Arc<Self>,
-        ws: WebSocket<TcpStream>,
+        ws: WebSocket<MaybeTlsStream>,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
         (*self)(ws)
     }
@@ -163,15 +164,16 @@ struct Settings {
     nodelay: bool,
     max_connections: usize,
     shutdown_timeout: Duration,
+    #[cfg(feature = "rustls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A running server: its accept loop runs in a task from [`serve`] on.
 ///
 /// ```no_run
-/// use tokio::net::TcpStream;
-/// use wsline::tokio::{serve, WebSocket};
+/// use wsline::tokio::{serve, MaybeTlsStream, WebSocket};
 ///
-/// async fn echo(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+/// async fn echo(mut ws: WebSocket<MaybeTlsStream>) -> wsline::Result<()> {
 ///     while let Some(message) = ws.recv().await {
 ///         ws.send(message?).await?;
 ///     }
@@ -338,6 +340,7 @@ pub fn serve_on<H: Handler>(
     config: ServerConfig,
 ) -> Result<Server> {
     let local_addr = listener.local_addr()?;
+    let scheme = config.scheme();
     let (finished_tx, finished) = watch::channel(false);
     let shared = Arc::new(ServerShared {
         shutdown: Arc::new(Signal::default()),
@@ -349,9 +352,11 @@ pub fn serve_on<H: Handler>(
         nodelay: config.nodelay,
         max_connections: config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
         shutdown_timeout: config.shutdown_timeout,
+        #[cfg(feature = "rustls")]
+        tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
         protocol: Arc::new(config.protocol),
     });
-    tracing::info!("Listening on ws://{local_addr}");
+    tracing::info!("Listening on {}://{local_addr}", scheme);
     ::tokio::spawn(accept_loop(
         listener,
         Arc::new(handler),
@@ -451,7 +456,29 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// One connection's task: the handshake, then the handler.
+/// The TLS handshake, within the open timeout, when the server has TLS.
+#[cfg(feature = "rustls")]
+async fn secure(stream: TcpStream, settings: &Settings) -> Result<MaybeTlsStream> {
+    let Some(acceptor) = &settings.tls else {
+        return Ok(MaybeTlsStream::Tcp(stream));
+    };
+    let accept = acceptor.accept(stream);
+    let accepted = match settings.protocol.open_timeout {
+        Some(timeout) => ::tokio::time::timeout(timeout, accept)
+            .await
+            .map_err(|_| Error::Timeout(crate::proto::Failure::OpenTimeout))?,
+        None => accept.await,
+    };
+    let stream = accepted.map_err(crate::tls::handshake_error)?;
+    Ok(MaybeTlsStream::Tls(Box::new(stream.into())))
+}
+
+#[cfg(not(feature = "rustls"))]
+async fn secure(stream: TcpStream, _: &Settings) -> Result<MaybeTlsStream> {
+    Ok(MaybeTlsStream::Tcp(stream))
+}
+
+/// One connection's task: the TLS and opening handshakes, then the handler.
 async fn connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
@@ -467,6 +494,13 @@ async fn connection<H: Handler>(
             tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
         }
     }
+    let stream = match secure(stream, &settings).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+    };
     let conn = Connection::server(Arc::clone(&settings.protocol), Instant::now().into_std());
     let mut ws = WebSocket::new(stream, conn, settings.limits);
     ws.set_going_away(Listener::new(Arc::clone(&shared.shutdown)));

@@ -210,6 +210,9 @@ pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     /// When the grace for handling them runs out.
     acknowledge_deadline: Option<std::time::Instant>,
     read_closed: bool,
+    /// Whether bytes were written since the stream was last flushed: a TLS stream (or any
+    /// buffering one) may still hold them.
+    unflushed: bool,
     shutdown_queued: bool,
     write_closed: bool,
     io_error: Option<io::Error>,
@@ -247,6 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             unacknowledged: false,
             acknowledge_deadline: None,
             read_closed: false,
+            unflushed: false,
             shutdown_queued: false,
             write_closed: false,
             io_error: None,
@@ -576,7 +580,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.acknowledge();
         }
         loop {
-            if self.conn.pending_send() == 0 && !self.shutdown_queued {
+            if self.conn.pending_send() == 0 && !self.shutdown_queued && !self.unflushed {
                 return Poll::Ready(Ok(()));
             }
             match self.poll_step(cx, ReadPolicy::Bounded) {
@@ -799,6 +803,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return progress;
             }
             if self.conn.pending_send() == 0 {
+                if self.unflushed {
+                    match Pin::new(&mut self.io).poll_flush(cx) {
+                        Poll::Pending => return progress,
+                        Poll::Ready(Ok(())) => self.unflushed = false,
+                        Poll::Ready(Err(error)) => {
+                            self.fail_io(error);
+                            return true;
+                        }
+                    }
+                }
                 if self.conn.poll_shutdown() {
                     self.shutdown_queued = true;
                 }
@@ -832,6 +846,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 Poll::Ready(Ok(n)) => {
                     self.conn.send_buffer().advance(n);
+                    self.unflushed = true;
                     progress = true;
                 }
                 Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -969,7 +984,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Drop for WebSocket<S> {
             // Open was just checked and both codes may be sent.
             let _ = self.conn.send_close(code, "");
         }
-        if self.conn.pending_send() > 0 && !self.write_closed {
+        if (self.conn.pending_send() > 0 || self.unflushed) && !self.write_closed {
             // Writes what the stream takes now; nothing will poll this connection again.
             let mut cx = Context::from_waker(Waker::noop());
             self.poll_write(&mut cx);

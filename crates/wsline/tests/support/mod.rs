@@ -85,7 +85,12 @@ pub fn client_config() -> ConnectConfig {
 /// A normal client gets its text and binary messages echoed and closes cleanly: the server
 /// at `addr` is serving.
 pub fn assert_echo(addr: SocketAddr) {
-    let ws = connect_with(&url(addr), client_config()).expect("a normal client connects");
+    assert_served(&url(addr), &client_config());
+}
+
+/// [`assert_echo`] for any URL and client settings (`wss://`).
+pub fn assert_served(url: &str, config: &ConnectConfig) {
+    let ws = connect_with(url, config.clone()).expect("a normal client connects");
     ws.send_text("still here?").expect("send text");
     let reply = ws
         .recv_timeout(DEADLINE)

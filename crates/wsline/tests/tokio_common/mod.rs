@@ -4,9 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use wsline::tokio::{serve_with, Server, WebSocket};
+use wsline::tokio::{serve_with, MaybeTlsStream, Server, WebSocket};
 use wsline::{ConnectConfig, ServerConfig};
 
 /// Every test finishes well within this.
@@ -20,7 +19,7 @@ pub async fn bounded<T>(body: impl Future<Output = T>) -> T {
 }
 
 /// Echoes every message back.
-pub async fn echo(mut ws: WebSocket<TcpStream>) -> wsline::Result<()> {
+pub async fn echo(mut ws: WebSocket<MaybeTlsStream>) -> wsline::Result<()> {
     while let Some(message) = ws.recv().await {
         ws.send(message?).await?;
     }
@@ -56,11 +55,11 @@ pub async fn serve_reporting<T, F, Fut>(
 ) -> (Server, mpsc::UnboundedReceiver<T>)
 where
     T: Send + 'static,
-    F: Fn(WebSocket<TcpStream>) -> Fut + Send + Sync + 'static,
+    F: Fn(WebSocket<MaybeTlsStream>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = T> + Send + 'static,
 {
     let (report, reports) = mpsc::unbounded_channel();
-    let handler = move |ws: WebSocket<TcpStream>| {
+    let handler = move |ws: WebSocket<MaybeTlsStream>| {
         let report = report.clone();
         let outcome = body(ws);
         async move {

@@ -9,6 +9,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::{Server, ServerShared};
 use crate::proto::{self, CloseCode};
+use crate::sync::transport::Blocking;
 use crate::sync::websocket::Closer;
 use crate::sync::WebSocket;
 use crate::{Result, ServerConfig};
@@ -115,11 +116,12 @@ where
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(waker);
     let accept_shared = Arc::clone(&shared);
     let handler = Arc::new(handler);
+    let scheme = config.scheme();
     let config = Arc::new(config);
     let thread = std::thread::Builder::new()
         .name("wsline-accept".into())
         .spawn(move || accept_loop(&listener, poll, &accept_shared, &handler, &config))?;
-    tracing::info!("Listening on ws://{local_addr}");
+    tracing::info!("Listening on {scheme}://{local_addr}");
     Ok(Server {
         shared,
         threads: vec![thread],
@@ -186,38 +188,58 @@ fn serve_connection<F>(
     F: Fn(&WebSocket) -> Result<()>,
 {
     let result = (|| -> Result<()> {
-        let mut stream = std::net::TcpStream::from(stream);
+        let stream = std::net::TcpStream::from(stream);
         stream.set_nonblocking(false)?;
         stream.set_nodelay(config.nodelay)?;
-        let now = Instant::now();
-        let deadline = config.protocol.open_timeout.map(|timeout| now + timeout);
-        let conn = proto::Connection::server(config.protocol.clone(), now);
-        let conn = crate::sync::open_blocking(
-            &mut stream,
-            conn,
-            deadline,
-            config.read_buffer_size,
-            |conn, request| {
-                let response = conn.accept(&request);
-                // The core is waiting for exactly this response.
-                let _ = conn.send_response(response);
-            },
-        )?;
-        let ws = WebSocket::start(stream, conn, config.send_high_water)?;
-        shared.blocking.insert(ws.closer());
-        if shared.shutting_down.load(Ordering::Acquire) {
-            ws.close(CloseCode::GOING_AWAY, "server shutting down")?;
+        #[cfg(feature = "rustls")]
+        if let Some(tls) = &config.tls {
+            let session = rustls::ServerConnection::new(Arc::clone(tls))
+                .map_err(|error| crate::Error::Tls(error.to_string()))?;
+            let ws = open(rustls::StreamOwned::new(session, stream), config)?;
+            return run_handler(&ws, shared, handler);
         }
-        match handler(&ws) {
-            Ok(()) => ws.close(CloseCode::NORMAL, ""),
-            Err(error) if error.is_closed() => Ok(()),
-            Err(error) => {
-                tracing::warn!(%error, "handler failed; closing the connection with 1011");
-                ws.close(CloseCode::INTERNAL_ERROR, "")
-            }
-        }
+        let ws = open(stream, config)?;
+        run_handler(&ws, shared, handler)
     })();
     if let Err(error) = result {
         tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Runs the server's opening handshake on an accepted stream.
+fn open(mut stream: impl Blocking, config: &ServerConfig) -> Result<WebSocket> {
+    let now = Instant::now();
+    let deadline = config.protocol.open_timeout.map(|timeout| now + timeout);
+    let conn = proto::Connection::server(config.protocol.clone(), now);
+    let conn = crate::sync::open_blocking(
+        &mut stream,
+        conn,
+        deadline,
+        config.read_buffer_size,
+        |conn, request| {
+            let response = conn.accept(&request);
+            // The core is waiting for exactly this response.
+            let _ = conn.send_response(response);
+        },
+    )?;
+    WebSocket::start(stream, conn, config.send_high_water)
+}
+
+/// Runs the handler on an open connection, then closes it.
+fn run_handler<F>(ws: &WebSocket, shared: &ServerShared, handler: &F) -> Result<()>
+where
+    F: Fn(&WebSocket) -> Result<()>,
+{
+    shared.blocking.insert(ws.closer());
+    if shared.shutting_down.load(Ordering::Acquire) {
+        ws.close(CloseCode::GOING_AWAY, "server shutting down")?;
+    }
+    match handler(ws) {
+        Ok(()) => ws.close(CloseCode::NORMAL, ""),
+        Err(error) if error.is_closed() => Ok(()),
+        Err(error) => {
+            tracing::warn!(%error, "handler failed; closing the connection with 1011");
+            ws.close(CloseCode::INTERNAL_ERROR, "")
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use slab::Slab;
 
 use super::{Command, Connection, ConnectionId, Handler, ServerShared, WorkerQueue};
 use crate::proto::{self, CloseCode, Config, Event, Request, State};
+use crate::sync::transport::{NonBlocking, Transport};
 use crate::{Error, ServerConfig};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -34,7 +35,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One connection of this loop.
 struct Conn<S> {
-    stream: TcpStream,
+    stream: Transport,
     core: proto::Connection,
     state: S,
     generation: u32,
@@ -292,6 +293,13 @@ impl<H: Handler> Running<'_, H> {
             tracing::warn!(%error, "cannot register a connection");
             return;
         }
+        let stream = match Transport::accepted(stream, self.config) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a TLS session");
+                return;
+            }
+        };
         self.next_generation = self.next_generation.wrapping_add(1);
         entry.insert(Conn {
             stream,
@@ -481,7 +489,7 @@ impl<H: Handler> Running<'_, H> {
                 .config()
                 .close_timeout
                 .and_then(|timeout| closed_at.checked_add(timeout));
-            if conn.core.send_buffer().is_empty()
+            if (conn.core.send_buffer().is_empty() && !conn.stream.holds_output())
                 || conn.broken
                 || linger_end.is_some_and(|end| end <= now)
             {
@@ -579,10 +587,10 @@ impl<H: Handler> Running<'_, H> {
         let mut conn = self.conns.remove(key);
         if !conn.shut_down {
             // The peer may be gone already; the socket is closed on drop either way.
-            let _ = conn.stream.shutdown(Shutdown::Both);
+            conn.stream.shutdown();
         }
         // Deregistering fails only if the socket is already gone.
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = self.poll.registry().deregister(conn.stream.socket_mut());
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(peer_addr = ?conn.peer_addr, "connection removed");
         self.resume_accepting(now);

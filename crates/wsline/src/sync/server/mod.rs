@@ -529,7 +529,7 @@ pub fn serve_on<H: Handler>(
             .spawn(move || event_loop.run(&*handler, &config, &shared))?;
         threads.push(thread);
     }
-    tracing::info!("Listening on ws://{local_addr}");
+    tracing::info!("Listening on {}://{local_addr}", config.scheme());
     Ok(Server {
         shared,
         threads,

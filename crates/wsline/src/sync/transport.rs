@@ -1,0 +1,266 @@
+//! The byte streams under the sync layer: plain TCP, or TLS over TCP (feature `rustls`),
+//! blocking during the opening handshake and non-blocking after it.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream};
+
+/// A stream the sync layer writes to without blocking.
+pub(crate) trait NonBlocking: Read + Write {
+    /// Writes out what the stream itself still holds (TLS records), as far as the socket
+    /// takes it: `WouldBlock` while some is left.
+    fn flush_held(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Whether the stream itself still holds output (TLS records) that the socket has not
+    /// taken.
+    fn holds_output(&self) -> bool {
+        false
+    }
+
+    /// Ends the sending direction (after a TLS `close_notify`).
+    fn shutdown_write(&mut self);
+}
+
+impl NonBlocking for mio::net::TcpStream {
+    fn shutdown_write(&mut self) {
+        // The peer may be gone already, and then there is nothing left to tell it.
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+/// A connected stream in blocking mode, for the opening handshake.
+pub(crate) trait Blocking: Read + Write {
+    /// The TCP socket under it (for timeouts and options).
+    fn socket(&self) -> &TcpStream;
+
+    /// The same stream, non-blocking, for the connection's driver.
+    fn into_transport(self) -> io::Result<Transport>;
+}
+
+impl Blocking for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+
+    fn into_transport(self) -> io::Result<Transport> {
+        self.set_nonblocking(true)?;
+        Ok(Transport::Tcp(mio::net::TcpStream::from_std(self)))
+    }
+}
+
+/// An open connection's stream, non-blocking.
+pub(crate) enum Transport {
+    /// Plain TCP (`ws://`).
+    Tcp(mio::net::TcpStream),
+    /// TLS over TCP (`wss://`).
+    #[cfg(feature = "rustls")]
+    Tls(Box<tls::Stream>),
+}
+
+impl Transport {
+    /// An accepted socket, wrapped in a TLS server session when `config` has TLS.
+    pub(crate) fn accepted(
+        stream: mio::net::TcpStream,
+        config: &crate::ServerConfig,
+    ) -> io::Result<Self> {
+        #[cfg(feature = "rustls")]
+        if let Some(tls) = &config.tls {
+            let session = rustls::ServerConnection::new(std::sync::Arc::clone(tls))
+                .map_err(io::Error::other)?;
+            return Ok(Self::Tls(Box::new(tls::Stream::server(session, stream))));
+        }
+        let _ = config;
+        Ok(Self::Tcp(stream))
+    }
+
+    /// The TCP socket, to register with a poll.
+    pub(crate) fn socket_mut(&mut self) -> &mut mio::net::TcpStream {
+        match self {
+            Self::Tcp(stream) => stream,
+            #[cfg(feature = "rustls")]
+            Self::Tls(stream) => &mut stream.sock,
+        }
+    }
+
+    /// Closes the socket in both directions.
+    pub(crate) fn shutdown(&mut self) {
+        // The peer may have closed it already: nothing to report.
+        let _ = self.socket_mut().shutdown(Shutdown::Both);
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(stream) => stream.read(buf),
+            #[cfg(feature = "rustls")]
+            Self::Tls(stream) => tls::read(stream, buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(stream) => stream.write_vectored(bufs),
+            #[cfg(feature = "rustls")]
+            Self::Tls(stream) => tls::write_vectored(stream, bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_held()
+    }
+}
+
+impl NonBlocking for Transport {
+    fn flush_held(&mut self) -> io::Result<()> {
+        match self {
+            Self::Tcp(_) => Ok(()),
+            #[cfg(feature = "rustls")]
+            Self::Tls(stream) => tls::flush_records(stream),
+        }
+    }
+
+    fn holds_output(&self) -> bool {
+        match self {
+            Self::Tcp(_) => false,
+            #[cfg(feature = "rustls")]
+            Self::Tls(stream) => stream.session.wants_write(),
+        }
+    }
+
+    fn shutdown_write(&mut self) {
+        match self {
+            Self::Tcp(stream) => stream.shutdown_write(),
+            #[cfg(feature = "rustls")]
+            Self::Tls(stream) => {
+                tls::close_notify(stream);
+                let _ = stream.sock.shutdown(Shutdown::Write);
+            }
+        }
+    }
+}
+
+/// rustls driven by hand over a non-blocking socket: `rustls::Stream` assumes that a
+/// `WouldBlock` from the socket can be retried by calling it again, which would let pending
+/// records block reading, so reads and writes here move records explicitly.
+#[cfg(feature = "rustls")]
+pub(crate) mod tls {
+    use std::io::{self, IoSlice, Read, Write};
+    use std::net::TcpStream;
+    use std::ops::DerefMut;
+
+    use rustls::{Connection, ConnectionCommon, SideData, StreamOwned};
+
+    use super::{Blocking, Transport};
+
+    /// A TLS session, client or server, with its socket.
+    pub(crate) struct Stream {
+        pub(super) session: Connection,
+        pub(super) sock: mio::net::TcpStream,
+    }
+
+    impl Stream {
+        /// A server session on an accepted socket; the TLS handshake happens as it is read
+        /// and written.
+        pub(crate) fn server(session: rustls::ServerConnection, sock: mio::net::TcpStream) -> Self {
+            Self {
+                session: session.into(),
+                sock,
+            }
+        }
+    }
+
+    impl<C, D> Blocking for StreamOwned<C, TcpStream>
+    where
+        C: DerefMut<Target = ConnectionCommon<D>> + Into<Connection>,
+        D: SideData,
+    {
+        fn socket(&self) -> &TcpStream {
+            &self.sock
+        }
+
+        fn into_transport(self) -> io::Result<Transport> {
+            let StreamOwned { conn, sock } = self;
+            sock.set_nonblocking(true)?;
+            let sock = mio::net::TcpStream::from_std(sock);
+            Ok(Transport::Tls(Box::new(Stream {
+                session: conn.into(),
+                sock,
+            })))
+        }
+    }
+
+    /// Reads decrypted bytes: those rustls holds, then records from the socket, until `buf`
+    /// is full or the socket would block. So, as with plain TCP, a read shorter than `buf`
+    /// means the socket is drained. `Ok(0)` at the end of the stream, with or without the
+    /// peer's `close_notify` (the WebSocket closing handshake, not TLS, says whether the
+    /// connection ended cleanly).
+    pub(super) fn read(stream: &mut Stream, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
+        loop {
+            match stream.session.reader().read(&mut buf[filled..]) {
+                Ok(0) => return Ok(filled),
+                Ok(n) => {
+                    filled += n;
+                    if filled == buf.len() {
+                        return Ok(filled);
+                    }
+                    continue;
+                }
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+            match stream.session.read_tls(&mut stream.sock) {
+                // The reader reports the end of the stream next time round.
+                Ok(_) => {}
+                Err(error) if filled > 0 && error.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(filled);
+                }
+                Err(error) => return Err(error),
+            }
+            let processed = stream.session.process_new_packets();
+            // Handshake messages and alerts that processing queued (also for a failure).
+            match flush_records(stream) {
+                Err(error) if error.kind() != io::ErrorKind::WouldBlock => return Err(error),
+                _ => {}
+            }
+            processed.map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+        }
+    }
+
+    /// Encrypts what fits in rustls' bounded buffer once earlier records are out, then
+    /// writes records as far as the socket takes them.
+    pub(super) fn write_vectored(stream: &mut Stream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        flush_records(stream)?;
+        let written = stream.session.writer().write_vectored(bufs)?;
+        match flush_records(stream) {
+            Err(error) if error.kind() != io::ErrorKind::WouldBlock => Err(error),
+            _ => Ok(written),
+        }
+    }
+
+    /// Writes the records rustls holds; `WouldBlock` while some are left.
+    pub(super) fn flush_records(stream: &mut Stream) -> io::Result<()> {
+        while stream.session.wants_write() {
+            if stream.session.write_tls(&mut stream.sock)? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `close_notify` and what the socket takes of it.
+    pub(super) fn close_notify(stream: &mut Stream) {
+        stream.session.send_close_notify();
+        // Best effort: a peer that stopped reading does not get the alert.
+        let _ = flush_records(stream);
+    }
+}

@@ -1,0 +1,298 @@
+//! `wss://` (feature `rustls`): every client against every server over TLS, with a
+//! certificate made for the test; and the TLS failures a user must be able to tell apart
+//! (untrusted certificate, wrong host name, a client that does not speak TLS).
+
+mod support;
+mod tokio_common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use wsline::proto::ConnectionClosed;
+use wsline::sync::server::{serve_blocking_on, serve_on, Connection, Handler, Server};
+use wsline::tls::rustls;
+use wsline::{CloseCode, ConnectConfig, Error, Message, ServerConfig};
+
+use support::{client_config, server_config, DEADLINE};
+use tokio_common::{bounded, payload};
+
+/// A self-signed certificate for `localhost` (only: `127.0.0.1` is not one of its names).
+struct Identity {
+    cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+}
+
+impl Identity {
+    fn new() -> Self {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("generate a certificate");
+        Self {
+            cert: certified.cert.der().clone(),
+            key: PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()),
+        }
+    }
+
+    fn server(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![self.cert.clone()],
+                PrivateKeyDer::Pkcs8(self.key.clone_key()),
+            )
+            .expect("a valid certificate and key");
+        Arc::new(config)
+    }
+
+    /// A client configuration that trusts this certificate.
+    fn client(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.clone()).expect("add the root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+}
+
+fn tls_server_config(identity: &Identity) -> ServerConfig {
+    let mut config = server_config();
+    config.protocol.max_message_size = Some(16 << 20);
+    config.tls = Some(identity.server());
+    config
+}
+
+fn tls_client_config(identity: &Identity) -> ConnectConfig {
+    let mut config = client_config();
+    config.protocol.max_message_size = Some(16 << 20);
+    config.tls = Some(identity.client());
+    config
+}
+
+fn wss(addr: SocketAddr) -> String {
+    format!("wss://localhost:{}/", addr.port())
+}
+
+/// Messages that cross TLS records and socket buffers: small, empty, several MiB (more than
+/// rustls buffers and the socket takes at once), compressible (permessage-deflate inside
+/// TLS).
+fn messages() -> Vec<Message> {
+    vec![
+        Message::text("héllo over TLS"),
+        Message::binary(Vec::new()),
+        Message::binary(payload(8 << 20, 7)),
+        Message::text("compressible ".repeat(100_000)),
+    ]
+}
+
+/// An event-loop echo server that reports how each connection closed.
+struct Echo(mpsc::Sender<ConnectionClosed>);
+
+impl Handler for Echo {
+    type State = ();
+
+    fn on_message(&self, conn: &mut Connection<'_, ()>, message: Message) -> wsline::Result<()> {
+        conn.send(message)
+    }
+
+    fn on_close(&self, _: &mut Connection<'_, ()>, closed: &ConnectionClosed) {
+        // The test may be over already.
+        let _ = self.0.send(closed.clone());
+    }
+}
+
+fn start_event_loop(identity: &Identity) -> (Server, mpsc::Receiver<ConnectionClosed>) {
+    let (report, reports) = mpsc::channel();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let server = serve_on(Echo(report), listener, tls_server_config(identity)).expect("serve");
+    (server, reports)
+}
+
+fn sync_exchange(addr: SocketAddr, identity: &Identity) {
+    let ws = wsline::sync::client::connect_with(&wss(addr), tls_client_config(identity))
+        .expect("a wss:// connection");
+    for message in messages() {
+        ws.send(message.clone()).expect("send");
+        let echoed = ws.recv_timeout(DEADLINE).expect("recv").expect("in time");
+        assert_eq!(echoed, message);
+    }
+    // Pipelined: many small messages before reading any reply.
+    for i in 0..500 {
+        ws.send_text(&format!("message {i}")).expect("send");
+    }
+    for i in 0..500 {
+        let echoed = ws.recv_timeout(DEADLINE).expect("recv").expect("in time");
+        assert_eq!(echoed, Message::text(format!("message {i}")));
+    }
+    assert!(ws.ping().expect("a pong") < DEADLINE);
+    ws.close(CloseCode::from(4000), "bye").expect("close");
+    let closed = ws.close_status().expect("closed");
+    assert!(closed.clean, "{closed}");
+}
+
+#[test]
+fn sync_client_and_event_loop_server() {
+    let identity = Identity::new();
+    let (server, reports) = start_event_loop(&identity);
+    sync_exchange(server.local_addr(), &identity);
+    let closed = reports.recv_timeout(DEADLINE).expect("on_close");
+    assert_eq!(closed.code(), CloseCode::from(4000));
+    assert_eq!(closed.reason(), "bye");
+}
+
+#[test]
+fn sync_client_and_blocking_server() {
+    let identity = Identity::new();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let server = serve_blocking_on(
+        |ws: &wsline::sync::WebSocket| {
+            for message in ws {
+                ws.send(message?)?;
+            }
+            Ok(())
+        },
+        listener,
+        tls_server_config(&identity),
+    )
+    .expect("serve");
+    sync_exchange(server.local_addr(), &identity);
+}
+
+#[test]
+fn tokio_client_and_tokio_server() {
+    let identity = Identity::new();
+    tokio_runtime().block_on(bounded(async {
+        let server = wsline::tokio::serve_with(
+            tokio_common::echo,
+            "127.0.0.1:0",
+            tls_server_config(&identity),
+        )
+        .await
+        .expect("serve");
+        tokio_exchange(server.local_addr(), &identity).await;
+        server.shutdown().await.expect("shutdown");
+    }));
+}
+
+#[test]
+fn tokio_client_and_event_loop_server() {
+    let identity = Identity::new();
+    let (server, reports) = start_event_loop(&identity);
+    tokio_runtime().block_on(bounded(tokio_exchange(server.local_addr(), &identity)));
+    let closed = reports.recv_timeout(DEADLINE).expect("on_close");
+    assert_eq!(closed.code(), CloseCode::from(4001));
+}
+
+#[test]
+fn sync_client_and_tokio_server() {
+    let identity = Identity::new();
+    let runtime = tokio_runtime();
+    let server = runtime
+        .block_on(wsline::tokio::serve_with(
+            tokio_common::echo,
+            "127.0.0.1:0",
+            tls_server_config(&identity),
+        ))
+        .expect("serve");
+    let addr = server.local_addr();
+    // The runtime's worker threads serve while this thread blocks.
+    std::thread::scope(|scope| {
+        scope.spawn(|| sync_exchange(addr, &identity));
+    });
+    runtime.block_on(server.shutdown()).expect("shutdown");
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+async fn tokio_exchange(addr: SocketAddr, identity: &Identity) {
+    let mut ws = wsline::tokio::connect_with(&wss(addr), tls_client_config(identity))
+        .await
+        .expect("a wss:// connection");
+    for message in messages() {
+        ws.send(message.clone()).await.expect("send");
+        let echoed = ws.recv().await.expect("a reply").expect("no error");
+        assert_eq!(echoed, message);
+    }
+    assert!(ws.ping().await.expect("a pong") < DEADLINE);
+    ws.close(CloseCode::from(4001), "bye").await.expect("close");
+}
+
+fn assert_tls_error(result: wsline::Result<impl std::fmt::Debug>, what: &str) {
+    match result {
+        Err(Error::Tls(message)) => assert!(message.contains(what), "{message}"),
+        other => panic!("expected a TLS error about {what}, got {other:?}"),
+    }
+}
+
+#[test]
+fn untrusted_certificate_is_a_tls_error() {
+    let identity = Identity::new();
+    let (server, _reports) = start_event_loop(&identity);
+    let url = wss(server.local_addr());
+    // The default configuration trusts the Mozilla roots, which did not sign this one.
+    let mut config = client_config();
+    config.tls = None;
+    assert_tls_error(
+        wsline::sync::client::connect_with(&url, config.clone()),
+        "UnknownIssuer",
+    );
+    let result = tokio_runtime().block_on(wsline::tokio::connect_with(&url, config));
+    assert_tls_error(result, "UnknownIssuer");
+    support::assert_served(&url, &tls_client_config(&identity));
+}
+
+#[test]
+fn wrong_host_name_is_a_tls_error() {
+    let identity = Identity::new();
+    let (server, _reports) = start_event_loop(&identity);
+    let url = format!("wss://{}/", server.local_addr());
+    assert_tls_error(
+        wsline::sync::client::connect_with(&url, tls_client_config(&identity)),
+        "not valid for name",
+    );
+    let result = tokio_runtime().block_on(wsline::tokio::connect_with(
+        &url,
+        tls_client_config(&identity),
+    ));
+    assert_tls_error(result, "not valid for name");
+}
+
+#[test]
+fn plain_client_on_a_tls_server_fails_and_others_are_served() {
+    let identity = Identity::new();
+    let (server, _reports) = start_event_loop(&identity);
+    let addr = server.local_addr();
+    let result = wsline::sync::client::connect_with(&format!("ws://{addr}/"), client_config());
+    assert!(result.is_err(), "a plain handshake on a TLS server");
+    // Garbage instead of a ClientHello, and a client that vanishes mid-handshake.
+    let mut garbage = TcpStream::connect(addr).expect("connect");
+    std::io::Write::write_all(&mut garbage, &[0x16, 0x03, 0x01, 0xff, 0xff, 0, 0]).unwrap();
+    drop(TcpStream::connect(addr).expect("connect"));
+    support::assert_served(&wss(addr), &tls_client_config(&identity));
+    drop(garbage);
+}
+
+#[test]
+fn tls_client_on_a_plain_server_is_a_tls_error() {
+    let server = support::start(support::echo, server_config());
+    let url = wss(server.local_addr());
+    let config = tls_client_config(&Identity::new());
+    let result = wsline::sync::client::connect_with(&url, config.clone());
+    assert!(matches!(result, Err(Error::Tls(_))), "{result:?}");
+    let result = tokio_runtime().block_on(wsline::tokio::connect_with(&url, config));
+    assert!(matches!(result, Err(Error::Tls(_))), "{result:?}");
+    support::assert_echo(server.local_addr());
+}
