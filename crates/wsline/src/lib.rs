@@ -37,7 +37,7 @@
 
 /// The README's examples, compiled and run as doc-tests (they use every layer, so with
 /// `--all-features`, as `scripts/test.sh` runs them).
-#[cfg(all(doctest, feature = "sync", feature = "tokio"))]
+#[cfg(all(doctest, feature = "sync", feature = "tokio", feature = "rustls"))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
