@@ -229,6 +229,88 @@ async fn cloned_senders_write_whole_messages_from_many_tasks() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_fragmented_sends_frames_of_at_most_the_size_and_arrives_whole() {
+    bounded(async {
+        // A sync server that sees each fragment (deliver_fragments) tells their sizes.
+        let (report, mut fragments) = tokio::sync::mpsc::unbounded_channel();
+        let mut config = ServerConfig::default();
+        config.protocol.deliver_fragments = true;
+        config.protocol.extensions.clear();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = wsline::sync::server::serve_on(
+            move |_: &mut wsline::sync::server::Connection, fragment: Message| {
+                let _ = report.send(fragment);
+                Ok(())
+            },
+            listener,
+            config,
+        )
+        .unwrap();
+        let mut ws = connect(&format!("ws://{}/", server.local_addr()))
+            .await
+            .unwrap();
+        let text = "añ€😀".repeat(100); // 1000 bytes, characters of 1 to 4 bytes
+        ws.send_fragmented(&Message::text(text.clone()), 64)
+            .await
+            .unwrap();
+        let mut received = String::new();
+        while received.len() < text.len() {
+            let fragment = fragments.recv().await.unwrap();
+            assert!(fragment.len() <= 64 && !fragment.is_empty(), "{fragment}");
+            received.push_str(fragment.as_text().expect("text fragments"));
+        }
+        assert_eq!(received, text);
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_prepared_broadcasts_one_encoding_through_many_senders() {
+    bounded(async {
+        let senders = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let registry = std::sync::Arc::clone(&senders);
+        let handler = move |ws: WebSocket<MaybeTlsStream>| {
+            let registry = std::sync::Arc::clone(&registry);
+            async move {
+                let (mut reader, writer) = ws.split();
+                registry.lock().unwrap().push(writer.sender());
+                while reader.recv().await.is_some() {}
+                drop(writer);
+                Ok(())
+            }
+        };
+        let server = start(handler, ServerConfig::default()).await;
+        // Compression on for one client (each connection then compresses the message
+        // itself), off for the others (they share the encoded frame).
+        let mut clients = Vec::new();
+        for compress in [true, false, false] {
+            let mut config = ConnectConfig::default();
+            if !compress {
+                config.protocol.extensions.clear();
+            }
+            clients.push(connect_with(&url(&server), config).await.unwrap());
+        }
+        while senders.lock().unwrap().len() < clients.len() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let prepared = wsline::proto::PreparedMessage::new(Message::text("to everyone"));
+        let all: Vec<_> = senders.lock().unwrap().clone();
+        for sender in &all {
+            sender.send_prepared(&prepared).await.unwrap();
+        }
+        for client in &mut clients {
+            assert_eq!(
+                client.recv().await.unwrap().unwrap(),
+                Message::text("to everyone")
+            );
+            client.close(CloseCode::NORMAL, "").await.unwrap();
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn keepalive_closes_a_dead_peer_with_1011() {
     bounded(async {

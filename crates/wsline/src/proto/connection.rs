@@ -1361,6 +1361,23 @@ impl Connection {
         self.send_fragment(Opcode::Continuation, data, fin)
     }
 
+    /// Sends the bytes of `message` in `range` as one fragment (ranges from
+    /// `Message::fragment_ranges`): the first fragment of the message's type, the next ones
+    /// continuations.
+    pub(crate) fn send_message_fragment(
+        &mut self,
+        message: &Message,
+        range: std::ops::Range<usize>,
+        fin: bool,
+    ) -> Result<(), SendError> {
+        let opcode = match (range.start, message) {
+            (0, Message::Text(_)) => Opcode::Text,
+            (0, Message::Binary(_)) => Opcode::Binary,
+            _ => Opcode::Continuation,
+        };
+        self.send_fragment(opcode, &message.as_bytes()[range], fin)
+    }
+
     fn send_fragment(&mut self, opcode: Opcode, data: &[u8], fin: bool) -> Result<(), SendError> {
         self.check_can_send()?;
         let first = opcode != Opcode::Continuation;

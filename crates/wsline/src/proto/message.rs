@@ -1,7 +1,7 @@
 //! Messages: what the application sends and receives.
 
 use std::fmt;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 
 use bytes::Bytes;
 
@@ -193,6 +193,31 @@ impl Message {
             Self::Binary(data) => data,
         }
     }
+
+    /// Where the message is cut to send it in fragments of at most `size` bytes (at least 4,
+    /// so that a text fragment, cut at a character boundary, always holds a character):
+    /// each fragment's byte range and whether it is the last. An empty message is one empty
+    /// fragment.
+    pub(crate) fn fragment_ranges(
+        &self,
+        size: usize,
+    ) -> impl Iterator<Item = (Range<usize>, bool)> + '_ {
+        let size = size.max(4);
+        let len = self.len();
+        let mut next = Some(0);
+        std::iter::from_fn(move || {
+            let start = next?;
+            let mut end = (start + size).min(len);
+            if let Self::Text(text) = self {
+                while !text.as_str().is_char_boundary(end) {
+                    end -= 1;
+                }
+            }
+            let fin = end == len;
+            next = (!fin).then_some(end);
+            Some((start..end, fin))
+        })
+    }
 }
 
 impl fmt::Display for Message {
@@ -250,6 +275,25 @@ mod tests {
         assert!(Utf8Bytes::try_from_bytes(Bytes::from_static(b"\xff")).is_err());
         let text = Utf8Bytes::try_from_bytes(Bytes::from_static("κόσμε".as_bytes())).unwrap();
         assert_eq!(text, "κόσμε");
+    }
+
+    #[test]
+    fn fragments_cut_text_at_character_boundaries_and_cover_the_message() {
+        let text = Message::text("aé€😀b");
+        let ranges: Vec<_> = text.fragment_ranges(4).collect();
+        assert_eq!(
+            ranges,
+            vec![(0..3, false), (3..6, false), (6..10, false), (10..11, true)]
+        );
+        let binary = Message::binary(vec![0; 10]);
+        let ranges: Vec<_> = binary.fragment_ranges(5).collect();
+        assert_eq!(ranges, vec![(0..5, false), (5..10, true)]);
+        assert_eq!(
+            Message::binary(Vec::new())
+                .fragment_ranges(8)
+                .collect::<Vec<_>>(),
+            vec![(0..0, true)]
+        );
     }
 
     #[test]

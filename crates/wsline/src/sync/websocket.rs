@@ -369,42 +369,10 @@ impl WebSocket {
     /// # Errors
     /// As [`send`](Self::send).
     pub fn send_fragmented(&self, message: &Message, fragment_size: usize) -> Result<()> {
-        // Four bytes always hold a whole character, so every text fragment makes progress.
-        let fragment_size = fragment_size.max(4);
-        let data = message.as_bytes();
-        let mut start = 0;
-        loop {
-            let mut end = (start + fragment_size).min(data.len());
-            let fin = match message {
-                Message::Text(text) => {
-                    while !text.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    let fin = end == data.len();
-                    let piece = &text[start..end];
-                    if start == 0 {
-                        self.command(|conn| conn.send_text_fragment(piece, fin))?;
-                    } else {
-                        self.command(|conn| conn.send_continuation(piece.as_bytes(), fin))?;
-                    }
-                    fin
-                }
-                Message::Binary(_) => {
-                    let fin = end == data.len();
-                    let piece = &data[start..end];
-                    if start == 0 {
-                        self.command(|conn| conn.send_binary_fragment(piece, fin))?;
-                    } else {
-                        self.command(|conn| conn.send_continuation(piece, fin))?;
-                    }
-                    fin
-                }
-            };
-            if fin {
-                return Ok(());
-            }
-            start = end;
+        for (range, fin) in message.fragment_ranges(fragment_size) {
+            self.command(|conn| conn.send_message_fragment(message, range, fin))?;
         }
+        Ok(())
     }
 
     /// Runs a send command on the core, then writes what the socket takes now; the driver
@@ -430,6 +398,15 @@ impl WebSocket {
             return Err(error.into());
         }
         Ok(())
+    }
+
+    /// Sends an unsolicited pong: a one-way heartbeat that expects no reply (RFC 6455 §5.5.3).
+    /// Pings are answered automatically; this is not needed for that.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), and for payloads over 125 bytes.
+    pub fn pong(&self, payload: &[u8]) -> Result<()> {
+        self.command(|conn| conn.send_pong(payload))
     }
 
     /// Sends a ping and waits for its pong; returns the round-trip time.

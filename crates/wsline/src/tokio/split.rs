@@ -24,7 +24,7 @@ use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
 
 use super::websocket::{ReadPolicy, Step, WebSocket};
-use crate::proto::{CloseCode, ConnectionClosed, SendError, State};
+use crate::proto::{CloseCode, ConnectionClosed, PreparedMessage, SendError, State};
 use crate::{BackpressurePolicy, Error, Message, Result};
 
 /// How long a [`Sender::ping`] waits for its pong when the configuration sets no
@@ -34,6 +34,7 @@ const DEFAULT_PONG_WAIT: Duration = Duration::from_secs(20);
 /// What writers ask of the driver, in order.
 enum Command {
     Message(Message),
+    Prepared(PreparedMessage),
     Ping(oneshot::Sender<Duration>),
     Close(CloseCode, String),
     Fail(CloseCode, &'static str),
@@ -320,6 +321,12 @@ impl Driver {
                         .fetch_sub(message.len(), Ordering::SeqCst);
                     ws.queue(message)
                 }
+                Command::Prepared(prepared) => {
+                    self.shared
+                        .queued
+                        .fetch_sub(prepared.message().len(), Ordering::SeqCst);
+                    ws.queue_prepared(&prepared)
+                }
                 Command::Ping(waiter) => ws.start_ping(waiter),
                 Command::Close(code, reason) if ws.state() == State::Open => {
                     ws.conn_mut().send_close(code, &reason).map_err(Error::from)
@@ -510,6 +517,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
         self.sender.try_send(message)
     }
 
+    /// As [`Sender::send_prepared`].
+    ///
+    /// # Errors
+    /// As [`Sender::send_prepared`].
+    pub async fn send_prepared(&self, prepared: &PreparedMessage) -> Result<()> {
+        self.sender.send_prepared(prepared).await
+    }
+
     /// As [`Sender::flush`].
     ///
     /// # Errors
@@ -589,13 +604,30 @@ impl Sender {
         self.push(message.into())
     }
 
+    /// Sends a message encoded once for many connections (a broadcast over many
+    /// [`Sender`]s), as [`WebSocket::send_prepared`]; otherwise as [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_prepared(&self, prepared: &PreparedMessage) -> Result<()> {
+        poll_fn(|cx| self.poll_room(cx)).await?;
+        self.push_command(
+            prepared.message().len(),
+            Command::Prepared(prepared.clone()),
+        )
+    }
+
     fn push(&self, message: Message) -> Result<()> {
+        self.push_command(message.len(), Command::Message(message))
+    }
+
+    /// Hands a command that queues `len` bytes to the driver.
+    fn push_command(&self, len: usize, command: Command) -> Result<()> {
         if self.shared.state() != OPEN {
             return Err(self.shared.not_open());
         }
-        let len = message.len();
         self.shared.queued.fetch_add(len, Ordering::SeqCst);
-        if self.commands.send(Command::Message(message)).is_err() {
+        if self.commands.send(command).is_err() {
             self.shared.queued.fetch_sub(len, Ordering::SeqCst);
             return Err(self.shared.not_open());
         }

@@ -18,7 +18,8 @@ use futures_sink::Sink;
 
 use super::signal::Listener;
 use crate::proto::{
-    CloseCode, Config, Connection, ConnectionClosed, Event, Failure, Request, Response, Side, State,
+    CloseCode, Config, Connection, ConnectionClosed, Event, Failure, PreparedMessage, Request,
+    Response, Side, State,
 };
 use crate::{BackpressurePolicy, ConnectConfig, Error, Message, Result, ServerConfig};
 
@@ -517,6 +518,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.queue(message)
     }
 
+    /// Sends a message in fragments of at most `fragment_size` bytes (RFC 6455 §5.4; text is
+    /// cut at character boundaries), waiting at the high-water mark between fragments, then
+    /// until everything is written.
+    ///
+    /// Not cancel-safe: dropped midway, the message stays unfinished and later sends fail
+    /// with [`SendError::MessageInProgress`](crate::proto::SendError::MessageInProgress).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_fragmented(&mut self, message: &Message, fragment_size: usize) -> Result<()> {
+        for (range, fin) in message.fragment_ranges(fragment_size) {
+            poll_fn(|cx| self.poll_send_ready(cx)).await;
+            self.core_changed = true;
+            self.conn.send_message_fragment(message, range, fin)?;
+        }
+        self.flush().await
+    }
+
+    /// Sends a message encoded once for many connections (a broadcast): the frame is shared,
+    /// not copied, when the connection has no extension that transforms it (with
+    /// permessage-deflate each connection compresses it itself).
+    ///
+    /// Not cancel-safe, as [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<()> {
+        poll_fn(|cx| self.poll_send_ready(cx)).await;
+        self.queue_prepared(prepared)?;
+        self.flush().await
+    }
+
+    /// Sends an unsolicited pong, a one-way heartbeat that expects no reply (RFC 6455
+    /// §5.5.3), and waits until it is written. Pings are answered automatically; this is not
+    /// needed for that.
+    ///
+    /// Not cancel-safe, as [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), and for payloads over 125 bytes.
+    pub async fn pong(&mut self, payload: &[u8]) -> Result<()> {
+        self.core_changed = true;
+        self.conn.send_pong(payload)?;
+        self.flush().await
+    }
+
     /// Queues a message if the send buffer is below the high-water mark, without waiting.
     ///
     /// # Errors
@@ -541,6 +588,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub(crate) fn queue(&mut self, message: Message) -> Result<()> {
         self.core_changed = true;
         self.conn.send(message)?;
+        Ok(())
+    }
+
+    /// Queues a prepared message now, whatever the send buffer holds.
+    pub(crate) fn queue_prepared(&mut self, prepared: &PreparedMessage) -> Result<()> {
+        self.core_changed = true;
+        self.conn.send_prepared(prepared)?;
         Ok(())
     }
 

@@ -213,6 +213,14 @@ impl<S> Connection<'_, S> {
         Ok(self.core.send_ping(payload)?)
     }
 
+    /// Sends an unsolicited pong: a one-way heartbeat that expects no reply (RFC 6455 §5.5.3).
+    ///
+    /// # Errors
+    /// As [`ping`](Self::ping).
+    pub fn pong(&mut self, payload: &[u8]) -> Result<()> {
+        Ok(self.core.send_pong(payload)?)
+    }
+
     /// Starts the closing handshake.
     ///
     /// # Errors
