@@ -121,6 +121,10 @@ pub struct ConnectConfig {
     pub send_high_water: usize,
     /// Set `TCP_NODELAY`. Default: `true`.
     pub nodelay: bool,
+    /// Redirects (301, 302, 303, 307, 308 with a `Location`) followed before the last one
+    /// is reported as the handshake's rejection; `0` follows none. A redirect from `wss://`
+    /// to `ws://` is never followed. Default: 10.
+    pub max_redirects: usize,
     /// TLS settings for `wss://` URIs (feature `rustls`). Default: `None`, which trusts the
     /// Mozilla root certificates ([`tls::default_client_config`](crate::tls::default_client_config)).
     #[cfg(feature = "rustls")]
@@ -136,6 +140,7 @@ impl Default for ConnectConfig {
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             send_high_water: DEFAULT_SEND_HIGH_WATER,
             nodelay: true,
+            max_redirects: 10,
             #[cfg(feature = "rustls")]
             tls: None,
         }

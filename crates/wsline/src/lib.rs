@@ -45,6 +45,8 @@ mod error;
 pub mod extension;
 mod layer_config;
 pub mod proto;
+#[cfg(any(feature = "sync", feature = "tokio"))]
+mod redirect;
 #[cfg(feature = "sync")]
 pub mod sync;
 #[cfg(feature = "rustls")]

@@ -86,6 +86,28 @@ impl WsUri {
         }
     }
 
+    /// The URI that `reference` (absolute, or relative to this URI, as in a redirect's
+    /// `Location`) names. The user info is not carried over.
+    ///
+    /// ```
+    /// use wsline::WsUri;
+    /// let uri: WsUri = "wss://example.com/chat/old?x=1".parse().unwrap();
+    /// assert_eq!(uri.join("new").unwrap().to_string(), "wss://example.com/chat/new");
+    /// assert_eq!(uri.join("ws://other/").unwrap().to_string(), "ws://other/");
+    /// assert!(uri.join("https://example.com/").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// When the result is not a valid `ws://` or `wss://` URI.
+    pub fn join(&self, reference: &str) -> Result<Self, UriError> {
+        let base = url::Url::parse(&self.to_string())
+            .map_err(|error| UriError::Invalid(error.to_string()))?;
+        let joined = base
+            .join(reference)
+            .map_err(|error| UriError::Invalid(format!("{reference:?}: {error}")))?;
+        joined.as_str().parse()
+    }
+
     /// `host:port`, ready for `TcpStream::connect`.
     #[must_use]
     pub fn authority(&self) -> String {

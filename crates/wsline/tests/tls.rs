@@ -296,3 +296,36 @@ fn tls_client_on_a_plain_server_is_a_tls_error() {
     assert!(matches!(result, Err(Error::Tls(_))), "{result:?}");
     support::assert_echo(server.local_addr());
 }
+
+/// Redirects every handshake to a plain `ws://` URI.
+struct RedirectToPlain;
+
+impl Handler for RedirectToPlain {
+    type State = ();
+
+    fn on_handshake(&self, _: &wsline::proto::Request, response: &mut wsline::proto::Response) {
+        *response = wsline::proto::Response::new(302);
+        response.headers.insert("Location", "ws://localhost:1/");
+    }
+
+    fn on_message(&self, _: &mut Connection<'_, ()>, _: Message) -> wsline::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_redirect_from_wss_to_ws_is_refused() {
+    let identity = Identity::new();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let server = serve_on(RedirectToPlain, listener, tls_server_config(&identity)).expect("serve");
+    let url = wss(server.local_addr());
+    assert_tls_error(
+        wsline::sync::client::connect_with(&url, tls_client_config(&identity)),
+        "drop TLS",
+    );
+    let result = tokio_runtime().block_on(wsline::tokio::connect_with(
+        &url,
+        tls_client_config(&identity),
+    ));
+    assert_tls_error(result, "drop TLS");
+}

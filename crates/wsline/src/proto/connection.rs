@@ -1364,6 +1364,7 @@ impl Connection {
     /// Sends the bytes of `message` in `range` as one fragment (ranges from
     /// `Message::fragment_ranges`): the first fragment of the message's type, the next ones
     /// continuations.
+    #[cfg(any(feature = "sync", feature = "tokio"))]
     pub(crate) fn send_message_fragment(
         &mut self,
         message: &Message,

@@ -1,7 +1,7 @@
 //! Messages: what the application sends and receives.
 
 use std::fmt;
-use std::ops::{Deref, Range};
+use std::ops::Deref;
 
 use bytes::Bytes;
 
@@ -198,10 +198,11 @@ impl Message {
     /// so that a text fragment, cut at a character boundary, always holds a character):
     /// each fragment's byte range and whether it is the last. An empty message is one empty
     /// fragment.
+    #[cfg(any(feature = "sync", feature = "tokio"))]
     pub(crate) fn fragment_ranges(
         &self,
         size: usize,
-    ) -> impl Iterator<Item = (Range<usize>, bool)> + '_ {
+    ) -> impl Iterator<Item = (std::ops::Range<usize>, bool)> + '_ {
         let size = size.max(4);
         let len = self.len();
         let mut next = Some(0);
@@ -278,6 +279,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(feature = "sync", feature = "tokio"))]
     fn fragments_cut_text_at_character_boundaries_and_cover_the_message() {
         let text = Message::text("aé€😀b");
         let ranges: Vec<_> = text.fragment_ranges(4).collect();

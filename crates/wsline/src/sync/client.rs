@@ -23,6 +23,9 @@ use crate::{ConnectConfig, Error, Result, WsUri};
 /// Opens a WebSocket connection to `uri` (`ws://host[:port]/path`, or `wss://` with the
 /// `rustls` feature) with the default [`ConnectConfig`].
 ///
+/// Redirects are followed up to [`ConnectConfig::max_redirects`], all within the open
+/// timeout.
+///
 /// # Errors
 /// [`Error::Uri`] for an invalid URI, [`Error::Io`] when the TCP connection fails (refused,
 /// unreachable), [`Error::Tls`] when the TLS handshake fails (an untrusted certificate) or
@@ -38,16 +41,27 @@ pub fn connect(uri: &str) -> Result<WebSocket> {
 /// # Errors
 /// As [`connect`].
 pub fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket> {
-    let uri: WsUri = uri.parse()?;
-    if uri.is_secure() && cfg!(not(feature = "rustls")) {
-        return Err(Error::no_tls(&uri));
-    }
+    let mut uri: WsUri = uri.parse()?;
     let deadline = config
         .protocol
         .open_timeout
         .map(|timeout| Instant::now() + timeout);
-    let stream = connect_tcp(&uri, deadline)?;
-    open(stream, uri, config, deadline)
+    let mut redirects = 0;
+    loop {
+        if uri.is_secure() && cfg!(not(feature = "rustls")) {
+            return Err(Error::no_tls(&uri));
+        }
+        let stream = connect_tcp(&uri, deadline)?;
+        let error = match open(stream, uri.clone(), config.clone(), deadline) {
+            Err(error) if redirects < config.max_redirects => error,
+            result => return result,
+        };
+        match crate::redirect::target(&uri, &error)? {
+            Some(next) => uri = next,
+            None => return Err(error),
+        }
+        redirects += 1;
+    }
 }
 
 /// Runs the opening handshake over an already connected TCP stream (a proxy tunnel, a

@@ -31,8 +31,8 @@ pub async fn connect(uri: &str) -> Result<WebSocket<MaybeTlsStream>> {
 }
 
 /// Connects to a `ws://` or `wss://` URI: opens a TCP connection, runs the TLS handshake
-/// for `wss://`, then the opening handshake, all within the configuration's
-/// `open_timeout`.
+/// for `wss://`, then the opening handshake, following redirects up to
+/// [`ConnectConfig::max_redirects`], all within the configuration's `open_timeout`.
 ///
 /// # Errors
 /// [`Error::Uri`] for a URI that is not `ws://…` or `wss://…`, [`Error::Io`] when the TCP
@@ -41,26 +41,42 @@ pub async fn connect(uri: &str) -> Result<WebSocket<MaybeTlsStream>> {
 /// [`Error::Handshake`] when the server rejects the handshake (the response is kept whole)
 /// or answers wrongly, [`Error::Timeout`] past the open timeout.
 pub async fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket<MaybeTlsStream>> {
-    let uri: WsUri = uri.parse()?;
+    let mut uri: WsUri = uri.parse()?;
+    let attempts = async {
+        let mut redirects = 0;
+        loop {
+            let error = match open(uri.clone(), &config).await {
+                Err(error) if redirects < config.max_redirects => error,
+                result => return result,
+            };
+            match crate::redirect::target(&uri, &error)? {
+                Some(next) => uri = next,
+                None => return Err(error),
+            }
+            redirects += 1;
+        }
+    };
+    match config.protocol.open_timeout {
+        Some(timeout) => ::tokio::time::timeout(timeout, attempts)
+            .await
+            .unwrap_or(Err(Error::Timeout(Failure::OpenTimeout))),
+        None => attempts.await,
+    }
+}
+
+/// One connection attempt: TCP, TLS for `wss://`, the opening handshake.
+async fn open(uri: WsUri, config: &ConnectConfig) -> Result<WebSocket<MaybeTlsStream>> {
     if uri.is_secure() && cfg!(not(feature = "rustls")) {
         return Err(Error::no_tls(&uri));
     }
-    let open = async {
-        let tcp = TcpStream::connect((uri.host(), uri.port())).await?;
-        tcp.set_nodelay(config.nodelay)?;
-        let stream = if uri.is_secure() {
-            secure(tcp, &uri, &config).await?
-        } else {
-            MaybeTlsStream::Tcp(tcp)
-        };
-        handshake(stream, uri, &config).await
+    let tcp = TcpStream::connect((uri.host(), uri.port())).await?;
+    tcp.set_nodelay(config.nodelay)?;
+    let stream = if uri.is_secure() {
+        secure(tcp, &uri, config).await?
+    } else {
+        MaybeTlsStream::Tcp(tcp)
     };
-    match config.protocol.open_timeout {
-        Some(timeout) => ::tokio::time::timeout(timeout, open)
-            .await
-            .unwrap_or(Err(Error::Timeout(Failure::OpenTimeout))),
-        None => open.await,
-    }
+    handshake(stream, uri, config).await
 }
 
 /// The TLS handshake of a `wss://` connection.
