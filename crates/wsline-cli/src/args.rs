@@ -6,9 +6,9 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 
 /// A WebSocket echo server and client (RFC 6455, RFC 7692).
 ///
-/// Exit codes: 0 success; 1 I/O or TLS error (refused, reset, address in use, untrusted
-/// certificate); 2 usage error; 3 handshake rejected by the server; 4 connection closed
-/// abnormally.
+/// Exit codes: 0 success; 1 I/O, TLS or proxy error (refused, reset, address in use,
+/// untrusted certificate); 2 usage error; 3 handshake rejected by the server; 4 connection
+/// closed abnormally.
 #[derive(Debug, Parser)]
 #[command(name = "wsline", version)]
 pub struct Args {
@@ -86,4 +86,7 @@ pub struct ConnectArgs {
     /// self-signed server).
     #[arg(long, value_name = "PEM")]
     pub cacert: Option<PathBuf>,
+    /// Connect through this HTTP proxy (CONNECT tunnel): http://[user:password@]host[:port].
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
 }

@@ -79,6 +79,7 @@ impl TryFrom<ConnectArgs> for ConnectSettings {
             .filter_map(|header| header.split_once(':'))
             .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
             .collect();
+        config.proxy = args.proxy;
         if let Some(cacert) = &args.cacert {
             config.tls = Some(wsline::tls::client_config_trusting_pem(cacert)?);
         }

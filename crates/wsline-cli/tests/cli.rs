@@ -3,6 +3,8 @@
 
 #[path = "../../wsline/tests/support/process.rs"]
 mod process;
+#[path = "../../wsline/tests/support/proxy.rs"]
+mod proxy;
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
@@ -230,4 +232,21 @@ fn serve_with_an_unreadable_key_exits_1_naming_the_file() {
     );
     assert_eq!(outcome.status.code(), Some(1), "{}", outcome.stderr);
     assert!(outcome.stderr.contains("nothing.pem"), "{}", outcome.stderr);
+}
+
+#[test]
+fn connect_through_a_proxy_echoes_and_a_refusing_proxy_exits_1() {
+    let (_server, addr) = serve(&[]);
+    let proxy = proxy::ConnectProxy::start(Some("dXNlcjpwdw==")); // user:pw
+    let url = format!("ws://{addr}/");
+    let outcome = connect(
+        &url,
+        &["--proxy", &proxy.url(Some("user:pw"))],
+        "tunneled\n",
+    );
+    assert_eq!(outcome.status.code(), Some(0), "{}", outcome.stderr);
+    assert_eq!(outcome.stdout, "tunneled\n");
+    let outcome = connect(&url, &["--proxy", &proxy.url(None)], "refused\n");
+    assert_eq!(outcome.status.code(), Some(1), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("407"), "{}", outcome.stderr);
 }

@@ -52,6 +52,9 @@ pub enum Error {
     /// TLS setup or negotiation failed.
     #[error("TLS error: {0}")]
     Tls(String),
+    /// The HTTP proxy is invalid, refused the tunnel, or answered wrongly.
+    #[error("proxy error: {0}")]
+    Proxy(String),
 }
 
 impl Error {

@@ -125,6 +125,10 @@ pub struct ConnectConfig {
     /// is reported as the handshake's rejection; `0` follows none. A redirect from `wss://`
     /// to `ws://` is never followed. Default: 10.
     pub max_redirects: usize,
+    /// An HTTP proxy to tunnel through with `CONNECT`, for `ws://` and `wss://` alike:
+    /// `http://[user:password@]host[:port]`. Default: `None`, connect directly (the
+    /// `HTTPS_PROXY` environment variable is not read: pass its value here to use it).
+    pub proxy: Option<String>,
     /// TLS settings for `wss://` URIs (feature `rustls`). Default: `None`, which trusts the
     /// Mozilla root certificates ([`tls::default_client_config`](crate::tls::default_client_config)).
     #[cfg(feature = "rustls")]
@@ -141,6 +145,7 @@ impl Default for ConnectConfig {
             send_high_water: DEFAULT_SEND_HIGH_WATER,
             nodelay: true,
             max_redirects: 10,
+            proxy: None,
             #[cfg(feature = "rustls")]
             tls: None,
         }

@@ -46,6 +46,8 @@ pub mod extension;
 mod layer_config;
 pub mod proto;
 #[cfg(any(feature = "sync", feature = "tokio"))]
+mod proxy;
+#[cfg(any(feature = "sync", feature = "tokio"))]
 mod redirect;
 #[cfg(feature = "sync")]
 pub mod sync;

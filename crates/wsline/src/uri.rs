@@ -171,7 +171,7 @@ impl fmt::Display for WsUri {
 }
 
 /// Decodes `%XX` escapes of a URI's user info.
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

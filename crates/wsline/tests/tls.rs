@@ -329,3 +329,29 @@ fn a_redirect_from_wss_to_ws_is_refused() {
     ));
     assert_tls_error(result, "drop TLS");
 }
+
+#[test]
+fn wss_goes_through_a_connect_proxy_end_to_end_encrypted() {
+    let identity = Identity::new();
+    let (server, _reports) = start_event_loop(&identity);
+    let proxy = support::proxy::ConnectProxy::start(None);
+    let config = ConnectConfig {
+        proxy: Some(proxy.url(None)),
+        ..tls_client_config(&identity)
+    };
+    let url = wss(server.local_addr());
+    support::assert_served(&url, &config);
+    let runtime = tokio_runtime();
+    runtime.block_on(bounded(async {
+        let mut ws = wsline::tokio::connect_with(&url, config)
+            .await
+            .expect("wss:// through the proxy");
+        ws.send("hidden from the proxy").await.unwrap();
+        let echoed = ws.recv().await.expect("a reply").expect("no error");
+        assert_eq!(echoed, Message::text("hidden from the proxy"));
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+    }));
+    // The proxy saw only where to, never the URL's path or the messages.
+    let target = format!("localhost:{}", server.local_addr().port());
+    assert_eq!(proxy.targets(), vec![target.clone(), target]);
+}

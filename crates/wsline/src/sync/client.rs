@@ -11,12 +11,13 @@
 //! # Ok::<(), wsline::Error>(())
 //! ```
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Instant;
 
 use super::transport::Blocking;
 use crate::proto;
+use crate::proxy::{Proxy, Tunnel};
 use crate::sync::WebSocket;
 use crate::{ConnectConfig, Error, Result, WsUri};
 
@@ -51,7 +52,7 @@ pub fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket> {
         if uri.is_secure() && cfg!(not(feature = "rustls")) {
             return Err(Error::no_tls(&uri));
         }
-        let stream = connect_tcp(&uri, deadline)?;
+        let stream = connect_stream(&uri, &config, deadline)?;
         let error = match open(stream, uri.clone(), config.clone(), deadline) {
             Err(error) if redirects < config.max_redirects => error,
             result => return result,
@@ -104,10 +105,48 @@ fn open(
     }
 }
 
+/// A TCP stream to `uri`'s host: directly, or through the configured proxy's tunnel.
+fn connect_stream(
+    uri: &WsUri,
+    config: &ConnectConfig,
+    deadline: Option<Instant>,
+) -> Result<TcpStream> {
+    let Some(proxy) = &config.proxy else {
+        return connect_tcp(uri.host(), uri.port(), deadline);
+    };
+    let proxy = Proxy::parse(proxy)?;
+    tunnel(&proxy, uri, deadline).map_err(|error| crate::proxy::transport_error(&proxy, error))
+}
+
+/// A TCP stream to `uri`'s host through the proxy's `CONNECT` tunnel.
+fn tunnel(proxy: &Proxy, uri: &WsUri, deadline: Option<Instant>) -> Result<TcpStream> {
+    let mut stream = connect_tcp(proxy.host(), proxy.port(), deadline)?;
+    stream.set_write_timeout(super::remaining(deadline)?)?;
+    stream
+        .write_all(&proxy.connect_request(uri))
+        .map_err(super::timeout_or)?;
+    let mut tunnel = Tunnel::default();
+    let mut buf = [0; 1024];
+    loop {
+        stream.set_read_timeout(super::remaining(deadline)?)?;
+        let read = match stream.read(&mut buf) {
+            Ok(0) => return Err(crate::proxy::closed_early()),
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(super::timeout_or(error)),
+        };
+        if tunnel.handle_data(&buf[..read])? {
+            stream.set_read_timeout(None)?;
+            stream.set_write_timeout(None)?;
+            return Ok(stream);
+        }
+    }
+}
+
 /// Connects to the first address of the host that answers.
-fn connect_tcp(uri: &WsUri, deadline: Option<Instant>) -> Result<TcpStream> {
+fn connect_tcp(host: &str, port: u16, deadline: Option<Instant>) -> Result<TcpStream> {
     let mut last_error = None;
-    for addr in (uri.host(), uri.port()).to_socket_addrs()? {
+    for addr in (host, port).to_socket_addrs()? {
         let attempt = match super::remaining(deadline)? {
             Some(left) => TcpStream::connect_timeout(&addr, left),
             None => TcpStream::connect(addr),

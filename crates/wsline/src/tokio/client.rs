@@ -1,12 +1,13 @@
 //! Opening a connection as a client: [`connect`], [`connect_with`], [`connect_on`].
 
-use ::tokio::io::{AsyncRead, AsyncWrite};
+use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ::tokio::net::TcpStream;
 use ::tokio::time::Instant;
 
 use super::stream::MaybeTlsStream;
 use super::websocket::{Limits, WebSocket};
 use crate::proto::{Connection, Failure};
+use crate::proxy::{Proxy, Tunnel};
 use crate::{ConnectConfig, Error, Result, WsUri};
 
 /// Connects to a `ws://` URI (or `wss://` with the `rustls` feature) with the default
@@ -69,7 +70,15 @@ async fn open(uri: WsUri, config: &ConnectConfig) -> Result<WebSocket<MaybeTlsSt
     if uri.is_secure() && cfg!(not(feature = "rustls")) {
         return Err(Error::no_tls(&uri));
     }
-    let tcp = TcpStream::connect((uri.host(), uri.port())).await?;
+    let tcp = match &config.proxy {
+        None => TcpStream::connect((uri.host(), uri.port())).await?,
+        Some(proxy) => {
+            let proxy = Proxy::parse(proxy)?;
+            tunnel(&proxy, &uri)
+                .await
+                .map_err(|error| crate::proxy::transport_error(&proxy, error))?
+        }
+    };
     tcp.set_nodelay(config.nodelay)?;
     let stream = if uri.is_secure() {
         secure(tcp, &uri, config).await?
@@ -77,6 +86,23 @@ async fn open(uri: WsUri, config: &ConnectConfig) -> Result<WebSocket<MaybeTlsSt
         MaybeTlsStream::Tcp(tcp)
     };
     handshake(stream, uri, config).await
+}
+
+/// A TCP stream to `uri`'s host through the proxy's `CONNECT` tunnel.
+async fn tunnel(proxy: &Proxy, uri: &WsUri) -> Result<TcpStream> {
+    let mut stream = TcpStream::connect((proxy.host(), proxy.port())).await?;
+    stream.write_all(&proxy.connect_request(uri)).await?;
+    let mut tunnel = Tunnel::default();
+    let mut buf = [0; 1024];
+    loop {
+        let read = stream.read(&mut buf).await?;
+        if read == 0 {
+            return Err(crate::proxy::closed_early());
+        }
+        if tunnel.handle_data(&buf[..read])? {
+            return Ok(stream);
+        }
+    }
 }
 
 /// The TLS handshake of a `wss://` connection.

@@ -16,6 +16,7 @@ use wsline::{CloseCode, ConnectConfig, Message, ServerConfig};
 
 pub mod interop;
 pub mod process;
+pub mod proxy;
 
 pub use process::DEADLINE;
 
