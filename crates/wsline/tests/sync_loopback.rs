@@ -1077,3 +1077,91 @@ fn client_open_timeout_bounds_a_server_that_never_answers() {
     );
     drop(listener);
 }
+
+/// An HTTP server of its own answers the upgrade; `WebSocket::from_upgraded` takes over the
+/// socket with the bytes read past the request head (a first message sent with it).
+#[test]
+fn from_upgraded_takes_over_a_socket_upgraded_elsewhere_with_the_bytes_read_past_the_head() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut read = Vec::new();
+        let mut buf = [0; 4096];
+        let head_end = loop {
+            let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+            read.extend_from_slice(&buf[..n]);
+            if let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&read[..head_end]).into_owned();
+        let key = head
+            .lines()
+            .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap();
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            wsline::proto::accept_key(key)
+        );
+        std::io::Write::write_all(&mut stream, response.as_bytes()).unwrap();
+        let ws = WebSocket::from_upgraded(
+            stream,
+            wsline::proto::Side::Server,
+            wsline::Config::default(),
+            &read[head_end..],
+        )
+        .unwrap();
+        for message in &ws {
+            ws.send(message.unwrap()).unwrap();
+        }
+    });
+    // The request and a first frame in one write: the upgrading server reads both.
+    let mut client_core = wsline::proto::Connection::client(
+        format!("ws://{addr}/").parse().unwrap(),
+        wsline::Config::default(),
+        Instant::now(),
+    );
+    let request = client_core.connect_request();
+    client_core.send_request(request);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut first = Vec::new();
+    while let Some(wsline::proto::Transmit::Bytes(bytes)) = client_core.poll_transmit() {
+        first.extend_from_slice(&bytes);
+    }
+    let mut frame_writer = wsline::proto::Connection::after_handshake(
+        wsline::proto::Side::Client,
+        wsline::Config::default(),
+        Instant::now(),
+    );
+    frame_writer.send_text("early").unwrap();
+    while let Some(wsline::proto::Transmit::Bytes(bytes)) = frame_writer.poll_transmit() {
+        first.extend_from_slice(&bytes);
+    }
+    std::io::Write::write_all(&mut stream, &first).unwrap();
+    let client = connect_on_upgraded(stream);
+    assert_eq!(recv(&client), Message::text("early"));
+    client.send_text("later").unwrap();
+    assert_eq!(recv(&client), Message::text("later"));
+    client.close(CloseCode::NORMAL, "").unwrap();
+    server.join().unwrap();
+}
+
+/// Reads the 101 head off `stream`, then wraps it as the client side.
+fn connect_on_upgraded(mut stream: TcpStream) -> WebSocket {
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        std::io::Read::read_exact(&mut stream, &mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    WebSocket::from_upgraded(
+        stream,
+        wsline::proto::Side::Client,
+        wsline::Config::default(),
+        &[],
+    )
+    .unwrap()
+}

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -220,6 +220,27 @@ impl WebSocket {
             subprotocol,
             close_timeout,
         })
+    }
+
+    /// A connection over a TCP stream whose opening handshake happened elsewhere (an HTTP
+    /// server that did the upgrade itself), with `leftover`: the bytes that server read past
+    /// the handshake head, if any. No extension is in use; the send high-water mark is the
+    /// default (4 MiB).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the stream cannot be set up for the driver thread, or the thread
+    /// cannot start.
+    pub fn from_upgraded(
+        stream: TcpStream,
+        side: proto::Side,
+        config: proto::Config,
+        leftover: &[u8],
+    ) -> Result<Self> {
+        let mut conn = proto::Connection::after_handshake(side, config, Instant::now());
+        if !leftover.is_empty() {
+            conn.handle_data(leftover);
+        }
+        Self::start(stream, conn, crate::DEFAULT_SEND_HIGH_WATER)
     }
 
     /// The peer's address.
