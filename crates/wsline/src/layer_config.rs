@@ -129,6 +129,10 @@ pub struct ConnectConfig {
     /// `http://[user:password@]host[:port]`. Default: `None`, connect directly (the
     /// `HTTPS_PROXY` environment variable is not read: pass its value here to use it).
     pub proxy: Option<String>,
+    /// The waits between failed attempts of a reconnecting client
+    /// (`sync::client::reconnecting`, `tokio::reconnecting`). Default: [`Backoff::default`](crate::Backoff::default).
+    #[cfg(any(feature = "sync", feature = "tokio"))]
+    pub backoff: crate::Backoff,
     /// TLS settings for `wss://` URIs (feature `rustls`). Default: `None`, which trusts the
     /// Mozilla root certificates ([`tls::default_client_config`](crate::tls::default_client_config)).
     #[cfg(feature = "rustls")]
@@ -146,6 +150,8 @@ impl Default for ConnectConfig {
             nodelay: true,
             max_redirects: 10,
             proxy: None,
+            #[cfg(any(feature = "sync", feature = "tokio"))]
+            backoff: crate::Backoff::default(),
             #[cfg(feature = "rustls")]
             tls: None,
         }

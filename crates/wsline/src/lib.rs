@@ -48,6 +48,8 @@ pub mod proto;
 #[cfg(any(feature = "sync", feature = "tokio"))]
 mod proxy;
 #[cfg(any(feature = "sync", feature = "tokio"))]
+mod reconnect;
+#[cfg(any(feature = "sync", feature = "tokio"))]
 mod redirect;
 #[cfg(feature = "sync")]
 pub mod sync;
@@ -63,6 +65,8 @@ pub use layer_config::{
     DEFAULT_SEND_HIGH_WATER,
 };
 pub use proto::{CloseCode, Config, Message, Utf8Bytes};
+#[cfg(any(feature = "sync", feature = "tokio"))]
+pub use reconnect::Backoff;
 pub use uri::{UriError, WsUri};
 
 /// The protocol settings the I/O layers start from: [`Config::default`], plus

@@ -5,7 +5,7 @@
 
 use base64::Engine as _;
 
-use crate::{Error, Result, WsUri};
+use crate::{Error, Result, UriError, WsUri};
 
 /// Most bytes of the proxy's response head read before giving up on it.
 const MAX_RESPONSE_HEAD: usize = 16 << 10;
@@ -24,12 +24,15 @@ impl Proxy {
     /// Parses `http://[user:password@]host[:port]` (port 80 by default).
     ///
     /// # Errors
-    /// [`Error::Proxy`] for anything else (HTTPS and SOCKS proxies are not supported).
+    /// [`Error::Uri`] for anything else (HTTPS and SOCKS proxies are not supported).
     pub(crate) fn parse(text: &str) -> Result<Self> {
-        let invalid = |why: &str| Error::Proxy(format!("proxy {text:?}: {why}"));
+        let invalid = |why: &str| Error::Uri(UriError::Invalid(format!("proxy {text:?}: {why}")));
         let url = url::Url::parse(text).map_err(|error| invalid(&error.to_string()))?;
         if url.scheme() != "http" {
-            return Err(invalid("only http:// proxies are supported"));
+            return Err(Error::Uri(UriError::UnsupportedScheme(format!(
+                "{} (only http:// proxies are supported)",
+                url.scheme()
+            ))));
         }
         let host = url.host_str().ok_or_else(|| invalid("no host"))?;
         let credentials = (!url.username().is_empty()).then(|| {

@@ -1,6 +1,6 @@
 //! Both clients reach servers through an HTTP proxy's `CONNECT` tunnel
 //! (`ConnectConfig::proxy`), with and without proxy credentials, and report a refusing or
-//! absent proxy as [`Error::Proxy`].
+//! silent proxy as [`Error::Proxy`].
 
 mod support;
 
@@ -49,11 +49,11 @@ fn sync_client_sends_proxy_credentials_and_reports_a_refusal() {
 }
 
 #[test]
-fn an_invalid_or_absent_proxy_is_a_proxy_error() {
+fn an_unsupported_proxy_is_a_uri_error_and_a_silent_one_a_proxy_error() {
     let server = start(echo, server_config());
     let url = format!("ws://{}/", server.local_addr());
     let result = sync_echo(&url, through("socks5://127.0.0.1:1080".into()));
-    assert!(matches!(result, Err(Error::Proxy(_))), "{result:?}");
+    assert!(matches!(result, Err(Error::Uri(_))), "{result:?}");
     // A proxy that closes without answering.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();

@@ -18,6 +18,7 @@ use std::time::Instant;
 use super::transport::Blocking;
 use crate::proto;
 use crate::proxy::{Proxy, Tunnel};
+use crate::reconnect::{is_transient, Retry};
 use crate::sync::WebSocket;
 use crate::{ConnectConfig, Error, Result, WsUri};
 
@@ -62,6 +63,74 @@ pub fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket> {
             None => return Err(error),
         }
         redirects += 1;
+    }
+}
+
+/// Connections to `uri`, one after another, as long as they can be made: each
+/// [`next`](Iterator::next) connects again, retrying transient failures (refused, reset,
+/// timeouts, a 5xx or 429 answer) with [`ConnectConfig::backoff`] between attempts. A
+/// failure that would repeat (an invalid URI, an untrusted certificate, a 4xx refusal) is
+/// returned once, and the iteration ends.
+///
+/// ```no_run
+/// use wsline::sync::client::reconnecting;
+/// use wsline::ConnectConfig;
+///
+/// for ws in reconnecting("ws://127.0.0.1:8001", ConnectConfig::default()) {
+///     let ws = ws?;
+///     for message in &ws {
+///         match message {
+///             Ok(message) => println!("<<< {message}"),
+///             Err(error) => eprintln!("connection lost ({error}); reconnecting"),
+///         }
+///     }
+/// }
+/// # Ok::<(), wsline::Error>(())
+/// ```
+#[must_use]
+pub fn reconnecting(uri: &str, config: ConnectConfig) -> Reconnect {
+    Reconnect {
+        uri: uri.to_owned(),
+        retry: Retry::new(config.backoff.clone()),
+        config,
+        done: false,
+    }
+}
+
+/// The connections of [`reconnecting`].
+#[derive(Debug)]
+pub struct Reconnect {
+    uri: String,
+    config: ConnectConfig,
+    retry: Retry,
+    done: bool,
+}
+
+impl Iterator for Reconnect {
+    type Item = Result<WebSocket>;
+
+    /// Blocks until a connection opens, or a failure that would repeat.
+    fn next(&mut self) -> Option<Result<WebSocket>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            match connect_with(&self.uri, self.config.clone()) {
+                Ok(ws) => {
+                    self.retry.reset();
+                    return Some(Ok(ws));
+                }
+                Err(error) if is_transient(&error) => {
+                    let delay = self.retry.delay();
+                    tracing::info!(%error, ?delay, uri = %self.uri, "connection failed; retrying");
+                    std::thread::sleep(delay);
+                }
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(error));
+                }
+            }
+        }
     }
 }
 

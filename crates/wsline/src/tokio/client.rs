@@ -8,6 +8,7 @@ use super::stream::MaybeTlsStream;
 use super::websocket::{Limits, WebSocket};
 use crate::proto::{Connection, Failure};
 use crate::proxy::{Proxy, Tunnel};
+use crate::reconnect::{is_transient, Retry};
 use crate::{ConnectConfig, Error, Result, WsUri};
 
 /// Connects to a `ws://` URI (or `wss://` with the `rustls` feature) with the default
@@ -119,6 +120,77 @@ async fn secure(tcp: TcpStream, uri: &WsUri, config: &ConnectConfig) -> Result<M
 #[cfg(not(feature = "rustls"))]
 async fn secure(_: TcpStream, uri: &WsUri, _: &ConnectConfig) -> Result<MaybeTlsStream> {
     Err(Error::no_tls(uri))
+}
+
+/// Connections to `uri`, one after another, as long as they can be made: each
+/// [`Reconnect::next`] connects again, retrying transient failures (refused, reset,
+/// timeouts, a 5xx or 429 answer) with [`ConnectConfig::backoff`] between attempts. A
+/// failure that would repeat (an invalid URI, an untrusted certificate, a 4xx refusal) is
+/// returned once, and the connections end.
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> wsline::Result<()> {
+/// let mut connections = wsline::tokio::reconnecting("ws://127.0.0.1:8001", Default::default());
+/// while let Some(ws) = connections.next().await {
+///     let mut ws = ws?;
+///     while let Some(message) = ws.recv().await {
+///         match message {
+///             Ok(message) => println!("<<< {message}"),
+///             Err(error) => eprintln!("connection lost ({error}); reconnecting"),
+///         }
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+pub fn reconnecting(uri: &str, config: ConnectConfig) -> Reconnect {
+    Reconnect {
+        uri: uri.to_owned(),
+        retry: Retry::new(config.backoff.clone()),
+        config,
+        done: false,
+    }
+}
+
+/// The connections of [`reconnecting`].
+#[derive(Debug)]
+pub struct Reconnect {
+    uri: String,
+    config: ConnectConfig,
+    retry: Retry,
+    done: bool,
+}
+
+impl Reconnect {
+    /// Waits until a connection opens (`Some(Ok)`), or a failure that would repeat
+    /// (`Some(Err)`, after which the connections end: `None`).
+    ///
+    /// Cancel-safe: dropped while waiting, nothing is lost (a connection being opened is
+    /// dropped, and the next call starts over).
+    pub async fn next(&mut self) -> Option<Result<WebSocket<MaybeTlsStream>>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            match connect_with(&self.uri, self.config.clone()).await {
+                Ok(ws) => {
+                    self.retry.reset();
+                    return Some(Ok(ws));
+                }
+                Err(error) if is_transient(&error) => {
+                    let delay = self.retry.delay();
+                    tracing::info!(%error, ?delay, uri = %self.uri, "connection failed; retrying");
+                    ::tokio::time::sleep(delay).await;
+                }
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
 }
 
 /// Runs the opening handshake for `uri` over a stream the caller opened: a TCP stream with

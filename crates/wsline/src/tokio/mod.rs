@@ -86,7 +86,7 @@ mod split;
 mod stream;
 mod websocket;
 
-pub use client::{connect, connect_on, connect_with};
+pub use client::{connect, connect_on, connect_with, reconnecting, Reconnect};
 pub use server::{
     accept, accept_with, accept_with_hook, serve, serve_on, serve_with, Handler, Server,
     ServerHandle,

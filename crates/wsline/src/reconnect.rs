@@ -1,0 +1,121 @@
+//! Reconnecting clients: the policy that `sync::client::reconnecting` and
+//! `tokio::reconnecting` share — which failures are worth another attempt, and how long to
+//! wait before it.
+
+use std::time::Duration;
+
+use crate::proto::HandshakeError;
+use crate::Error;
+
+/// How long a reconnecting client waits between failed attempts: `min` after the first
+/// failure, then `factor` times longer after each one, up to `max`; each wait is randomized
+/// between half and the whole of it, so that clients a server dropped together do not come
+/// back together. A successful connection starts over from `min`.
+///
+/// ```
+/// use std::time::Duration;
+/// use wsline::Backoff;
+/// let backoff = Backoff { min: Duration::from_millis(100), ..Backoff::default() };
+/// assert_eq!(backoff.max, Duration::from_secs(60));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backoff {
+    /// The wait after the first failure. Default: 1 s.
+    pub min: Duration,
+    /// The longest wait. Default: 60 s.
+    pub max: Duration,
+    /// How much longer each wait is than the one before. Default: 1.618.
+    pub factor: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            factor: 1.618,
+        }
+    }
+}
+
+/// Where a reconnecting client is in its backoff.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    backoff: Backoff,
+    next: Duration,
+}
+
+impl Retry {
+    pub(crate) fn new(backoff: Backoff) -> Self {
+        let next = backoff.min;
+        Self { backoff, next }
+    }
+
+    /// The wait before the next attempt, after a failed one.
+    pub(crate) fn delay(&mut self) -> Duration {
+        let delay = self.next.min(self.backoff.max);
+        self.next = delay
+            .mul_f64(self.backoff.factor.max(1.0))
+            .min(self.backoff.max);
+        delay.mul_f64(rand::random_range(0.5..=1.0))
+    }
+
+    /// After a successful connection: the next failure waits `min` again.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.backoff.min;
+    }
+}
+
+/// Whether another attempt may succeed where this one failed: transport failures,
+/// timeouts, a proxy that failed, and servers that answered 5xx or 429 (busy, restarting).
+/// Not an invalid URI, a TLS failure (an untrusted certificate stays untrusted), another
+/// refusal (401, 403, 404…) or a server that breaks the handshake protocol.
+pub(crate) fn is_transient(error: &Error) -> bool {
+    match error {
+        Error::Io(_) | Error::Timeout(_) | Error::Proxy(_) => true,
+        Error::Handshake(HandshakeError::Rejected(response)) => {
+            response.status >= 500 || response.status == 429
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Response;
+
+    #[test]
+    fn waits_grow_by_the_factor_up_to_the_max_and_reset() {
+        let mut retry = Retry::new(Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_millis(300),
+            factor: 2.0,
+        });
+        let bounds = [100, 200, 300, 300];
+        for bound in bounds {
+            let delay = retry.delay();
+            let bound = Duration::from_millis(bound);
+            assert!(
+                delay <= bound && delay >= bound / 2,
+                "{delay:?} for {bound:?}"
+            );
+        }
+        retry.reset();
+        assert!(retry.delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn only_failures_that_may_pass_are_retried() {
+        let rejected =
+            |status| Error::Handshake(HandshakeError::Rejected(Box::new(Response::new(status))));
+        assert!(is_transient(&Error::Io(
+            std::io::ErrorKind::ConnectionRefused.into()
+        )));
+        assert!(is_transient(&rejected(503)));
+        assert!(is_transient(&rejected(429)));
+        assert!(!is_transient(&rejected(403)));
+        assert!(!is_transient(&Error::Tls("UnknownIssuer".into())));
+        assert!(!is_transient(&Error::Uri(crate::UriError::MissingHost)));
+    }
+}
