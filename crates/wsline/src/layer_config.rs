@@ -123,7 +123,8 @@ pub struct ConnectConfig {
     pub nodelay: bool,
     /// Redirects (301, 302, 303, 307, 308 with a `Location`) followed before the last one
     /// is reported as the handshake's rejection; `0` follows none. A redirect from `wss://`
-    /// to `ws://` is never followed. Default: 10.
+    /// to `ws://` is never followed, and one to another origin (scheme, host, port) drops
+    /// [`headers`](Self::headers), since they may carry credentials. Default: 10.
     pub max_redirects: usize,
     /// An HTTP proxy to tunnel through with `CONNECT`, for `ws://` and `wss://` alike:
     /// `http://[user:password@]host[:port]`. Default: `None`, connect directly (the

@@ -26,7 +26,9 @@ impl Proxy {
     /// # Errors
     /// [`Error::Uri`] for anything else (HTTPS and SOCKS proxies are not supported).
     pub(crate) fn parse(text: &str) -> Result<Self> {
-        let invalid = |why: &str| Error::Uri(UriError::Invalid(format!("proxy {text:?}: {why}")));
+        // Never the password in an error message: it ends up in logs.
+        let shown = text.rsplit_once('@').map_or(text, |(_, host)| host);
+        let invalid = |why: &str| Error::Uri(UriError::Invalid(format!("proxy {shown:?}: {why}")));
         let url = url::Url::parse(text).map_err(|error| invalid(&error.to_string()))?;
         if url.scheme() != "http" {
             return Err(Error::Uri(UriError::UnsupportedScheme(format!(

@@ -87,7 +87,8 @@ impl WsUri {
     }
 
     /// The URI that `reference` (absolute, or relative to this URI, as in a redirect's
-    /// `Location`) names. The user info is not carried over.
+    /// `Location`) names. The user info is not carried over (redirects carry it within the
+    /// origin).
     ///
     /// ```
     /// use wsline::WsUri;
@@ -106,6 +107,18 @@ impl WsUri {
             .join(reference)
             .map_err(|error| UriError::Invalid(format!("{reference:?}: {error}")))?;
         joined.as_str().parse()
+    }
+
+    /// Whether `other` has the same origin: scheme, host and port.
+    pub(crate) fn same_origin(&self, other: &Self) -> bool {
+        (self.secure, &self.host, self.port) == (other.secure, &other.host, other.port)
+    }
+
+    /// Takes `other`'s user info if this URI has none.
+    pub(crate) fn inherit_user_info(&mut self, other: &Self) {
+        if self.user_info.is_none() {
+            self.user_info.clone_from(&other.user_info);
+        }
     }
 
     /// `host:port`, ready for `TcpStream::connect`.

@@ -42,7 +42,7 @@ pub fn connect(uri: &str) -> Result<WebSocket> {
 ///
 /// # Errors
 /// As [`connect`].
-pub fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket> {
+pub fn connect_with(uri: &str, mut config: ConnectConfig) -> Result<WebSocket> {
     let mut uri: WsUri = uri.parse()?;
     let deadline = config
         .protocol
@@ -58,7 +58,7 @@ pub fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket> {
             Err(error) if redirects < config.max_redirects => error,
             result => return result,
         };
-        match crate::redirect::target(&uri, &error)? {
+        match crate::redirect::follow(&uri, &mut config, &error)? {
             Some(next) => uri = next,
             None => return Err(error),
         }
@@ -164,7 +164,7 @@ fn open(
         let session = rustls::ClientConnection::new(tls, name)
             .map_err(|error| Error::Tls(error.to_string()))?;
         let mut stream = rustls::StreamOwned::new(session, stream);
-        tls_handshake(&mut stream, deadline)?;
+        super::transport::tls::handshake(&mut stream, deadline)?;
         handshake(stream, uri, config, deadline)
     }
     #[cfg(not(feature = "rustls"))]
@@ -228,28 +228,6 @@ fn connect_tcp(host: &str, port: u16, deadline: Option<Instant>) -> Result<TcpSt
     Err(Error::Io(last_error.unwrap_or_else(|| {
         io::Error::new(io::ErrorKind::NotFound, "host has no address")
     })))
-}
-
-/// Runs the TLS handshake within the open timeout. Whatever ends it early (a certificate
-/// the configuration does not trust, a peer that does not speak TLS and closes) is
-/// [`Error::Tls`].
-#[cfg(feature = "rustls")]
-fn tls_handshake(
-    stream: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
-    deadline: Option<Instant>,
-) -> Result<()> {
-    while stream.conn.is_handshaking() {
-        let left = super::remaining(deadline)?;
-        stream.sock.set_read_timeout(left)?;
-        stream.sock.set_write_timeout(left)?;
-        if let Err(error) = stream.conn.complete_io(&mut stream.sock) {
-            return Err(match super::timeout_or(error) {
-                Error::Io(error) => Error::Tls(format!("TLS handshake failed: {error}")),
-                other => other,
-            });
-        }
-    }
-    Ok(())
 }
 
 fn handshake(

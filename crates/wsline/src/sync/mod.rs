@@ -99,11 +99,17 @@ fn open_blocking(
                 None => break,
             }
         }
+        // Both timeouts bound every step: a TLS stream may read while it writes.
         stream.socket().set_write_timeout(remaining(deadline)?)?;
+        stream.socket().set_read_timeout(remaining(deadline)?)?;
         while let Some(transmit) = conn.poll_transmit() {
             match transmit {
                 Transmit::Bytes(bytes) => stream.write_all(&bytes).map_err(timeout_or)?,
-                Transmit::Shutdown => stream.socket().shutdown(std::net::Shutdown::Write)?,
+                Transmit::Shutdown => {
+                    // What the stream holds (TLS records) goes out before the write half ends.
+                    stream.flush().map_err(timeout_or)?;
+                    stream.socket().shutdown(std::net::Shutdown::Write)?;
+                }
             }
         }
         stream.flush().map_err(timeout_or)?;

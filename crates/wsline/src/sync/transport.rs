@@ -18,6 +18,13 @@ pub(crate) trait NonBlocking: Read + Write {
         false
     }
 
+    /// Whether a read shorter than its buffer left something to read all the same (the end
+    /// of a TLS stream, or a failure, after the bytes it returned): edge-triggered readiness
+    /// will not report it.
+    fn input_pending(&self) -> bool {
+        false
+    }
+
     /// Ends the sending direction (after a TLS `close_notify`).
     fn shutdown_write(&mut self);
 }
@@ -135,6 +142,14 @@ impl NonBlocking for Transport {
         }
     }
 
+    fn input_pending(&self) -> bool {
+        match self {
+            Self::Tcp(_) => false,
+            #[cfg(feature = "rustls")]
+            Self::Tls(stream) => stream.input_pending,
+        }
+    }
+
     fn shutdown_write(&mut self) {
         match self {
             Self::Tcp(stream) => stream.shutdown_write(),
@@ -164,16 +179,43 @@ pub(crate) mod tls {
     pub(crate) struct Stream {
         pub(super) session: Connection,
         pub(super) sock: mio::net::TcpStream,
+        /// Whether the last read returned less than it could because the end of the stream
+        /// or a failure comes next: there is more to read, though the socket may be drained.
+        pub(super) input_pending: bool,
+        /// A failure that came after bytes the last read delivered; the next read reports it.
+        failure: Option<io::Error>,
     }
 
     impl Stream {
+        fn new(session: Connection, sock: mio::net::TcpStream) -> Self {
+            Self {
+                session,
+                sock,
+                input_pending: false,
+                failure: None,
+            }
+        }
+
         /// A server session on an accepted socket; the TLS handshake happens as it is read
         /// and written.
         pub(crate) fn server(session: rustls::ServerConnection, sock: mio::net::TcpStream) -> Self {
-            Self {
-                session: session.into(),
-                sock,
+            Self::new(session.into(), sock)
+        }
+
+        /// The read's outcome at the end of the stream: what was read, then `Ok(0)`.
+        fn ended(&mut self, filled: usize) -> io::Result<usize> {
+            self.input_pending = filled > 0;
+            Ok(filled)
+        }
+
+        /// The read's outcome on a failure: what was read, then the failure.
+        fn failed(&mut self, filled: usize, error: io::Error) -> io::Result<usize> {
+            if filled == 0 {
+                return Err(error);
             }
+            self.failure = Some(error);
+            self.input_pending = true;
+            Ok(filled)
         }
     }
 
@@ -190,23 +232,52 @@ pub(crate) mod tls {
             let StreamOwned { conn, sock } = self;
             sock.set_nonblocking(true)?;
             let sock = mio::net::TcpStream::from_std(sock);
-            Ok(Transport::Tls(Box::new(Stream {
-                session: conn.into(),
-                sock,
-            })))
+            Ok(Transport::Tls(Box::new(Stream::new(conn.into(), sock))))
         }
+    }
+
+    /// Runs a blocking TLS handshake, client or server, within `deadline` (the open
+    /// timeout). Whatever ends it early (a certificate the configuration does not trust, a
+    /// peer that does not speak TLS and closes) is [`Error::Tls`](crate::Error::Tls).
+    pub(crate) fn handshake<C, D>(
+        stream: &mut StreamOwned<C, TcpStream>,
+        deadline: Option<std::time::Instant>,
+    ) -> crate::Result<()>
+    where
+        C: DerefMut<Target = ConnectionCommon<D>>,
+        D: SideData,
+    {
+        while stream.conn.is_handshaking() {
+            let left = crate::sync::remaining(deadline)?;
+            stream.sock.set_read_timeout(left)?;
+            stream.sock.set_write_timeout(left)?;
+            if let Err(error) = stream.conn.complete_io(&mut stream.sock) {
+                return Err(match crate::sync::timeout_or(error) {
+                    crate::Error::Io(error) => {
+                        crate::Error::Tls(format!("TLS handshake failed: {error}"))
+                    }
+                    other => other,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Reads decrypted bytes: those rustls holds, then records from the socket, until `buf`
     /// is full or the socket would block. So, as with plain TCP, a read shorter than `buf`
-    /// means the socket is drained. `Ok(0)` at the end of the stream, with or without the
-    /// peer's `close_notify` (the WebSocket closing handshake, not TLS, says whether the
-    /// connection ended cleanly).
+    /// means the socket is drained — unless [`Stream::input_pending`] says the end of the
+    /// stream or a failure comes next: bytes decrypted before either are delivered first.
+    /// `Ok(0)` at the end of the stream, with or without the peer's `close_notify` (the
+    /// WebSocket closing handshake, not TLS, says whether the connection ended cleanly).
     pub(super) fn read(stream: &mut Stream, buf: &mut [u8]) -> io::Result<usize> {
+        stream.input_pending = false;
+        if let Some(error) = stream.failure.take() {
+            return Err(error);
+        }
         let mut filled = 0;
         loop {
             match stream.session.reader().read(&mut buf[filled..]) {
-                Ok(0) => return Ok(filled),
+                Ok(0) => return stream.ended(filled),
                 Ok(n) => {
                     filled += n;
                     if filled == buf.len() {
@@ -214,25 +285,39 @@ pub(crate) mod tls {
                     }
                     continue;
                 }
-                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                    return stream.ended(filled);
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error),
+                Err(error) => return stream.failed(filled, error),
             }
             match stream.session.read_tls(&mut stream.sock) {
-                // The reader reports the end of the stream next time round.
+                // At the end of the stream, the reader reports it next time round.
                 Ok(_) => {}
-                Err(error) if filled > 0 && error.kind() == io::ErrorKind::WouldBlock => {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock && filled > 0 => {
                     return Ok(filled);
                 }
-                Err(error) => return Err(error),
+                Err(error) => return stream.failed(filled, error),
             }
             let processed = stream.session.process_new_packets();
             // Handshake messages and alerts that processing queued (also for a failure).
             match flush_records(stream) {
-                Err(error) if error.kind() != io::ErrorKind::WouldBlock => return Err(error),
+                Err(error) if error.kind() != io::ErrorKind::WouldBlock => {
+                    return stream.failed(filled, error);
+                }
                 _ => {}
             }
-            processed.map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            if let Err(error) = processed {
+                // Records decrypted before the bad one are the peer's words: deliver them.
+                while filled < buf.len() {
+                    match stream.session.reader().read(&mut buf[filled..]) {
+                        Ok(n) if n > 0 => filled += n,
+                        _ => break,
+                    }
+                }
+                let error = io::Error::new(io::ErrorKind::InvalidData, error);
+                return stream.failed(filled, error);
+            }
         }
     }
 

@@ -42,23 +42,27 @@ pub async fn connect(uri: &str) -> Result<WebSocket<MaybeTlsStream>> {
 /// (an untrusted certificate) or the build has no TLS (feature `rustls`),
 /// [`Error::Handshake`] when the server rejects the handshake (the response is kept whole)
 /// or answers wrongly, [`Error::Timeout`] past the open timeout.
-pub async fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket<MaybeTlsStream>> {
+pub async fn connect_with(
+    uri: &str,
+    mut config: ConnectConfig,
+) -> Result<WebSocket<MaybeTlsStream>> {
     let mut uri: WsUri = uri.parse()?;
-    let attempts = async {
+    let open_timeout = config.protocol.open_timeout;
+    let attempts = async move {
         let mut redirects = 0;
         loop {
             let error = match open(uri.clone(), &config).await {
                 Err(error) if redirects < config.max_redirects => error,
                 result => return result,
             };
-            match crate::redirect::target(&uri, &error)? {
+            match crate::redirect::follow(&uri, &mut config, &error)? {
                 Some(next) => uri = next,
                 None => return Err(error),
             }
             redirects += 1;
         }
     };
-    match config.protocol.open_timeout {
+    match open_timeout {
         Some(timeout) => ::tokio::time::timeout(timeout, attempts)
             .await
             .unwrap_or(Err(Error::Timeout(Failure::OpenTimeout))),

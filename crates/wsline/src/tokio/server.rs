@@ -456,25 +456,30 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// The TLS handshake, within the open timeout, when the server has TLS.
+/// The TLS handshake, within the open timeout counted from `accepted`, when the server has
+/// TLS.
 #[cfg(feature = "rustls")]
-async fn secure(stream: TcpStream, settings: &Settings) -> Result<MaybeTlsStream> {
+async fn secure(
+    stream: TcpStream,
+    settings: &Settings,
+    accepted: Instant,
+) -> Result<MaybeTlsStream> {
     let Some(acceptor) = &settings.tls else {
         return Ok(MaybeTlsStream::Tcp(stream));
     };
     let accept = acceptor.accept(stream);
-    let accepted = match settings.protocol.open_timeout {
-        Some(timeout) => ::tokio::time::timeout(timeout, accept)
+    let outcome = match settings.protocol.open_timeout {
+        Some(timeout) => ::tokio::time::timeout_at(accepted + timeout, accept)
             .await
             .map_err(|_| Error::Timeout(crate::proto::Failure::OpenTimeout))?,
         None => accept.await,
     };
-    let stream = accepted.map_err(crate::tls::handshake_error)?;
+    let stream = outcome.map_err(crate::tls::handshake_error)?;
     Ok(MaybeTlsStream::Tls(Box::new(stream.into())))
 }
 
 #[cfg(not(feature = "rustls"))]
-async fn secure(stream: TcpStream, _: &Settings) -> Result<MaybeTlsStream> {
+async fn secure(stream: TcpStream, _: &Settings, _: Instant) -> Result<MaybeTlsStream> {
     Ok(MaybeTlsStream::Tcp(stream))
 }
 
@@ -494,14 +499,16 @@ async fn connection<H: Handler>(
             tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
         }
     }
-    let stream = match secure(stream, &settings).await {
+    // One open timeout from here covers the TLS and the WebSocket handshakes.
+    let accepted = Instant::now();
+    let stream = match secure(stream, &settings, accepted).await {
         Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(%peer, %error, "TLS handshake failed");
             return;
         }
     };
-    let conn = Connection::server(Arc::clone(&settings.protocol), Instant::now().into_std());
+    let conn = Connection::server(Arc::clone(&settings.protocol), accepted.into_std());
     let mut ws = WebSocket::new(stream, conn, settings.limits);
     ws.set_going_away(Listener::new(Arc::clone(&shared.shutdown)));
     let hook = |request: &Request, response: &mut Response| {

@@ -35,6 +35,7 @@ const DEFAULT_PONG_WAIT: Duration = Duration::from_secs(20);
 enum Command {
     Message(Message),
     Prepared(PreparedMessage),
+    Pong(Vec<u8>),
     Ping(oneshot::Sender<Duration>),
     Close(CloseCode, String),
     Fail(CloseCode, &'static str),
@@ -188,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
             pong_wait,
             max_unread_messages: limits.max_unread_messages,
             queued: AtomicUsize::new(0),
-            pending: AtomicUsize::new(self.pending_send()),
+            pending: AtomicUsize::new(self.unwritten()),
             unread: AtomicUsize::new(0),
             state: AtomicU8::new(state_code(self.state())),
             closed: Mutex::new(None),
@@ -280,9 +281,7 @@ impl Driver {
             };
             let step = ws.poll_step(cx, policy);
             self.forward(ws);
-            self.shared
-                .pending
-                .store(ws.pending_send(), Ordering::SeqCst);
+            self.shared.pending.store(ws.unwritten(), Ordering::SeqCst);
             self.shared
                 .state
                 .store(state_code(ws.state()), Ordering::SeqCst);
@@ -328,6 +327,7 @@ impl Driver {
                     ws.queue_prepared(&prepared)
                 }
                 Command::Ping(waiter) => ws.start_ping(waiter),
+                Command::Pong(payload) => ws.conn_mut().send_pong(&payload).map_err(Error::from),
                 Command::Close(code, reason) if ws.state() == State::Open => {
                     ws.conn_mut().send_close(code, &reason).map_err(Error::from)
                 }
@@ -517,6 +517,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
         self.sender.try_send(message)
     }
 
+    /// As [`Sender::pong`].
+    ///
+    /// # Errors
+    /// As [`Sender::pong`].
+    pub fn pong(&self, payload: &[u8]) -> Result<()> {
+        self.sender.pong(payload)
+    }
+
     /// As [`Sender::send_prepared`].
     ///
     /// # Errors
@@ -683,6 +691,18 @@ impl Sender {
             Ok(Err(_)) if self.shared.state() != OPEN => Err(self.shared.not_open()),
             Ok(Err(_)) | Err(_) => Err(Error::Timeout(crate::proto::Failure::KeepaliveTimeout)),
         }
+    }
+
+    /// Sends an unsolicited pong after the messages handed over so far: a one-way heartbeat
+    /// that expects no reply (RFC 6455 §5.5.3).
+    ///
+    /// # Errors
+    /// [`SendError::ControlPayloadTooLong`] over 125 bytes, else as [`send`](Self::send).
+    pub fn pong(&self, payload: &[u8]) -> Result<()> {
+        if payload.len() > 125 {
+            return Err(SendError::ControlPayloadTooLong(payload.len()).into());
+        }
+        self.push_command(0, Command::Pong(payload.to_vec()))
     }
 
     /// Starts the closing handshake (RFC 6455 §7.1.2) after the messages handed over so far,

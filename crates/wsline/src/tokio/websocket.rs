@@ -591,6 +591,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
+    /// Bytes not yet handed to the stream, plus one while the stream may hold written bytes
+    /// back (not flushed yet): zero once everything is out.
+    pub(crate) fn unwritten(&self) -> usize {
+        self.conn.pending_send() + usize::from(self.unflushed)
+    }
+
     /// Queues a prepared message now, whatever the send buffer holds.
     pub(crate) fn queue_prepared(&mut self, prepared: &PreparedMessage) -> Result<()> {
         self.core_changed = true;

@@ -187,6 +187,7 @@ fn serve_connection<F>(
 ) where
     F: Fn(&WebSocket) -> Result<()>,
 {
+    let accepted = Instant::now();
     let result = (|| -> Result<()> {
         let stream = std::net::TcpStream::from(stream);
         stream.set_nonblocking(false)?;
@@ -195,10 +196,12 @@ fn serve_connection<F>(
         if let Some(tls) = &config.tls {
             let session = rustls::ServerConnection::new(Arc::clone(tls))
                 .map_err(|error| crate::Error::Tls(error.to_string()))?;
-            let ws = open(rustls::StreamOwned::new(session, stream), config)?;
+            let mut stream = rustls::StreamOwned::new(session, stream);
+            crate::sync::transport::tls::handshake(&mut stream, open_deadline(config, accepted))?;
+            let ws = open(stream, config, accepted)?;
             return run_handler(&ws, shared, handler);
         }
-        let ws = open(stream, config)?;
+        let ws = open(stream, config, accepted)?;
         run_handler(&ws, shared, handler)
     })();
     if let Err(error) = result {
@@ -206,11 +209,19 @@ fn serve_connection<F>(
     }
 }
 
+/// When the open timeout of a connection accepted at `accepted` runs out: TLS and
+/// WebSocket handshakes share it.
+fn open_deadline(config: &ServerConfig, accepted: Instant) -> Option<Instant> {
+    config
+        .protocol
+        .open_timeout
+        .map(|timeout| accepted + timeout)
+}
+
 /// Runs the server's opening handshake on an accepted stream.
-fn open(mut stream: impl Blocking, config: &ServerConfig) -> Result<WebSocket> {
-    let now = Instant::now();
-    let deadline = config.protocol.open_timeout.map(|timeout| now + timeout);
-    let conn = proto::Connection::server(config.protocol.clone(), now);
+fn open(mut stream: impl Blocking, config: &ServerConfig, accepted: Instant) -> Result<WebSocket> {
+    let deadline = open_deadline(config, accepted);
+    let conn = proto::Connection::server(config.protocol.clone(), accepted);
     let conn = crate::sync::open_blocking(
         &mut stream,
         conn,

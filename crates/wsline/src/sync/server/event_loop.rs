@@ -344,8 +344,10 @@ impl<H: Handler> Running<'_, H> {
                 Ok(n) => {
                     conn.core.handle_data(&self.buf[..n]);
                     // A short read drained the socket (but for the end of stream, if the peer
-                    // closed); edge-triggered readiness reports the next bytes.
-                    conn.more_to_read = n == self.buf.len() || conn.peer_closed;
+                    // closed, or what a TLS stream holds back for the next read);
+                    // edge-triggered readiness reports the next bytes.
+                    conn.more_to_read =
+                        n == self.buf.len() || conn.peer_closed || conn.stream.input_pending();
                     let more_to_read = conn.more_to_read;
                     self.dispatch(key, now);
                     if !self.batching || self.conns[key].core.pending_send() > BATCH_FLUSH_BYTES {
