@@ -110,11 +110,13 @@ impl WsUri {
     }
 
     /// Whether `other` has the same origin: scheme, host and port.
+    #[cfg(any(feature = "sync", feature = "tokio"))]
     pub(crate) fn same_origin(&self, other: &Self) -> bool {
         (self.secure, &self.host, self.port) == (other.secure, &other.host, other.port)
     }
 
     /// Takes `other`'s user info if this URI has none.
+    #[cfg(any(feature = "sync", feature = "tokio"))]
     pub(crate) fn inherit_user_info(&mut self, other: &Self) {
         if self.user_info.is_none() {
             self.user_info.clone_from(&other.user_info);
