@@ -5,7 +5,11 @@
 //!   per connection. It holds tens of thousands of idle connections in little memory.
 //! - [`server::serve_blocking`] gives each connection a thread and a [`WebSocket`] to loop
 //!   over, like Python websockets' sync server.
-//! - [`client::connect`] opens a [`WebSocket`].
+//! - [`client::connect`] opens a [`WebSocket`] (`ws://`, or `wss://` with the `rustls`
+//!   feature; through an HTTP proxy if configured; following redirects), and
+//!   [`client::reconnecting`] opens one after another with backoff.
+//!
+//! Every server serves `wss://` when [`ServerConfig::tls`](crate::ServerConfig) is set.
 
 pub mod client;
 pub mod server;

@@ -47,8 +47,9 @@
 //! ```
 //!
 //! [`connect_with`] takes a [`ConnectConfig`](crate::ConnectConfig) (limits, timeouts,
-//! keepalive, `Origin`, headers, subprotocols); [`connect_on`] runs the handshake over a
-//! stream you opened (TLS included).
+//! keepalive, `Origin`, headers, subprotocols, TLS for `wss://` with the `rustls` feature,
+//! an HTTP proxy, how many redirects to follow); [`reconnecting`] connects again and again
+//! with backoff; [`connect_on`] runs the handshake over a stream you opened.
 //!
 //! # Who answers pings
 //!
