@@ -22,6 +22,8 @@ use tokio_common::{bounded, payload};
 struct Identity {
     cert: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,
+    cert_pem: String,
+    key_pem: String,
 }
 
 impl Identity {
@@ -31,6 +33,8 @@ impl Identity {
         Self {
             cert: certified.cert.der().clone(),
             key: PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()),
+            cert_pem: certified.cert.pem(),
+            key_pem: certified.signing_key.serialize_pem(),
         }
     }
 
@@ -46,6 +50,16 @@ impl Identity {
             )
             .expect("a valid certificate and key");
         Arc::new(config)
+    }
+
+    /// Writes the certificate and key as PEM files into a fresh directory (for peers that
+    /// read files); returns the directory, removed by the caller.
+    fn write_pem(&self, name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("wsline-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert.pem"), &self.cert_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), &self.key_pem).unwrap();
+        dir
     }
 
     /// A client configuration that trusts this certificate.
@@ -354,4 +368,79 @@ fn wss_goes_through_a_connect_proxy_end_to_end_encrypted() {
     // The proxy saw only where to, never the URL's path or the messages.
     let target = format!("localhost:{}", server.local_addr().port());
     assert_eq!(proxy.targets(), vec![target.clone(), target]);
+}
+
+/// Python's `ssl` (OpenSSL) on the other side: a stack nobody here wrote.
+mod python_peer {
+    use std::process::Command;
+
+    use super::*;
+    use support::interop::{
+        exchange_messages, interop_client_config, interop_server_config, interop_server_with,
+        received_closes,
+    };
+    use support::process::{self, venv_python, Process};
+
+    fn peer_script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/interop_peer.py")
+    }
+
+    #[test]
+    fn python_client_talks_wss_to_the_sync_server() {
+        let Some(python) = venv_python() else { return };
+        let identity = Identity::new();
+        let pem = identity.write_pem("python-client");
+        let mut config = interop_server_config(true);
+        config.tls = Some(identity.server());
+        let (server, closes) = interop_server_with(config);
+        let url = wss(server.local_addr());
+        let output = process::run(
+            Command::new(&python)
+                .arg(peer_script())
+                .args(["client", &url, "--expect-deflate", "--cafile"])
+                .arg(pem.join("cert.pem")),
+            "",
+        );
+        let _ = std::fs::remove_dir_all(&pem);
+        assert!(
+            output.status.success() && output.stdout.trim() == "OK",
+            "stdout: {}\nstderr: {}",
+            output.stdout,
+            output.stderr
+        );
+        assert_eq!(
+            received_closes(&closes, 2),
+            [
+                (4001, "client bye".to_owned()),
+                (4003, "server bye".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn sync_client_talks_wss_to_a_python_server() {
+        let Some(python) = venv_python() else { return };
+        let identity = Identity::new();
+        let pem = identity.write_pem("python-server");
+        let (_server, port) = Process::start(
+            Command::new(&python)
+                .arg(peer_script())
+                .args(["server", "--tls-cert"])
+                .arg(pem.join("cert.pem"))
+                .arg("--tls-key")
+                .arg(pem.join("key.pem")),
+        );
+        let _ = std::fs::remove_dir_all(&pem);
+        let config = ConnectConfig {
+            tls: Some(identity.client()),
+            ..interop_client_config(true)
+        };
+        let ws = wsline::sync::client::connect_with(&format!("wss://localhost:{port}/"), config)
+            .expect("wss:// to Python");
+        exchange_messages(&ws);
+        ws.close(CloseCode::from(4001), "client bye")
+            .expect("close");
+        let closed = ws.close_status().expect("closed");
+        assert!(closed.clean, "{closed}");
+    }
 }

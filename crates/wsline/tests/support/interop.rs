@@ -111,11 +111,16 @@ impl Handler for InteropHandler {
 /// Starts a sync [`InteropHandler`] server on a free port, with the receiver of the close
 /// frames its connections receive.
 pub fn interop_server(compress: bool) -> (Server, Receiver<(u16, String)>) {
+    interop_server_with(interop_server_config(compress))
+}
+
+/// [`interop_server`] with any configuration (TLS).
+pub fn interop_server_with(config: ServerConfig) -> (Server, Receiver<(u16, String)>) {
     let (tx, rx) = mpsc::channel();
     let handler = InteropHandler {
         closes: Mutex::new(tx),
     };
-    (start(handler, interop_server_config(compress)), rx)
+    (start(handler, config), rx)
 }
 
 /// The next `count` close frames from `closes`, sorted (connections end in any order).

@@ -1,21 +1,23 @@
 #!/usr/bin/env python3
 """Python `websockets` peers for wsline's sync interop tests (tests/interop_python.rs).
 
-client URL [--no-compression] [--expect-deflate]
+client URL [--no-compression] [--expect-deflate] [--cafile PEM]
     Talks to the wsline server at URL: echoes of text, binary, 1 MiB and empty messages,
     a ping, a close with 4001, then a connection to URL + "close" that the server ends
     with 4003 "server bye". Checks that permessage-deflate was negotiated exactly when
-    --expect-deflate is given. Prints OK.
+    --expect-deflate is given. For wss:// URLs, trusts the certificates in --cafile (with
+    Python's ssl module, OpenSSL). Prints OK.
 
-server [--no-compression]
+server [--no-compression] [--tls-cert PEM --tls-key PEM]
     Prints its port, then for each connection: answers "extensions?" with the negotiated
     Sec-WebSocket-Extensions (or "none"), closes on "close CODE REASON" with that code and
-    reason, and echoes everything else.
+    reason, and echoes everything else. With a certificate, it serves wss://.
 """
 
 import argparse
 import asyncio
 import os
+import ssl
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
@@ -28,12 +30,17 @@ def compression(args):
     return None if args.no_compression else "deflate"
 
 
+def client_tls(args):
+    return ssl.create_default_context(cafile=args.cafile) if args.cafile else None
+
+
 async def run_client(args):
     async with connect(
         args.url,
         compression=compression(args),
         max_size=MAX_SIZE,
         ping_interval=None,
+        ssl=client_tls(args),
     ) as ws:
         negotiated = ws.response.headers.get("Sec-WebSocket-Extensions", "")
         deflate = "permessage-deflate" in negotiated
@@ -54,7 +61,9 @@ async def run_client(args):
         assert latency < 10, latency
         await ws.close(4001, "client bye")
     assert ws.close_code == 4001, ws.close_code
-    async with connect(args.url + "close", compression=compression(args)) as ws:
+    async with connect(
+        args.url + "close", compression=compression(args), ssl=client_tls(args)
+    ) as ws:
         try:
             await ws.recv()
             raise AssertionError("the server did not close")
@@ -81,6 +90,10 @@ async def answer(ws):
 
 
 async def run_server(args):
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     async with serve(
         answer,
         "127.0.0.1",
@@ -88,6 +101,7 @@ async def run_server(args):
         compression=compression(args),
         max_size=MAX_SIZE,
         ping_interval=None,
+        ssl=tls,
     ) as server:
         print(server.sockets[0].getsockname()[1], flush=True)
         await asyncio.Future()
@@ -100,8 +114,11 @@ def main():
     client.add_argument("url")
     client.add_argument("--no-compression", action="store_true")
     client.add_argument("--expect-deflate", action="store_true")
+    client.add_argument("--cafile")
     server = modes.add_parser("server")
     server.add_argument("--no-compression", action="store_true")
+    server.add_argument("--tls-cert")
+    server.add_argument("--tls-key")
     args = parser.parse_args()
     asyncio.run(run_client(args) if args.mode == "client" else run_server(args))
 

@@ -235,6 +235,21 @@ impl HeadScanner {
         buf: &[u8],
         limits: HeadLimits,
     ) -> Result<Option<usize>, HandshakeError> {
+        if !self.past_first_line {
+            // The first line holds no control characters (RFC 9112 §3, §4): bytes that do
+            // are not HTTP (a TLS ClientHello sent to a plain server), and fail at once
+            // rather than at the open timeout.
+            let new = &buf[self.scanned..];
+            let line = new
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(new, |end| &new[..end]);
+            if line.iter().any(|&b| (b < 0x20 && b != b'\r') || b == 0x7f) {
+                return Err(HandshakeError::InvalidHttp(
+                    "control character in the first line: not HTTP".into(),
+                ));
+            }
+        }
         while let Some(offset) = buf[self.scanned..].iter().position(|&b| b == b'\n') {
             let line_end = self.scanned + offset;
             self.check_line(line_end - self.line_start, limits)?;
@@ -339,6 +354,30 @@ pub(crate) fn parse_response(head: &[u8], max_headers: usize) -> Result<Response
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_in_the_first_line_fail_before_the_head_ends() {
+        let limits = HeadLimits {
+            max_line_len: 8192,
+            max_headers: 128,
+            max_head_size: 16384,
+        };
+        // The start of a TLS ClientHello.
+        let error = HeadScanner::default()
+            .scan(b"\x16\x03\x01\x02\x00\x01", limits)
+            .unwrap_err();
+        assert!(matches!(error, HandshakeError::InvalidHttp(_)), "{error:?}");
+        // Split across reads.
+        let mut scanner = HeadScanner::default();
+        assert_eq!(scanner.scan(b"GET /", limits).unwrap(), None);
+        assert!(scanner.scan(b"GET /\x00", limits).is_err());
+        // Control characters after the first line are left to the parser.
+        let head = b"GET / HTTP/1.1\r\nX: \x01\r\n\r\n";
+        assert_eq!(
+            HeadScanner::default().scan(head, limits).unwrap(),
+            Some(head.len())
+        );
+    }
 
     const LIMITS: HeadLimits = HeadLimits {
         max_line_len: 64,
