@@ -8,6 +8,7 @@ mod tokio_common;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use wsline::proto::ConnectionClosed;
@@ -443,4 +444,66 @@ mod python_peer {
         let closed = ws.close_status().expect("closed");
         assert!(closed.clean, "{closed}");
     }
+}
+
+/// Connects and sends half a ClientHello, then nothing: the server must drop it at the
+/// open timeout. Returns how long the server took to close it.
+fn stall_tls_handshake(addr: SocketAddr) -> Duration {
+    let started = std::time::Instant::now();
+    let mut stalled = TcpStream::connect(addr).expect("connect");
+    std::io::Write::write_all(&mut stalled, &[0x16, 0x03, 0x01, 0x01, 0x00]).unwrap();
+    stalled.set_read_timeout(Some(DEADLINE)).unwrap();
+    // EOF or a reset: either way the server let go.
+    let _ = std::io::Read::read(&mut stalled, &mut [0; 64]);
+    started.elapsed()
+}
+
+fn tls_config_with_open_timeout(identity: &Identity) -> ServerConfig {
+    let mut config = tls_server_config(identity);
+    config.protocol.open_timeout = Some(Duration::from_millis(300));
+    config
+}
+
+#[test]
+fn every_server_drops_a_stalled_tls_handshake_at_the_open_timeout_and_serves_others() {
+    let identity = Identity::new();
+    let client = tls_client_config(&identity);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let event_loop = serve_on(
+        Echo(mpsc::channel().0),
+        listener,
+        tls_config_with_open_timeout(&identity),
+    )
+    .expect("serve");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let blocking = serve_blocking_on(
+        |ws: &wsline::sync::WebSocket| {
+            for message in ws {
+                ws.send(message?)?;
+            }
+            Ok(())
+        },
+        listener,
+        tls_config_with_open_timeout(&identity),
+    )
+    .expect("serve");
+    let runtime = tokio_runtime();
+    let tokio_server = runtime
+        .block_on(wsline::tokio::serve_with(
+            tokio_common::echo,
+            "127.0.0.1:0",
+            tls_config_with_open_timeout(&identity),
+        ))
+        .expect("serve");
+    for addr in [
+        event_loop.local_addr(),
+        blocking.local_addr(),
+        tokio_server.local_addr(),
+    ] {
+        let stalled = std::thread::spawn(move || stall_tls_handshake(addr));
+        support::assert_served(&wss(addr), &client);
+        let held = stalled.join().unwrap();
+        assert!(held < Duration::from_secs(5), "{addr}: held {held:?}");
+    }
+    runtime.block_on(tokio_server.shutdown()).expect("shutdown");
 }
