@@ -7,6 +7,36 @@ use thiserror::Error;
 use crate::proto::{ConnectionClosed, Failure, HandshakeError, ProtocolError, SendError};
 use crate::UriError;
 
+/// Why an HTTP proxy did not open a tunnel (see `ConnectConfig::proxy`).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The proxy answered `CONNECT` with a status other than 2xx (407: credentials
+    /// missing or wrong).
+    #[error("the proxy refused the tunnel: HTTP {status} {reason}")]
+    Refused {
+        /// The status code.
+        status: u16,
+        /// The reason phrase.
+        reason: String,
+    },
+    /// The proxy answered with something that is not a valid response head, or too large a
+    /// one, or sent data before the tunnel's peer spoke.
+    #[error("invalid answer from the proxy: {0}")]
+    InvalidResponse(String),
+    /// The proxy closed the connection before answering.
+    #[error("the proxy closed the connection before answering")]
+    ClosedEarly,
+    /// The proxy could not be reached, or the connection to it failed.
+    #[error("proxy {proxy}: {error}")]
+    Unreachable {
+        /// The proxy's `host:port`.
+        proxy: String,
+        /// What failed.
+        error: io::Error,
+    },
+}
+
 /// Everything that can go wrong on a connection driven by the sync or tokio layer.
 ///
 /// Match on the variant, not on the text: `Display` is for people.
@@ -52,9 +82,9 @@ pub enum Error {
     /// TLS setup or negotiation failed.
     #[error("TLS error: {0}")]
     Tls(String),
-    /// The HTTP proxy is invalid, refused the tunnel, or answered wrongly.
+    /// The HTTP proxy could not be reached, refused the tunnel, or answered wrongly.
     #[error("proxy error: {0}")]
-    Proxy(String),
+    Proxy(#[from] ProxyError),
 }
 
 impl Error {

@@ -1,5 +1,6 @@
 //! Settings of the I/O layers, shared by the sync and tokio servers and clients.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::proto::Config;
@@ -105,7 +106,7 @@ impl Default for ServerConfig {
 /// };
 /// assert!(config.nodelay);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ConnectConfig {
     /// Protocol settings: limits, timeouts (`open_timeout` bounds connect + handshake),
     /// keepalive, subprotocols, extensions, `User-Agent`. Default: [`Config::default`] plus
@@ -156,6 +157,31 @@ impl Default for ConnectConfig {
             #[cfg(feature = "rustls")]
             tls: None,
         }
+    }
+}
+
+/// Without header values and the proxy's password: debug output ends up in logs.
+impl fmt::Debug for ConnectConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        let mut debug = f.debug_struct("ConnectConfig");
+        debug
+            .field("protocol", &self.protocol)
+            .field("origin", &self.origin)
+            .field("headers (values hidden)", &header_names)
+            .field("read_buffer_size", &self.read_buffer_size)
+            .field("send_high_water", &self.send_high_water)
+            .field("nodelay", &self.nodelay)
+            .field("max_redirects", &self.max_redirects)
+            .field(
+                "proxy",
+                &self.proxy.as_deref().map(crate::uri::without_user_info),
+            );
+        #[cfg(any(feature = "sync", feature = "tokio"))]
+        debug.field("backoff", &self.backoff);
+        #[cfg(feature = "rustls")]
+        debug.field("tls", &self.tls);
+        debug.finish()
     }
 }
 

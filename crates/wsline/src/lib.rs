@@ -59,7 +59,7 @@ pub mod tls;
 pub mod tokio;
 mod uri;
 
-pub use error::{Error, Result};
+pub use error::{Error, ProxyError, Result};
 pub use layer_config::{
     BackpressurePolicy, ConnectConfig, ServerConfig, DEFAULT_READ_BUFFER_SIZE,
     DEFAULT_SEND_HIGH_WATER,

@@ -5,7 +5,7 @@
 
 use base64::Engine as _;
 
-use crate::{Error, Result, UriError, WsUri};
+use crate::{Error, ProxyError, Result, UriError, WsUri};
 
 /// Most bytes of the proxy's response head read before giving up on it.
 const MAX_RESPONSE_HEAD: usize = 16 << 10;
@@ -27,7 +27,7 @@ impl Proxy {
     /// [`Error::Uri`] for anything else (HTTPS and SOCKS proxies are not supported).
     pub(crate) fn parse(text: &str) -> Result<Self> {
         // Never the password in an error message: it ends up in logs.
-        let shown = text.rsplit_once('@').map_or(text, |(_, host)| host);
+        let shown = crate::uri::without_user_info(text);
         let invalid = |why: &str| Error::Uri(UriError::Invalid(format!("proxy {shown:?}: {why}")));
         let url = url::Url::parse(text).map_err(|error| invalid(&error.to_string()))?;
         if url.scheme() != "http" {
@@ -85,8 +85,9 @@ impl Tunnel {
     /// tunnel is open), `Ok(false)` while more is needed.
     ///
     /// # Errors
-    /// [`Error::Proxy`] for a refusal (its status and reason), a malformed or oversized
-    /// response, or bytes after the head (the tunnel's peer does not speak first).
+    /// [`ProxyError::Refused`] for a refusal (its status and reason),
+    /// [`ProxyError::InvalidResponse`] for a malformed or oversized response, or bytes
+    /// after the head (the tunnel's peer does not speak first).
     pub(crate) fn handle_data(&mut self, data: &[u8]) -> Result<bool> {
         self.head.extend_from_slice(data);
         let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
@@ -95,37 +96,43 @@ impl Tunnel {
             Ok(httparse::Status::Complete(len)) => {
                 let status = response.code.unwrap_or_default();
                 if !(200..300).contains(&status) {
-                    let reason = response.reason.unwrap_or_default();
-                    return Err(Error::Proxy(format!(
-                        "the proxy refused the tunnel: HTTP {status} {reason}"
-                    )));
+                    return Err(ProxyError::Refused {
+                        status,
+                        reason: response.reason.unwrap_or_default().to_owned(),
+                    }
+                    .into());
                 }
                 if len < self.head.len() {
-                    return Err(Error::Proxy(
-                        "the proxy sent data after its response".into(),
-                    ));
+                    return Err(
+                        ProxyError::InvalidResponse("data after the response head".into()).into(),
+                    );
                 }
                 Ok(true)
             }
             Ok(httparse::Status::Partial) if self.head.len() <= MAX_RESPONSE_HEAD => Ok(false),
-            Ok(httparse::Status::Partial) => Err(Error::Proxy(format!(
-                "the proxy's response head is over {MAX_RESPONSE_HEAD} bytes"
-            ))),
-            Err(error) => Err(Error::Proxy(format!("invalid proxy response: {error}"))),
+            Ok(httparse::Status::Partial) => Err(ProxyError::InvalidResponse(format!(
+                "a response head over {MAX_RESPONSE_HEAD} bytes"
+            ))
+            .into()),
+            Err(error) => Err(ProxyError::InvalidResponse(error.to_string()).into()),
         }
     }
 }
 
 /// The end of the stream before the proxy answered.
 pub(crate) fn closed_early() -> Error {
-    Error::Proxy("the proxy closed the connection before answering".into())
+    ProxyError::ClosedEarly.into()
 }
 
 /// A transport failure while reaching the proxy or setting up the tunnel (refused, reset):
 /// a proxy problem, not one of the server's. Timeouts stay the open timeout.
 pub(crate) fn transport_error(proxy: &Proxy, error: Error) -> Error {
     match error {
-        Error::Io(error) => Error::Proxy(format!("proxy {}:{}: {error}", proxy.host, proxy.port)),
+        Error::Io(error) => ProxyError::Unreachable {
+            proxy: format!("{}:{}", proxy.host, proxy.port),
+            error,
+        }
+        .into(),
         other => other,
     }
 }

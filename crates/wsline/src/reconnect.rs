@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use crate::proto::HandshakeError;
-use crate::Error;
+use crate::{Error, ProxyError};
+
+/// The shortest wait between attempts, whatever the configuration says.
+const MIN_DELAY: Duration = Duration::from_millis(1);
 
 /// How long a reconnecting client waits between failed attempts: `min` after the first
 /// failure, then `factor` times longer after each one, up to `max`; each wait is randomized
@@ -47,35 +50,46 @@ pub(crate) struct Retry {
 
 impl Retry {
     pub(crate) fn new(backoff: Backoff) -> Self {
-        let next = backoff.min;
+        let next = Self::first(&backoff);
         Self { backoff, next }
+    }
+
+    /// The first wait: `min`, but never zero (a tight retry loop), and at most `max`.
+    fn first(backoff: &Backoff) -> Duration {
+        backoff.min.max(MIN_DELAY).min(backoff.max.max(MIN_DELAY))
     }
 
     /// The wait before the next attempt, after a failed one.
     pub(crate) fn delay(&mut self) -> Duration {
-        let delay = self.next.min(self.backoff.max);
-        self.next = delay
-            .mul_f64(self.backoff.factor.max(1.0))
-            .min(self.backoff.max);
-        delay.mul_f64(rand::random_range(0.5..=1.0))
+        let max = self.backoff.max.max(MIN_DELAY);
+        let delay = self.next.min(max);
+        // Whatever the factor (infinite, NaN) and the max (Duration::MAX), no overflow.
+        let grown = delay.as_secs_f64() * self.backoff.factor.max(1.0);
+        self.next = Duration::try_from_secs_f64(grown).map_or(max, |grown| grown.min(max));
+        Duration::try_from_secs_f64(delay.as_secs_f64() * rand::random_range(0.5..=1.0))
+            .unwrap_or(delay)
     }
 
     /// After a successful connection: the next failure waits `min` again.
     pub(crate) fn reset(&mut self) {
-        self.next = self.backoff.min;
+        self.next = Self::first(&self.backoff);
     }
 }
 
-/// Whether another attempt may succeed where this one failed: transport failures,
-/// timeouts, a proxy that failed, and servers that answered 5xx or 429 (busy, restarting).
-/// Not an invalid URI, a TLS failure (an untrusted certificate stays untrusted), another
-/// refusal (401, 403, 404…) or a server that breaks the handshake protocol.
+/// Whether another attempt may succeed where this one failed: transport failures
+/// (refused, reset, closed during a handshake), timeouts, an unreachable proxy, and 5xx or
+/// 429 answers from the server or the proxy (busy, restarting). Not an invalid URI, a TLS
+/// failure (an untrusted certificate stays untrusted), another refusal (401, 403, 407…) or
+/// a peer that breaks the protocol.
 pub(crate) fn is_transient(error: &Error) -> bool {
+    let retry_status = |status: u16| status >= 500 || status == 429;
     match error {
-        Error::Io(_) | Error::Timeout(_) | Error::Proxy(_) => true,
-        Error::Handshake(HandshakeError::Rejected(response)) => {
-            response.status >= 500 || response.status == 429
-        }
+        Error::Io(_)
+        | Error::Timeout(_)
+        | Error::Handshake(HandshakeError::ClosedEarly)
+        | Error::Proxy(ProxyError::ClosedEarly | ProxyError::Unreachable { .. }) => true,
+        Error::Handshake(HandshakeError::Rejected(response)) => retry_status(response.status),
+        Error::Proxy(ProxyError::Refused { status, .. }) => retry_status(*status),
         _ => false,
     }
 }
@@ -103,6 +117,24 @@ mod tests {
         }
         retry.reset();
         assert!(retry.delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn extreme_settings_neither_overflow_nor_spin() {
+        let mut uncapped = Retry::new(Backoff {
+            min: Duration::from_secs(1),
+            max: Duration::MAX,
+            factor: f64::INFINITY,
+        });
+        for _ in 0..100 {
+            uncapped.delay();
+        }
+        let mut zero = Retry::new(Backoff {
+            min: Duration::ZERO,
+            max: Duration::ZERO,
+            factor: f64::NAN,
+        });
+        assert!(zero.delay() >= MIN_DELAY / 2);
     }
 
     #[test]

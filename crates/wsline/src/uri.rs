@@ -185,6 +185,23 @@ impl fmt::Display for WsUri {
     }
 }
 
+/// `url` with its user info (a password) masked, for logs and debug output; other text as
+/// is.
+pub(crate) fn without_user_info(url: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |scheme_end| scheme_end + 3);
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |end| authority_start + end);
+    match url[authority_start..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}***{}",
+            &url[..authority_start],
+            &url[authority_start + at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 /// Decodes `%XX` escapes of a URI's user info.
 pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -230,6 +247,16 @@ mod tests {
         assert_eq!(uri.host(), "::1");
         assert_eq!(uri.host_header(), "[::1]:9000");
         assert_eq!(uri.authority(), "[::1]:9000");
+    }
+
+    #[test]
+    fn user_info_is_masked_for_logs() {
+        assert_eq!(
+            without_user_info("ws://alice:hunter2@host:80/p@th?q=@"),
+            "ws://***@host:80/p@th?q=@"
+        );
+        assert_eq!(without_user_info("http://proxy:3128"), "http://proxy:3128");
+        assert_eq!(without_user_info("not a url"), "not a url");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod support;
 
-use wsline::{ConnectConfig, Error, Message};
+use wsline::{ConnectConfig, Error, Message, ProxyError};
 
 use support::proxy::ConnectProxy;
 use support::{client_config, echo, server_config, start, DEADLINE};
@@ -43,7 +43,7 @@ fn sync_client_sends_proxy_credentials_and_reports_a_refusal() {
     let reply = sync_echo(&url, through(proxy.url(Some("user:p%40ss")))).unwrap();
     assert_eq!(reply, Message::text("through the tunnel"));
     match sync_echo(&url, through(proxy.url(None))) {
-        Err(Error::Proxy(message)) => assert!(message.contains("407"), "{message}"),
+        Err(Error::Proxy(ProxyError::Refused { status, .. })) => assert_eq!(status, 407),
         other => panic!("expected a proxy refusal, got {other:?}"),
     }
 }

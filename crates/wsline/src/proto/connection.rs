@@ -542,9 +542,7 @@ impl Connection {
         if self.state == State::Connecting && self.side == Side::Client {
             self.closed
                 .failure
-                .get_or_insert(Failure::Handshake(HandshakeError::InvalidHttp(
-                    "connection closed during the handshake".into(),
-                )));
+                .get_or_insert(Failure::Handshake(HandshakeError::ClosedEarly));
         }
         self.queue_shutdown();
         self.set_closed();

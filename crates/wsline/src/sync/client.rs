@@ -20,6 +20,7 @@ use crate::proto;
 use crate::proxy::{Proxy, Tunnel};
 use crate::reconnect::{is_transient, Retry};
 use crate::sync::WebSocket;
+use crate::uri::without_user_info;
 use crate::{ConnectConfig, Error, Result, WsUri};
 
 /// Opens a WebSocket connection to `uri` (`ws://host[:port]/path`, or `wss://` with the
@@ -98,12 +99,21 @@ pub fn reconnecting(uri: &str, config: ConnectConfig) -> Reconnect {
 }
 
 /// The connections of [`reconnecting`].
-#[derive(Debug)]
 pub struct Reconnect {
     uri: String,
     config: ConnectConfig,
     retry: Retry,
     done: bool,
+}
+
+impl std::fmt::Debug for Reconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconnect")
+            .field("uri", &without_user_info(&self.uri))
+            .field("config", &self.config)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Iterator for Reconnect {
@@ -122,7 +132,7 @@ impl Iterator for Reconnect {
                 }
                 Err(error) if is_transient(&error) => {
                     let delay = self.retry.delay();
-                    tracing::info!(%error, ?delay, uri = %self.uri, "connection failed; retrying");
+                    tracing::info!(%error, ?delay, uri = %without_user_info(&self.uri), "connection failed; retrying");
                     std::thread::sleep(delay);
                 }
                 Err(error) => {
@@ -163,8 +173,8 @@ fn open(
         let (tls, name) = crate::tls::client_session(&uri, &config)?;
         let session = rustls::ClientConnection::new(tls, name)
             .map_err(|error| Error::Tls(error.to_string()))?;
-        let mut stream = rustls::StreamOwned::new(session, stream);
-        super::transport::tls::handshake(&mut stream, deadline)?;
+        let mut stream = super::transport::tls::Session::new(session, stream);
+        stream.handshake(deadline)?;
         handshake(stream, uri, config, deadline)
     }
     #[cfg(not(feature = "rustls"))]

@@ -84,8 +84,8 @@ fn remaining(deadline: Option<Instant>) -> Result<Option<Duration>> {
 }
 
 /// Runs an opening handshake over a blocking stream until the connection opens: writes what
-/// the core queues, reads until it reports the outcome. A server answers the request in
-/// `on_request` (accept or reject, then `send_response`).
+/// the core queues, reads until it reports the outcome, every step before `deadline`. A
+/// server answers the request in `on_request` (accept or reject, then `send_response`).
 fn open_blocking(
     stream: &mut impl Blocking,
     mut conn: proto::Connection,
@@ -103,35 +103,20 @@ fn open_blocking(
                 None => break,
             }
         }
-        // Both timeouts bound every step: a TLS stream may read while it writes.
-        stream.socket().set_write_timeout(remaining(deadline)?)?;
-        stream.socket().set_read_timeout(remaining(deadline)?)?;
         while let Some(transmit) = conn.poll_transmit() {
             match transmit {
-                Transmit::Bytes(bytes) => stream.write_all(&bytes).map_err(timeout_or)?,
-                Transmit::Shutdown => {
-                    // What the stream holds (TLS records) goes out before the write half ends.
-                    stream.flush().map_err(timeout_or)?;
-                    stream.socket().shutdown(std::net::Shutdown::Write)?;
-                }
+                Transmit::Bytes(bytes) => stream.send(&bytes, deadline)?,
+                Transmit::Shutdown => stream.socket().shutdown(std::net::Shutdown::Write)?,
             }
         }
-        stream.flush().map_err(timeout_or)?;
         match conn.state() {
             proto::State::Connecting => {}
             proto::State::Closed => return Err(Error::from_closed(conn.close_status().clone())),
-            proto::State::Open | proto::State::Closing => {
-                stream.socket().set_read_timeout(None)?;
-                stream.socket().set_write_timeout(None)?;
-                return Ok(conn);
-            }
+            proto::State::Open | proto::State::Closing => return Ok(conn),
         }
-        stream.socket().set_read_timeout(remaining(deadline)?)?;
-        match stream.read(&mut buf) {
-            Ok(0) => conn.handle_eof(),
-            Ok(n) => conn.handle_data(&buf[..n]),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(timeout_or(error)),
+        match stream.receive(&mut buf, deadline)? {
+            0 => conn.handle_eof(),
+            n => conn.handle_data(&buf[..n]),
         }
     }
 }

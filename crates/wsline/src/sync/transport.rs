@@ -3,6 +3,9 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::time::Instant;
+
+use super::{remaining, timeout_or};
 
 /// A stream the sync layer writes to without blocking.
 pub(crate) trait NonBlocking: Read + Write {
@@ -36,10 +39,24 @@ impl NonBlocking for mio::net::TcpStream {
     }
 }
 
-/// A connected stream in blocking mode, for the opening handshake.
-pub(crate) trait Blocking: Read + Write {
-    /// The TCP socket under it (for timeouts and options).
+/// A connected stream in blocking mode, for the opening handshake. Every socket read and
+/// write waits at most until the deadline (the open timeout): a peer that trickles bytes
+/// cannot stretch it.
+pub(crate) trait Blocking {
+    /// The TCP socket under it (for options).
     fn socket(&self) -> &TcpStream;
+
+    /// Writes all of `bytes`, and whatever the stream holds, before `deadline`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`](crate::Error::Timeout) past the deadline, else the stream's error.
+    fn send(&mut self, bytes: &[u8], deadline: Option<Instant>) -> crate::Result<()>;
+
+    /// Reads some bytes before `deadline`; `Ok(0)` at the end of the stream.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    fn receive(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> crate::Result<usize>;
 
     /// The same stream, non-blocking, for the connection's driver.
     fn into_transport(self) -> io::Result<Transport>;
@@ -50,7 +67,33 @@ impl Blocking for TcpStream {
         self
     }
 
+    fn send(&mut self, mut bytes: &[u8], deadline: Option<Instant>) -> crate::Result<()> {
+        while !bytes.is_empty() {
+            self.set_write_timeout(remaining(deadline)?)?;
+            match self.write(bytes) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(timeout_or(error)),
+            }
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> crate::Result<usize> {
+        loop {
+            self.set_read_timeout(remaining(deadline)?)?;
+            match self.read(buf) {
+                Ok(n) => return Ok(n),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(timeout_or(error)),
+            }
+        }
+    }
+
     fn into_transport(self) -> io::Result<Transport> {
+        self.set_read_timeout(None)?;
+        self.set_write_timeout(None)?;
         self.set_nonblocking(true)?;
         Ok(Transport::Tcp(mio::net::TcpStream::from_std(self)))
     }
@@ -170,10 +213,12 @@ pub(crate) mod tls {
     use std::io::{self, IoSlice, Read, Write};
     use std::net::TcpStream;
     use std::ops::DerefMut;
+    use std::time::Instant;
 
-    use rustls::{Connection, ConnectionCommon, SideData, StreamOwned};
+    use rustls::{Connection, ConnectionCommon, SideData};
 
-    use super::{Blocking, Transport};
+    use super::{remaining, timeout_or, Blocking, Transport};
+    use crate::{Error, Result};
 
     /// A TLS session, client or server, with its socket.
     pub(crate) struct Stream {
@@ -219,7 +264,77 @@ pub(crate) mod tls {
         }
     }
 
-    impl<C, D> Blocking for StreamOwned<C, TcpStream>
+    /// A TLS session, client or server, over a blocking socket, for the opening
+    /// handshakes: each socket read or write waits at most until the deadline, so a peer
+    /// that trickles records cannot stretch the open timeout (as `rustls::Stream`, which
+    /// reads until a record is whole, would let it).
+    pub(crate) struct Session<C> {
+        conn: C,
+        sock: TcpStream,
+    }
+
+    impl<C, D> Session<C>
+    where
+        C: DerefMut<Target = ConnectionCommon<D>> + Into<Connection>,
+        D: SideData,
+    {
+        pub(crate) fn new(conn: C, sock: TcpStream) -> Self {
+            Self { conn, sock }
+        }
+
+        /// Runs the TLS handshake before `deadline`. A certificate the configuration does
+        /// not trust, or a peer that does not speak TLS, is [`Error::Tls`]; a transport
+        /// failure (the peer closed, reset) stays [`Error::Io`].
+        pub(crate) fn handshake(&mut self, deadline: Option<Instant>) -> Result<()> {
+            while self.conn.is_handshaking() {
+                if self.conn.wants_write() {
+                    self.write_records(deadline)?;
+                } else if self.read_records(deadline)? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the connection during the TLS handshake",
+                    )
+                    .into());
+                }
+            }
+            self.write_records(deadline)
+        }
+
+        /// Writes every record the session holds.
+        fn write_records(&mut self, deadline: Option<Instant>) -> Result<()> {
+            while self.conn.wants_write() {
+                self.sock.set_write_timeout(remaining(deadline)?)?;
+                match self.conn.write_tls(&mut self.sock) {
+                    Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                    Ok(_) => {}
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => return Err(timeout_or(error)),
+                }
+            }
+            Ok(())
+        }
+
+        /// Reads from the socket once and processes the records that came; the bytes read
+        /// (`0` at the end of the stream).
+        fn read_records(&mut self, deadline: Option<Instant>) -> Result<usize> {
+            self.sock.set_read_timeout(remaining(deadline)?)?;
+            let read = loop {
+                match self.conn.read_tls(&mut self.sock) {
+                    Ok(read) => break read,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => return Err(timeout_or(error)),
+                }
+            };
+            if let Err(error) = self.conn.process_new_packets() {
+                // The alert that says why, if the peer still listens.
+                let _ = self.write_records(deadline);
+                return Err(Error::Tls(error.to_string()));
+            }
+            Ok(read)
+        }
+    }
+
+    impl<C, D> Blocking for Session<C>
     where
         C: DerefMut<Target = ConnectionCommon<D>> + Into<Connection>,
         D: SideData,
@@ -228,39 +343,39 @@ pub(crate) mod tls {
             &self.sock
         }
 
+        fn send(&mut self, mut bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
+            while !bytes.is_empty() {
+                // The session buffers a bounded amount of plaintext: write records out
+                // whenever it is full.
+                match self.conn.writer().write(bytes)? {
+                    0 => self.write_records(deadline)?,
+                    n => bytes = &bytes[n..],
+                }
+            }
+            self.write_records(deadline)
+        }
+
+        fn receive(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize> {
+            loop {
+                match self.conn.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => return Err(error.into()),
+                }
+                // At the end of the stream, the reader reports it next time round.
+                self.read_records(deadline)?;
+            }
+        }
+
         fn into_transport(self) -> io::Result<Transport> {
-            let StreamOwned { conn, sock } = self;
+            let Self { conn, sock } = self;
+            sock.set_read_timeout(None)?;
+            sock.set_write_timeout(None)?;
             sock.set_nonblocking(true)?;
             let sock = mio::net::TcpStream::from_std(sock);
             Ok(Transport::Tls(Box::new(Stream::new(conn.into(), sock))))
         }
-    }
-
-    /// Runs a blocking TLS handshake, client or server, within `deadline` (the open
-    /// timeout). Whatever ends it early (a certificate the configuration does not trust, a
-    /// peer that does not speak TLS and closes) is [`Error::Tls`](crate::Error::Tls).
-    pub(crate) fn handshake<C, D>(
-        stream: &mut StreamOwned<C, TcpStream>,
-        deadline: Option<std::time::Instant>,
-    ) -> crate::Result<()>
-    where
-        C: DerefMut<Target = ConnectionCommon<D>>,
-        D: SideData,
-    {
-        while stream.conn.is_handshaking() {
-            let left = crate::sync::remaining(deadline)?;
-            stream.sock.set_read_timeout(left)?;
-            stream.sock.set_write_timeout(left)?;
-            if let Err(error) = stream.conn.complete_io(&mut stream.sock) {
-                return Err(match crate::sync::timeout_or(error) {
-                    crate::Error::Io(error) => {
-                        crate::Error::Tls(format!("TLS handshake failed: {error}"))
-                    }
-                    other => other,
-                });
-            }
-        }
-        Ok(())
     }
 
     /// Reads decrypted bytes: those rustls holds, then records from the socket, until `buf`
@@ -271,8 +386,17 @@ pub(crate) mod tls {
     /// WebSocket closing handshake, not TLS, says whether the connection ended cleanly).
     pub(super) fn read(stream: &mut Stream, buf: &mut [u8]) -> io::Result<usize> {
         stream.input_pending = false;
-        if let Some(error) = stream.failure.take() {
-            return Err(error);
+        if stream.failure.is_some() {
+            // What was decrypted before the failure comes first, however many reads it takes.
+            let filled = drain_plaintext(stream, buf);
+            return match stream.failure.take() {
+                Some(error) if filled == 0 => Err(error),
+                failure => {
+                    stream.failure = failure;
+                    stream.input_pending = true;
+                    Ok(filled)
+                }
+            };
         }
         let mut filled = 0;
         loop {
@@ -309,16 +433,23 @@ pub(crate) mod tls {
             }
             if let Err(error) = processed {
                 // Records decrypted before the bad one are the peer's words: deliver them.
-                while filled < buf.len() {
-                    match stream.session.reader().read(&mut buf[filled..]) {
-                        Ok(n) if n > 0 => filled += n,
-                        _ => break,
-                    }
-                }
+                filled += drain_plaintext(stream, &mut buf[filled..]);
                 let error = io::Error::new(io::ErrorKind::InvalidData, error);
                 return stream.failed(filled, error);
             }
         }
+    }
+
+    /// Moves the plaintext rustls holds into `buf`, as much as fits; how much.
+    fn drain_plaintext(stream: &mut Stream, buf: &mut [u8]) -> usize {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match stream.session.reader().read(&mut buf[filled..]) {
+                Ok(n) if n > 0 => filled += n,
+                _ => break,
+            }
+        }
+        filled
     }
 
     /// Encrypts what fits in rustls' bounded buffer once earlier records are out, then

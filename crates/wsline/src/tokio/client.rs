@@ -9,6 +9,7 @@ use super::websocket::{Limits, WebSocket};
 use crate::proto::{Connection, Failure};
 use crate::proxy::{Proxy, Tunnel};
 use crate::reconnect::{is_transient, Retry};
+use crate::uri::without_user_info;
 use crate::{ConnectConfig, Error, Result, WsUri};
 
 /// Connects to a `ws://` URI (or `wss://` with the `rustls` feature) with the default
@@ -154,17 +155,29 @@ pub fn reconnecting(uri: &str, config: ConnectConfig) -> Reconnect {
         uri: uri.to_owned(),
         retry: Retry::new(config.backoff.clone()),
         config,
+        next_attempt: None,
         done: false,
     }
 }
 
 /// The connections of [`reconnecting`].
-#[derive(Debug)]
 pub struct Reconnect {
     uri: String,
     config: ConnectConfig,
     retry: Retry,
+    /// When the next attempt may start, after a failed one: kept across cancelled calls.
+    next_attempt: Option<Instant>,
     done: bool,
+}
+
+impl std::fmt::Debug for Reconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconnect")
+            .field("uri", &without_user_info(&self.uri))
+            .field("config", &self.config)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reconnect {
@@ -172,21 +185,26 @@ impl Reconnect {
     /// (`Some(Err)`, after which the connections end: `None`).
     ///
     /// Cancel-safe: dropped while waiting, nothing is lost (a connection being opened is
-    /// dropped, and the next call starts over).
+    /// dropped, and the next call starts over), and the backoff holds: the next call waits
+    /// until the same moment.
     pub async fn next(&mut self) -> Option<Result<WebSocket<MaybeTlsStream>>> {
         if self.done {
             return None;
         }
         loop {
+            if let Some(at) = self.next_attempt {
+                ::tokio::time::sleep_until(at).await;
+            }
             match connect_with(&self.uri, self.config.clone()).await {
                 Ok(ws) => {
+                    self.next_attempt = None;
                     self.retry.reset();
                     return Some(Ok(ws));
                 }
                 Err(error) if is_transient(&error) => {
                     let delay = self.retry.delay();
-                    tracing::info!(%error, ?delay, uri = %self.uri, "connection failed; retrying");
-                    ::tokio::time::sleep(delay).await;
+                    tracing::info!(%error, ?delay, uri = %without_user_info(&self.uri), "connection failed; retrying");
+                    self.next_attempt = Some(Instant::now() + delay);
                 }
                 Err(error) => {
                     self.done = true;

@@ -43,6 +43,20 @@ enum Command {
     Stop,
 }
 
+impl Command {
+    /// What the command adds to the send buffer, as counted until the driver has queued it:
+    /// the payload plus one, so that an empty message or a pong counts too (a flush waits
+    /// for it).
+    fn weight(&self) -> usize {
+        match self {
+            Self::Message(message) => message.len() + 1,
+            Self::Prepared(prepared) => prepared.message().len() + 1,
+            Self::Pong(payload) => payload.len() + 1,
+            Self::Ping(_) | Self::Close(..) | Self::Fail(..) | Self::Stop => 0,
+        }
+    }
+}
+
 /// Tasks parked until something changes; waking them is an atomic load when none is.
 #[derive(Default)]
 struct Parked {
@@ -313,19 +327,10 @@ impl Driver {
                 }
                 Poll::Pending => break,
             };
+            let weight = command.weight();
             let result = match command {
-                Command::Message(message) => {
-                    self.shared
-                        .queued
-                        .fetch_sub(message.len(), Ordering::SeqCst);
-                    ws.queue(message)
-                }
-                Command::Prepared(prepared) => {
-                    self.shared
-                        .queued
-                        .fetch_sub(prepared.message().len(), Ordering::SeqCst);
-                    ws.queue_prepared(&prepared)
-                }
+                Command::Message(message) => ws.queue(message),
+                Command::Prepared(prepared) => ws.queue_prepared(&prepared),
                 Command::Ping(waiter) => ws.start_ping(waiter),
                 Command::Pong(payload) => ws.conn_mut().send_pong(&payload).map_err(Error::from),
                 Command::Close(code, reason) if ws.state() == State::Open => {
@@ -338,6 +343,12 @@ impl Driver {
                 }
                 Command::Stop => return Poll::Ready(()),
             };
+            if weight > 0 {
+                // Now in the send buffer: counted there before it leaves the queue, so that
+                // a flush never sees both at zero while it is on its way.
+                self.shared.pending.store(ws.unwritten(), Ordering::SeqCst);
+                self.shared.queued.fetch_sub(weight, Ordering::SeqCst);
+            }
             if let Err(error) = result {
                 tracing::debug!(%error, "send on a split connection failed");
             }
@@ -619,24 +630,22 @@ impl Sender {
     /// As [`send`](Self::send).
     pub async fn send_prepared(&self, prepared: &PreparedMessage) -> Result<()> {
         poll_fn(|cx| self.poll_room(cx)).await?;
-        self.push_command(
-            prepared.message().len(),
-            Command::Prepared(prepared.clone()),
-        )
+        self.push_command(Command::Prepared(prepared.clone()))
     }
 
     fn push(&self, message: Message) -> Result<()> {
-        self.push_command(message.len(), Command::Message(message))
+        self.push_command(Command::Message(message))
     }
 
-    /// Hands a command that queues `len` bytes to the driver.
-    fn push_command(&self, len: usize, command: Command) -> Result<()> {
+    /// Hands a command to the driver, counting what it will queue until the driver has.
+    fn push_command(&self, command: Command) -> Result<()> {
         if self.shared.state() != OPEN {
             return Err(self.shared.not_open());
         }
-        self.shared.queued.fetch_add(len, Ordering::SeqCst);
+        let weight = command.weight();
+        self.shared.queued.fetch_add(weight, Ordering::SeqCst);
         if self.commands.send(command).is_err() {
-            self.shared.queued.fetch_sub(len, Ordering::SeqCst);
+            self.shared.queued.fetch_sub(weight, Ordering::SeqCst);
             return Err(self.shared.not_open());
         }
         Ok(())
@@ -702,7 +711,7 @@ impl Sender {
         if payload.len() > 125 {
             return Err(SendError::ControlPayloadTooLong(payload.len()).into());
         }
-        self.push_command(0, Command::Pong(payload.to_vec()))
+        self.push_command(Command::Pong(payload.to_vec()))
     }
 
     /// Starts the closing handshake (RFC 6455 §7.1.2) after the messages handed over so far,

@@ -236,15 +236,17 @@ impl HeadScanner {
         limits: HeadLimits,
     ) -> Result<Option<usize>, HandshakeError> {
         if !self.past_first_line {
-            // The first line holds no control characters (RFC 9112 §3, §4): bytes that do
-            // are not HTTP (a TLS ClientHello sent to a plain server), and fail at once
-            // rather than at the open timeout.
+            // The first line holds no control characters but HTAB (a reason phrase may have
+            // one) and the CR before its LF (RFC 9112 §3, §4): bytes that do are not HTTP
+            // (a TLS ClientHello sent to a plain server), and fail at once rather than at
+            // the open timeout.
             let new = &buf[self.scanned..];
             let line = new
                 .iter()
                 .position(|&b| b == b'\n')
                 .map_or(new, |end| &new[..end]);
-            if line.iter().any(|&b| (b < 0x20 && b != b'\r') || b == 0x7f) {
+            let is_control = |&b: &u8| (b < 0x20 && b != b'\r' && b != b'\t') || b == 0x7f;
+            if line.iter().any(is_control) {
                 return Err(HandshakeError::InvalidHttp(
                     "control character in the first line: not HTTP".into(),
                 ));
@@ -371,7 +373,13 @@ mod tests {
         let mut scanner = HeadScanner::default();
         assert_eq!(scanner.scan(b"GET /", limits).unwrap(), None);
         assert!(scanner.scan(b"GET /\x00", limits).is_err());
-        // Control characters after the first line are left to the parser.
+        // A tab in a reason phrase is fine; control characters after the first line are
+        // left to the parser.
+        let status = b"HTTP/1.1 503 Service\tUnavailable\r\n\r\n";
+        assert_eq!(
+            HeadScanner::default().scan(status, limits).unwrap(),
+            Some(status.len())
+        );
         let head = b"GET / HTTP/1.1\r\nX: \x01\r\n\r\n";
         assert_eq!(
             HeadScanner::default().scan(head, limits).unwrap(),

@@ -26,6 +26,10 @@ pub enum HandshakeError {
     /// The HTTP head could not be parsed.
     #[error("malformed HTTP head: {0}")]
     InvalidHttp(String),
+    /// The server closed the connection before its response was complete (a server at its
+    /// connection limit, or restarting, may do that).
+    #[error("connection closed during the handshake")]
+    ClosedEarly,
     /// The request line was longer than `Config::max_line_len`.
     #[error("request line longer than {limit} bytes")]
     RequestLineTooLong {
@@ -113,7 +117,7 @@ impl HandshakeError {
             | Self::HeadTooLarge { .. } => 431,
             Self::UnsupportedHttpVersion => 505,
             Self::RejectedByServer { status, .. } => *status,
-            Self::Rejected(_) | Self::InvalidAccept => return None,
+            Self::Rejected(_) | Self::InvalidAccept | Self::ClosedEarly => return None,
         })
     }
 }

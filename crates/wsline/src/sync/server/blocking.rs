@@ -196,8 +196,8 @@ fn serve_connection<F>(
         if let Some(tls) = &config.tls {
             let session = rustls::ServerConnection::new(Arc::clone(tls))
                 .map_err(|error| crate::Error::Tls(error.to_string()))?;
-            let mut stream = rustls::StreamOwned::new(session, stream);
-            crate::sync::transport::tls::handshake(&mut stream, open_deadline(config, accepted))?;
+            let mut stream = crate::sync::transport::tls::Session::new(session, stream);
+            stream.handshake(open_deadline(config, accepted))?;
             let ws = open(stream, config, accepted)?;
             return run_handler(&ws, shared, handler);
         }
