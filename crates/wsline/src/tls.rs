@@ -158,13 +158,3 @@ pub(crate) fn io_error(error: io::Error) -> Error {
         Error::Io(error)
     }
 }
-
-/// A TLS handshake that failed, whatever ended it (a certificate not trusted, a peer that
-/// does not speak TLS and closes).
-#[cfg(feature = "tokio")]
-pub(crate) fn handshake_error(error: io::Error) -> Error {
-    match io_error(error) {
-        Error::Io(error) => Error::Tls(format!("TLS handshake failed: {error}")),
-        tls => tls,
-    }
-}

@@ -118,7 +118,7 @@ async fn secure(tcp: TcpStream, uri: &WsUri, config: &ConnectConfig) -> Result<M
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
-        .map_err(crate::tls::handshake_error)?;
+        .map_err(crate::tls::io_error)?;
     Ok(MaybeTlsStream::Tls(Box::new(stream.into())))
 }
 

@@ -474,7 +474,7 @@ async fn secure(
             .map_err(|_| Error::Timeout(crate::proto::Failure::OpenTimeout))?,
         None => accept.await,
     };
-    let stream = outcome.map_err(crate::tls::handshake_error)?;
+    let stream = outcome.map_err(crate::tls::io_error)?;
     Ok(MaybeTlsStream::Tls(Box::new(stream.into())))
 }
 
