@@ -5,6 +5,8 @@
 mod process;
 #[path = "../../wsline/tests/support/proxy.rs"]
 mod proxy;
+#[path = "../../wsline/tests/support/tls.rs"]
+mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
@@ -154,47 +156,24 @@ fn sigint_right_after_the_banner_killed_the_server_before_its_handler_was_set() 
     assert!(status.success(), "{status}");
 }
 
-/// A self-signed certificate for `localhost` and its key, as PEM files in a directory of
-/// their own (removed on drop).
-struct PemFiles {
-    dir: std::path::PathBuf,
-}
-
-impl PemFiles {
-    fn new(name: &str) -> Self {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-            .expect("generate a certificate");
-        let dir = std::env::temp_dir().join(format!("wsline-cli-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
-        Self { dir }
-    }
-
-    fn cert(&self) -> String {
-        self.dir.join("cert.pem").display().to_string()
-    }
-
-    fn key(&self) -> String {
-        self.dir.join("key.pem").display().to_string()
-    }
-}
-
-impl Drop for PemFiles {
-    fn drop(&mut self) {
-        // Only a temporary directory left behind if it fails.
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// PEM files of a new self-signed certificate for `localhost`, and their paths as
+/// arguments.
+fn pem_files(name: &str) -> (tls::PemFiles, String, String) {
+    let pem = tls::Identity::new().write_pem(&format!("cli-{name}"));
+    let (cert, key) = (
+        pem.cert().display().to_string(),
+        pem.key().display().to_string(),
+    );
+    (pem, cert, key)
 }
 
 #[test]
 fn serve_with_tls_echoes_what_connect_sends_over_wss() {
-    let pem = PemFiles::new("echo");
+    let (_pem, cert, key) = pem_files("echo");
     for layer in [&[][..], &["--tokio"][..]] {
-        let (_server, addr) =
-            serve(&[&["--tls-cert", &pem.cert(), "--tls-key", &pem.key()], layer].concat());
+        let (_server, addr) = serve(&[&["--tls-cert", &cert, "--tls-key", &key], layer].concat());
         let url = format!("wss://localhost:{}/", addr.port());
-        let outcome = connect(&url, &["--cacert", &pem.cert()], "secure\nhéllo\n");
+        let outcome = connect(&url, &["--cacert", &cert], "secure\nhéllo\n");
         assert_eq!(
             outcome.status.code(),
             Some(0),
@@ -207,8 +186,8 @@ fn serve_with_tls_echoes_what_connect_sends_over_wss() {
 
 #[test]
 fn connect_to_an_untrusted_wss_server_exits_1_with_the_certificate_error() {
-    let pem = PemFiles::new("untrusted");
-    let (_server, addr) = serve(&["--tls-cert", &pem.cert(), "--tls-key", &pem.key()]);
+    let (_pem, cert, key) = pem_files("untrusted");
+    let (_server, addr) = serve(&["--tls-cert", &cert, "--tls-key", &key]);
     let outcome = connect(&format!("wss://localhost:{}/", addr.port()), &[], "hi\n");
     assert_eq!(outcome.status.code(), Some(1), "{}", outcome.stderr);
     assert!(outcome.stderr.contains("certificate"), "{}", outcome.stderr);
@@ -216,15 +195,15 @@ fn connect_to_an_untrusted_wss_server_exits_1_with_the_certificate_error() {
 
 #[test]
 fn serve_with_an_unreadable_key_exits_1_naming_the_file() {
-    let pem = PemFiles::new("missing-key");
-    let missing = pem.dir.join("nothing.pem").display().to_string();
+    let (pem, cert, _) = pem_files("missing-key");
+    let missing = pem.dir().join("nothing.pem").display().to_string();
     let outcome = process::run(
         wsline().args([
             "serve",
             "--port",
             "0",
             "--tls-cert",
-            &pem.cert(),
+            &cert,
             "--tls-key",
             &missing,
         ]),

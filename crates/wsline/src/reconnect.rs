@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::proto::HandshakeError;
-use crate::{Error, ProxyError};
+use crate::uri::without_user_info;
+use crate::{ConnectConfig, Error, ProxyError, Result};
 
 /// The shortest wait between attempts, whatever the configuration says.
 const MIN_DELAY: Duration = Duration::from_millis(1);
@@ -76,12 +77,71 @@ impl Retry {
     }
 }
 
+/// What both reconnecting clients keep: where and how to connect, and where they are in
+/// the backoff.
+pub(crate) struct Attempts {
+    pub(crate) uri: String,
+    pub(crate) config: ConnectConfig,
+    retry: Retry,
+    done: bool,
+}
+
+impl Attempts {
+    pub(crate) fn new(uri: &str, config: ConnectConfig) -> Self {
+        Self {
+            uri: uri.to_owned(),
+            retry: Retry::new(config.backoff.clone()),
+            config,
+            done: false,
+        }
+    }
+
+    /// Whether a failure that would repeat ended the connections.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// What an attempt's `result` means: `Ok` to hand over (a connection, or the failure
+    /// that ends the connections), `Err(delay)` to wait that long and try again.
+    pub(crate) fn outcome<T>(
+        &mut self,
+        result: Result<T>,
+    ) -> std::result::Result<Result<T>, Duration> {
+        match result {
+            Ok(connection) => {
+                self.retry.reset();
+                Ok(Ok(connection))
+            }
+            Err(error) if is_transient(&error) => {
+                let delay = self.retry.delay();
+                tracing::info!(%error, ?delay, uri = %without_user_info(&self.uri), "connection failed; retrying");
+                Err(delay)
+            }
+            Err(error) => {
+                self.done = true;
+                Ok(Err(error))
+            }
+        }
+    }
+}
+
+/// Without the URI's password: debug output ends up in logs.
+impl std::fmt::Debug for Attempts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attempts")
+            .field("uri", &without_user_info(&self.uri))
+            .field("config", &self.config)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Whether another attempt may succeed where this one failed: transport failures
 /// (refused, reset, closed during a handshake), timeouts, an unreachable proxy, and 5xx or
 /// 429 answers from the server or the proxy (busy, restarting). Not an invalid URI, a TLS
 /// failure (an untrusted certificate stays untrusted), another refusal (401, 403, 407…) or
 /// a peer that breaks the protocol.
-pub(crate) fn is_transient(error: &Error) -> bool {
+fn is_transient(error: &Error) -> bool {
     let retry_status = |status: u16| status >= 500 || status == 429;
     match error {
         Error::Io(_)

@@ -7,21 +7,17 @@
 mod support;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wsline::sync::client::connect_with;
 use wsline::{CloseCode, Error};
 
 use support::interop::{
-    exchange_messages, interop_client_config as client, interop_server, received_closes, recv,
+    assert_python_client_talks, exchange_messages, interop_client_config as client, interop_server,
+    python_peer, recv,
 };
-use support::process::{self, repo_root, venv_python, Process};
+use support::process::{repo_root, venv_python, Process};
 use support::DEADLINE;
-
-fn peer_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/interop_peer.py")
-}
 
 #[test]
 fn sync_client_talks_to_the_python_echo_server() {
@@ -60,8 +56,8 @@ fn sync_client_talks_to_the_python_echo_server() {
 fn sync_client_negotiates_deflate_with_python_when_both_offer_it_and_sees_its_close_code() {
     let Some(python) = venv_python() else { return };
     for (server_compresses, client_compresses) in [(true, true), (true, false), (false, true)] {
-        let mut command = Command::new(&python);
-        command.arg(peer_script()).arg("server");
+        let mut command = python_peer(&python);
+        command.arg("server");
         if !server_compresses {
             command.arg("--no-compression");
         }
@@ -96,29 +92,14 @@ fn python_client_talks_to_the_sync_server() {
     for (server_compresses, client_compresses) in [(true, true), (true, false), (false, true)] {
         let (server, closes) = interop_server(server_compresses);
         let url = format!("ws://{}/", server.local_addr());
-        let mut command = Command::new(&python);
-        command.arg(peer_script()).args(["client", &url]);
+        let mut command = python_peer(&python);
+        command.args(["client", &url]);
         if !client_compresses {
             command.arg("--no-compression");
         }
         if server_compresses && client_compresses {
             command.arg("--expect-deflate");
         }
-        let output = process::run(&mut command, "");
-        assert!(
-            output.status.success() && output.stdout.trim() == "OK",
-            "server compression {server_compresses}, client compression {client_compresses}\n\
-             stdout: {}\nstderr: {}",
-            output.stdout,
-            output.stderr
-        );
-        // The client's close, and its answer to the server's.
-        assert_eq!(
-            received_closes(&closes, 2),
-            [
-                (4001, "client bye".to_owned()),
-                (4003, "server bye".to_owned())
-            ]
-        );
+        assert_python_client_talks(&mut command, &closes);
     }
 }

@@ -86,14 +86,28 @@ fn close_after_request(mut stream: TcpStream, _: usize) {
     drop(stream);
 }
 
-/// Finding: reconnect.rs:256-264 classifies `Error::Handshake(InvalidHttp("connection closed
-/// during the handshake"))` (proto/connection.rs:542-547) as permanent, so the reconnecting
+/// The bug: `is_transient` classified `Error::Handshake(InvalidHttp("connection closed
+/// during the handshake"))` as permanent, so the reconnecting
 /// iterator gives up for good the first time a restarting server closes an accepted
 /// connection, although the next attempt would succeed.
 #[test]
 fn sync_reconnecting_retries_when_the_server_closes_during_the_handshake() {
-    let (addr, attempts) = counting_listener(close_after_request);
-    let uri = format!("ws://{addr}/");
+    assert_sync_client_retries(
+        close_after_request,
+        |addr| format!("ws://{addr}/"),
+        "one closed connection",
+    );
+}
+
+/// Runs a sync reconnecting client against a server that handles each connection with
+/// `serve`, at the URL `url` makes of its address; it must try a second time.
+fn assert_sync_client_retries(
+    serve: fn(TcpStream, usize),
+    url: fn(std::net::SocketAddr) -> String,
+    after: &str,
+) {
+    let (addr, attempts) = counting_listener(serve);
+    let uri = url(addr);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     thread::spawn(move || {
         let mut connections = wsline::sync::client::reconnecting(&uri, quick_config());
@@ -104,15 +118,11 @@ fn sync_reconnecting_retries_when_the_server_closes_during_the_handshake() {
         attempts.load(Ordering::SeqCst) >= 2
     });
     let gave_up = done_rx.try_recv().ok();
-    assert!(
-        retried,
-        "reconnecting gave up after one closed connection: {gave_up:?}"
-    );
+    assert!(retried, "reconnecting gave up after {after}: {gave_up:?}");
 }
 
-/// The same over TLS: a TCP end during the TLS handshake (sync/transport.rs:254-260 maps
-/// every I/O error to `Error::Tls`) is taken for an untrusted certificate, and the
-/// reconnecting client stops.
+/// The same over TLS: a TCP end during the TLS handshake was taken for an untrusted
+/// certificate, and the reconnecting client stopped.
 #[cfg(feature = "rustls")]
 #[test]
 fn sync_reconnecting_retries_when_the_server_closes_during_the_tls_handshake() {
@@ -125,21 +135,10 @@ fn sync_reconnecting_retries_when_the_server_closes_during_the_tls_handshake() {
         let _ = stream.read(&mut buf);
         drop(stream);
     }
-    let (addr, attempts) = counting_listener(close_after_client_hello);
-    let uri = format!("wss://localhost:{}/", addr.port());
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let mut connections = wsline::sync::client::reconnecting(&uri, quick_config());
-        let outcome = connections.next().map(|result| result.map(drop));
-        let _ = done_tx.send(format!("{outcome:?}"));
-    });
-    let retried = wait_for(Duration::from_secs(3), || {
-        attempts.load(Ordering::SeqCst) >= 2
-    });
-    let gave_up = done_rx.try_recv().ok();
-    assert!(
-        retried,
-        "reconnecting gave up after one connection closed during TLS: {gave_up:?}"
+    assert_sync_client_retries(
+        close_after_client_hello,
+        |addr| format!("wss://localhost:{}/", addr.port()),
+        "one connection closed during TLS",
     );
 }
 
@@ -171,7 +170,7 @@ async fn tokio_reconnecting_retries_when_the_server_closes_during_the_handshake(
 
 // ----- Reconnecting: a proxy that refuses credentials is not transient -----
 
-/// Finding: reconnect.rs:258 retries every `Error::Proxy`, including a proxy's `407 Proxy
+/// The bug: `is_transient` retried every `Error::Proxy`, including a proxy's `407 Proxy
 /// Authentication Required` (wrong or missing credentials): a 4xx refusal that "would
 /// repeat", which the doc says ends the connections. The client retries forever instead.
 #[test]
@@ -202,7 +201,7 @@ fn sync_reconnecting_stops_when_the_proxy_refuses_the_credentials() {
 
 // ----- Reconnecting (tokio): cancelling `next` skips the backoff -----
 
-/// Finding: tokio/client.rs:174-190 claims `next` is cancel-safe, but the backoff sleep is
+/// The bug: tokio `Reconnect::next` claimed `next` is cancel-safe, but the backoff sleep is
 /// a local of the cancelled future: `retry.delay()` has advanced, and the next call connects
 /// at once. In a `select!` loop with any other branch that fires more often than the backoff
 /// (a tick, a shutdown check), a failing server is hit at the tick's rate.
@@ -238,7 +237,7 @@ async fn tokio_reconnecting_keeps_its_backoff_when_next_is_cancelled() {
 
 // ----- Reconnecting: a backoff without a cap panics -----
 
-/// Finding: reconnect.rs:240-242 multiplies the previous wait by the factor before capping
+/// The bug: `Retry::delay` multiplied the previous wait by the factor before capping
 /// it: with `max: Duration::MAX` (no cap), `Duration::mul_f64` overflows after ~64 failures
 /// at factor 2 and panics inside `next()`.
 #[cfg(feature = "tokio")]
@@ -277,7 +276,7 @@ async fn tokio_reconnecting_does_not_panic_with_an_uncapped_backoff() {
 
 // ----- Reconnecting: the password of the URI in the logs -----
 
-/// Finding: sync/client.rs:125 and tokio/client.rs:188 log the URI string as given, user
+/// The bug: both reconnecting clients logged the URI string as given, user
 /// info included, at info level on every retry (`WsUri`'s `Display` leaves it out, the raw
 /// `String` does not): the password ends up in the logs, which 394d62d set out to prevent
 /// for the proxy's.
@@ -338,7 +337,7 @@ fn reconnecting_does_not_log_the_uri_password() {
 
 // ----- HeadScanner: HTAB is valid in a reason phrase -----
 
-/// Finding: proto/handshake/http.rs:247 (167e815) rejects any byte below 0x20 but CR in the
+/// The bug: `HeadScanner` rejected any byte below 0x20 but CR in the
 /// first line, HTAB included; RFC 9112 §4 allows HTAB in a status line's reason phrase
 /// (`reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )`), and httparse accepts it. The
 /// client now reports a valid 503 as invalid HTTP (which the reconnecting clients then do
@@ -373,53 +372,12 @@ mod tls {
     use super::*;
     use std::io::ErrorKind;
 
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::pki_types::ServerName;
     use wsline::sync::server::serve_blocking_on;
     use wsline::tls::rustls;
 
     use crate::support::server_config;
-
-    struct Identity {
-        cert: CertificateDer<'static>,
-        key: PrivatePkcs8KeyDer<'static>,
-    }
-
-    impl Identity {
-        fn new() -> Self {
-            let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-                .expect("generate a certificate");
-            Self {
-                cert: certified.cert.der().clone(),
-                key: PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()),
-            }
-        }
-
-        fn server(&self) -> Arc<rustls::ServerConfig> {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(
-                    vec![self.cert.clone()],
-                    PrivateKeyDer::Pkcs8(self.key.clone_key()),
-                )
-                .unwrap();
-            Arc::new(config)
-        }
-
-        fn client(&self) -> Arc<rustls::ClientConfig> {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(self.cert.clone()).unwrap();
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Arc::new(config)
-        }
-    }
+    use crate::support::tls::Identity;
 
     const OPEN_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -463,7 +421,7 @@ mod tls {
         None
     }
 
-    /// Finding: sync/transport.rs:250-262 sets the socket timeouts once per
+    /// The bug: the blocking TLS handshake set the socket timeouts once per
     /// `complete_io`, but rustls' `complete_io` loops until the handshake is done, reading
     /// again after every partial record with the same timeout. A client that sends its
     /// ClientHello a byte at a time, each within the timeout, holds the connection's thread
@@ -501,8 +459,8 @@ mod tls {
         assert!(kept.is_some(), "a plain trickling client is timed out");
     }
 
-    /// Finding: the same for the WebSocket handshake over TLS. `open_blocking`
-    /// (sync/mod.rs:122-123) sets the read timeout, then calls `StreamOwned::read`, whose
+    /// The bug: the same for the WebSocket handshake over TLS. `open_blocking`
+    /// sets the read timeout, then calls `StreamOwned::read`, whose
     /// `prepare_read` loops on `complete_io` while no whole record has arrived: a peer that
     /// sends its encrypted request a byte at a time is never timed out. Plain TCP is fine
     /// (each read gets what is left of the deadline); a `wss://` sync client facing such a
@@ -542,8 +500,8 @@ mod tls {
 
 // ----- tokio split: flush after pong -----
 
-/// Finding: tokio/split.rs:705 hands a pong over with `len` 0, so `Sender::flush`
-/// (`queued + pending == 0`, split.rs:672-673) is ready before the driver has even taken
+/// The bug: split `Sender::pong` handed a pong over with `len` 0, so `Sender::flush`
+/// is ready before the driver has even taken
 /// the command: "waits until everything handed over so far is written" does not hold for
 /// the pong that 394d62d added (nor for an empty message).
 #[cfg(feature = "tokio")]

@@ -7,75 +7,15 @@ mod tokio_common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use wsline::proto::ConnectionClosed;
 use wsline::sync::server::{serve_blocking_on, serve_on, Connection, Handler, Server};
-use wsline::tls::rustls;
 use wsline::{CloseCode, ConnectConfig, Error, Message, ServerConfig};
 
+use support::tls::Identity;
 use support::{client_config, server_config, DEADLINE};
 use tokio_common::{bounded, payload};
-
-/// A self-signed certificate for `localhost` (only: `127.0.0.1` is not one of its names).
-struct Identity {
-    cert: CertificateDer<'static>,
-    key: PrivatePkcs8KeyDer<'static>,
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl Identity {
-    fn new() -> Self {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-            .expect("generate a certificate");
-        Self {
-            cert: certified.cert.der().clone(),
-            key: PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()),
-            cert_pem: certified.cert.pem(),
-            key_pem: certified.signing_key.serialize_pem(),
-        }
-    }
-
-    fn server(&self) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![self.cert.clone()],
-                PrivateKeyDer::Pkcs8(self.key.clone_key()),
-            )
-            .expect("a valid certificate and key");
-        Arc::new(config)
-    }
-
-    /// Writes the certificate and key as PEM files into a fresh directory (for peers that
-    /// read files); returns the directory, removed by the caller.
-    fn write_pem(&self, name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("wsline-tls-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("cert.pem"), &self.cert_pem).unwrap();
-        std::fs::write(dir.join("key.pem"), &self.key_pem).unwrap();
-        dir
-    }
-
-    /// A client configuration that trusts this certificate.
-    fn client(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert.clone()).expect("add the root");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    }
-}
 
 fn tls_server_config(identity: &Identity) -> ServerConfig {
     let mut config = server_config();
@@ -373,18 +313,12 @@ fn wss_goes_through_a_connect_proxy_end_to_end_encrypted() {
 
 /// Python's `ssl` (OpenSSL) on the other side: a stack nobody here wrote.
 mod python_peer {
-    use std::process::Command;
-
     use super::*;
     use support::interop::{
-        exchange_messages, interop_client_config, interop_server_config, interop_server_with,
-        received_closes,
+        assert_python_client_talks, exchange_messages, interop_client_config,
+        interop_server_config, interop_server_with, python_peer,
     };
-    use support::process::{self, venv_python, Process};
-
-    fn peer_script() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/interop_peer.py")
-    }
+    use support::process::{venv_python, Process};
 
     #[test]
     fn python_client_talks_wss_to_the_sync_server() {
@@ -395,26 +329,11 @@ mod python_peer {
         config.tls = Some(identity.server());
         let (server, closes) = interop_server_with(config);
         let url = wss(server.local_addr());
-        let output = process::run(
-            Command::new(&python)
-                .arg(peer_script())
+        assert_python_client_talks(
+            python_peer(&python)
                 .args(["client", &url, "--expect-deflate", "--cafile"])
-                .arg(pem.join("cert.pem")),
-            "",
-        );
-        let _ = std::fs::remove_dir_all(&pem);
-        assert!(
-            output.status.success() && output.stdout.trim() == "OK",
-            "stdout: {}\nstderr: {}",
-            output.stdout,
-            output.stderr
-        );
-        assert_eq!(
-            received_closes(&closes, 2),
-            [
-                (4001, "client bye".to_owned()),
-                (4003, "server bye".to_owned())
-            ]
+                .arg(pem.cert()),
+            &closes,
         );
     }
 
@@ -424,14 +343,12 @@ mod python_peer {
         let identity = Identity::new();
         let pem = identity.write_pem("python-server");
         let (_server, port) = Process::start(
-            Command::new(&python)
-                .arg(peer_script())
+            python_peer(&python)
                 .args(["server", "--tls-cert"])
-                .arg(pem.join("cert.pem"))
+                .arg(pem.cert())
                 .arg("--tls-key")
-                .arg(pem.join("key.pem")),
+                .arg(pem.key()),
         );
-        let _ = std::fs::remove_dir_all(&pem);
         let config = ConnectConfig {
             tls: Some(identity.client()),
             ..interop_client_config(true)

@@ -18,9 +18,8 @@ use std::time::Instant;
 use super::transport::Blocking;
 use crate::proto;
 use crate::proxy::{Proxy, Tunnel};
-use crate::reconnect::{is_transient, Retry};
+use crate::reconnect::Attempts;
 use crate::sync::WebSocket;
-use crate::uri::without_user_info;
 use crate::{ConnectConfig, Error, Result, WsUri};
 
 /// Opens a WebSocket connection to `uri` (`ws://host[:port]/path`, or `wss://` with the
@@ -91,29 +90,14 @@ pub fn connect_with(uri: &str, mut config: ConnectConfig) -> Result<WebSocket> {
 #[must_use]
 pub fn reconnecting(uri: &str, config: ConnectConfig) -> Reconnect {
     Reconnect {
-        uri: uri.to_owned(),
-        retry: Retry::new(config.backoff.clone()),
-        config,
-        done: false,
+        attempts: Attempts::new(uri, config),
     }
 }
 
 /// The connections of [`reconnecting`].
+#[derive(Debug)]
 pub struct Reconnect {
-    uri: String,
-    config: ConnectConfig,
-    retry: Retry,
-    done: bool,
-}
-
-impl std::fmt::Debug for Reconnect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reconnect")
-            .field("uri", &without_user_info(&self.uri))
-            .field("config", &self.config)
-            .field("done", &self.done)
-            .finish_non_exhaustive()
-    }
+    attempts: Attempts,
 }
 
 impl Iterator for Reconnect {
@@ -121,24 +105,14 @@ impl Iterator for Reconnect {
 
     /// Blocks until a connection opens, or a failure that would repeat.
     fn next(&mut self) -> Option<Result<WebSocket>> {
-        if self.done {
+        if self.attempts.is_done() {
             return None;
         }
         loop {
-            match connect_with(&self.uri, self.config.clone()) {
-                Ok(ws) => {
-                    self.retry.reset();
-                    return Some(Ok(ws));
-                }
-                Err(error) if is_transient(&error) => {
-                    let delay = self.retry.delay();
-                    tracing::info!(%error, ?delay, uri = %without_user_info(&self.uri), "connection failed; retrying");
-                    std::thread::sleep(delay);
-                }
-                Err(error) => {
-                    self.done = true;
-                    return Some(Err(error));
-                }
+            let attempt = connect_with(&self.attempts.uri, self.attempts.config.clone());
+            match self.attempts.outcome(attempt) {
+                Ok(result) => return Some(result),
+                Err(delay) => std::thread::sleep(delay),
             }
         }
     }

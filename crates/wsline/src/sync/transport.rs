@@ -152,7 +152,12 @@ impl Read for Transport {
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[IoSlice::new(buf)])
+        match self {
+            // One piece: `send`, not `writev` (the hot path of small replies).
+            Self::Tcp(stream) => stream.write(buf),
+            #[cfg(feature = "rustls")]
+            Self::Tls(stream) => tls::write_vectored(stream, &[IoSlice::new(buf)]),
+        }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

@@ -8,8 +8,7 @@ use super::stream::MaybeTlsStream;
 use super::websocket::{Limits, WebSocket};
 use crate::proto::{Connection, Failure};
 use crate::proxy::{Proxy, Tunnel};
-use crate::reconnect::{is_transient, Retry};
-use crate::uri::without_user_info;
+use crate::reconnect::Attempts;
 use crate::{ConnectConfig, Error, Result, WsUri};
 
 /// Connects to a `ws://` URI (or `wss://` with the `rustls` feature) with the default
@@ -152,32 +151,17 @@ async fn secure(_: TcpStream, uri: &WsUri, _: &ConnectConfig) -> Result<MaybeTls
 #[must_use]
 pub fn reconnecting(uri: &str, config: ConnectConfig) -> Reconnect {
     Reconnect {
-        uri: uri.to_owned(),
-        retry: Retry::new(config.backoff.clone()),
-        config,
+        attempts: Attempts::new(uri, config),
         next_attempt: None,
-        done: false,
     }
 }
 
 /// The connections of [`reconnecting`].
+#[derive(Debug)]
 pub struct Reconnect {
-    uri: String,
-    config: ConnectConfig,
-    retry: Retry,
+    attempts: Attempts,
     /// When the next attempt may start, after a failed one: kept across cancelled calls.
     next_attempt: Option<Instant>,
-    done: bool,
-}
-
-impl std::fmt::Debug for Reconnect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reconnect")
-            .field("uri", &without_user_info(&self.uri))
-            .field("config", &self.config)
-            .field("done", &self.done)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Reconnect {
@@ -188,28 +172,20 @@ impl Reconnect {
     /// dropped, and the next call starts over), and the backoff holds: the next call waits
     /// until the same moment.
     pub async fn next(&mut self) -> Option<Result<WebSocket<MaybeTlsStream>>> {
-        if self.done {
+        if self.attempts.is_done() {
             return None;
         }
         loop {
             if let Some(at) = self.next_attempt {
                 ::tokio::time::sleep_until(at).await;
             }
-            match connect_with(&self.uri, self.config.clone()).await {
-                Ok(ws) => {
+            let attempt = connect_with(&self.attempts.uri, self.attempts.config.clone()).await;
+            match self.attempts.outcome(attempt) {
+                Ok(result) => {
                     self.next_attempt = None;
-                    self.retry.reset();
-                    return Some(Ok(ws));
+                    return Some(result);
                 }
-                Err(error) if is_transient(&error) => {
-                    let delay = self.retry.delay();
-                    tracing::info!(%error, ?delay, uri = %without_user_info(&self.uri), "connection failed; retrying");
-                    self.next_attempt = Some(Instant::now() + delay);
-                }
-                Err(error) => {
-                    self.done = true;
-                    return Some(Err(error));
-                }
+                Err(delay) => self.next_attempt = Some(Instant::now() + delay),
             }
         }
     }

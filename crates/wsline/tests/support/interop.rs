@@ -2,6 +2,8 @@
 //! share: configs with and without permessage-deflate, the messages to exchange, and a
 //! sync server that echoes, closes on request and reports the close frames it received.
 
+use std::path::Path;
+use std::process::Command;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Mutex;
 
@@ -121,6 +123,34 @@ pub fn interop_server_with(config: ServerConfig) -> (Server, Receiver<(u16, Stri
         closes: Mutex::new(tx),
     };
     (start(handler, config), rx)
+}
+
+/// A command that runs the Python peer (`tests/support/interop_peer.py`) with `python`;
+/// its arguments follow.
+pub fn python_peer(python: &Path) -> Command {
+    let mut command = Command::new(python);
+    command.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/interop_peer.py"));
+    command
+}
+
+/// Runs the Python peer's client (`command`, from [`python_peer`]) against an
+/// [`interop_server`] whose close frames arrive on `closes`: it must exchange everything
+/// (print OK), and the server must get its close and its answer to the server's.
+pub fn assert_python_client_talks(command: &mut Command, closes: &Receiver<(u16, String)>) {
+    let output = super::process::run(command, "");
+    assert!(
+        output.status.success() && output.stdout.trim() == "OK",
+        "{command:?}\nstdout: {}\nstderr: {}",
+        output.stdout,
+        output.stderr
+    );
+    assert_eq!(
+        received_closes(closes, 2),
+        [
+            (4001, "client bye".to_owned()),
+            (4003, "server bye".to_owned())
+        ]
+    );
 }
 
 /// The next `count` close frames from `closes`, sorted (connections end in any order).

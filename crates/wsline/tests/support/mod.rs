@@ -17,6 +17,8 @@ use wsline::{CloseCode, ConnectConfig, Message, ServerConfig};
 pub mod interop;
 pub mod process;
 pub mod proxy;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 pub use process::DEADLINE;
 
