@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::thread;
@@ -25,17 +25,7 @@ fn answer_in_turn(listener: TcpListener, responses: Vec<String>, heads: mpsc::Se
             let Ok((mut stream, _)) = listener.accept() else {
                 return;
             };
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                match stream.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
+            let head = support::read_http_head(&mut stream);
             let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
             let _ = stream.write_all(response.as_bytes());
         }

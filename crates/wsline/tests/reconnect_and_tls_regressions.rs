@@ -34,22 +34,6 @@ fn quick_config() -> ConnectConfig {
     config
 }
 
-/// Reads an HTTP head (up to the empty line) byte by byte.
-fn read_head(stream: &mut TcpStream) -> Vec<u8> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    head
-}
-
 /// Accepts connections forever, counting them; each one is handed to `serve`.
 fn counting_listener(serve: fn(TcpStream, usize)) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -82,7 +66,7 @@ fn wait_for(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// Reads the request, then closes cleanly (FIN, no response): what a server that is
 /// restarting, or at its connection limit, does.
 fn close_after_request(mut stream: TcpStream, _: usize) {
-    read_head(&mut stream);
+    support::read_http_head(&mut stream);
     drop(stream);
 }
 
@@ -176,7 +160,7 @@ async fn tokio_reconnecting_retries_when_the_server_closes_during_the_handshake(
 #[test]
 fn sync_reconnecting_stops_when_the_proxy_refuses_the_credentials() {
     fn refuse(mut stream: TcpStream, _: usize) {
-        read_head(&mut stream);
+        support::read_http_head(&mut stream);
         let _ = stream.write_all(
             b"HTTP/1.1 407 Proxy Authentication Required\r\n\
               Proxy-Authenticate: Basic realm=\"p\"\r\nContent-Length: 0\r\n\r\n",
@@ -209,7 +193,7 @@ fn sync_reconnecting_stops_when_the_proxy_refuses_the_credentials() {
 #[tokio::test]
 async fn tokio_reconnecting_keeps_its_backoff_when_next_is_cancelled() {
     fn unavailable(mut stream: TcpStream, _: usize) {
-        read_head(&mut stream);
+        support::read_http_head(&mut stream);
         let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
     }
     let (addr, attempts) = counting_listener(unavailable);
@@ -311,7 +295,7 @@ fn reconnecting_does_not_log_the_uri_password() {
 
     // First attempt 503 (retried, logged), second 403 (the end).
     fn unavailable_then_forbidden(mut stream: TcpStream, n: usize) {
-        read_head(&mut stream);
+        support::read_http_head(&mut stream);
         let status = if n == 1 {
             "503 Service Unavailable"
         } else {

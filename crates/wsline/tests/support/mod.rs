@@ -109,6 +109,21 @@ pub fn assert_served(url: &str, config: &ConnectConfig) {
     ws.close(CloseCode::NORMAL, "").expect("close");
 }
 
+/// Reads an HTTP head (up to its empty line) byte by byte, so that nothing after it is
+/// consumed; what came if the stream ends or stays silent for [`DEADLINE`] first.
+pub fn read_http_head(stream: &mut TcpStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    head
+}
+
 /// Polls `condition` every few milliseconds until it holds; panics after [`DEADLINE`].
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
