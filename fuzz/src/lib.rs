@@ -218,9 +218,12 @@ impl EventChecker {
         }
     }
 
-    /// Drains `connection`'s events and checks them; returns them.
+    /// Drains `connection`'s events, acknowledges them (as an application does once it has
+    /// handled them) and drains what that brought; checks them all and returns them.
     pub fn drain(&mut self, connection: &mut Connection) -> Vec<Event> {
-        let events: Vec<Event> = std::iter::from_fn(|| connection.poll_event()).collect();
+        let mut events: Vec<Event> = std::iter::from_fn(|| connection.poll_event()).collect();
+        connection.acknowledge_events();
+        events.extend(std::iter::from_fn(|| connection.poll_event()));
         for event in &events {
             assert!(!self.closed, "an event after Closed");
             match event {

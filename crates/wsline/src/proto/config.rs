@@ -14,6 +14,9 @@ pub const DEFAULT_MAX_LINE_LEN: usize = 8 << 10;
 pub const DEFAULT_MAX_HEADERS: usize = 128;
 /// The default largest HTTP head (request or response line plus headers): 16 KiB.
 pub const DEFAULT_MAX_HEAD_SIZE: usize = 16 << 10;
+/// The default time a peer's close frame or protocol error waits for the application to
+/// acknowledge the events before it: 100 ms.
+pub const DEFAULT_ACKNOWLEDGE_TIMEOUT: Duration = Duration::from_millis(100);
 /// The default largest body of a non-101 handshake response kept for the caller: 64 KiB.
 pub const DEFAULT_MAX_RESPONSE_BODY: usize = 64 << 10;
 
@@ -47,6 +50,12 @@ pub struct Config {
     /// How long the closing handshake may take before the TCP connection is dropped.
     /// Default: 10 s. `None` waits forever.
     pub close_timeout: Option<Duration>,
+    /// How long a close frame or protocol error from the peer waits, at most, for the
+    /// application to acknowledge the events received before it
+    /// ([`Connection::acknowledge_events`](crate::proto::Connection::acknowledge_events))
+    /// before the connection acts on it anyway. Default: 100 ms. `None` waits for the
+    /// acknowledgement.
+    pub acknowledge_timeout: Option<Duration>,
     /// Send a keepalive ping after this long without one. Default: 20 s. `None` disables
     /// keepalive.
     pub ping_interval: Option<Duration>,
@@ -90,6 +99,7 @@ impl Default for Config {
             deliver_fragments: false,
             open_timeout: Some(Duration::from_secs(10)),
             close_timeout: Some(Duration::from_secs(10)),
+            acknowledge_timeout: Some(DEFAULT_ACKNOWLEDGE_TIMEOUT),
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Some(Duration::from_secs(20)),
             max_line_len: DEFAULT_MAX_LINE_LEN,
@@ -162,6 +172,7 @@ impl fmt::Debug for Config {
             .field("deliver_fragments", &self.deliver_fragments)
             .field("open_timeout", &self.open_timeout)
             .field("close_timeout", &self.close_timeout)
+            .field("acknowledge_timeout", &self.acknowledge_timeout)
             .field("ping_interval", &self.ping_interval)
             .field("ping_timeout", &self.ping_timeout)
             .field("max_line_len", &self.max_line_len)

@@ -164,11 +164,18 @@ struct Timers {
     close: Option<Timer>,
     ping: Option<Timer>,
     pong: Option<Timer>,
+    acknowledge: Option<Timer>,
 }
 
 impl Timers {
-    fn all(&self) -> [Option<Timer>; 4] {
-        [self.open, self.close, self.ping, self.pong]
+    fn all(&self) -> [Option<Timer>; 5] {
+        [
+            self.open,
+            self.close,
+            self.ping,
+            self.pong,
+            self.acknowledge,
+        ]
     }
 }
 
@@ -291,9 +298,10 @@ struct OutMessage {
 ///    [`send_buffer`](Self::send_buffer) with vectored writes), and shut down the write half
 ///    on [`Transmit::Shutdown`];
 /// 3. handle what [`poll_event`](Self::poll_event) returns until it returns `None`; send
-///    with `send_*`. A close frame or protocol error from the peer is acted on only once the
-///    events before it have been handled (when `poll_event` returns `None`), so that replies
-///    to those messages go out before the connection closes;
+///    with `send_*`; then call [`acknowledge_events`](Self::acknowledge_events). A close
+///    frame or protocol error from the peer is acted on only once the events before it are
+///    acknowledged (or [`Config::acknowledge_timeout`] has passed), so that replies to those
+///    messages go out before the connection closes;
 /// 4. call [`handle_timeout`](Self::handle_timeout) once the instant given by
 ///    [`poll_timeout`](Self::poll_timeout) has passed;
 /// 5. drop the socket once [`state`](Self::state) is [`State::Closed`] and everything is
@@ -352,9 +360,9 @@ pub struct Connection {
     discard_input: bool,
     /// What the peer's input calls for once the events before it have been handled.
     deferred: Option<Deferred>,
-    /// Whether events were taken since `poll_event` last returned `None`: the application
-    /// may still be handling them.
-    events_unhandled: bool,
+    /// Whether events were taken that the application has not acknowledged
+    /// ([`acknowledge_events`](Self::acknowledge_events)) yet.
+    unacknowledged: bool,
     shutdown: ShutdownState,
 }
 
@@ -408,7 +416,7 @@ impl Connection {
             closed: ConnectionClosed::default(),
             discard_input: false,
             deferred: None,
-            events_unhandled: false,
+            unacknowledged: false,
             shutdown: ShutdownState::NotYet,
         }
     }
@@ -584,6 +592,13 @@ impl Connection {
                 return;
             }
         }
+        if let Some(timer) = &mut self.timers.acknowledge {
+            if timer.tick(now) {
+                // The application did not come back in time: act on the peer's input anyway
+                // (replies it queues later fail).
+                self.run_deferred();
+            }
+        }
         if let Some(timer) = &mut self.timers.pong {
             if timer.tick(now) {
                 self.timers.pong = None;
@@ -628,26 +643,35 @@ impl Connection {
         false
     }
 
-    /// The next event.
+    /// The next event. Taking events changes nothing else: a close frame or protocol error
+    /// from the peer that came after them waits for
+    /// [`acknowledge_events`](Self::acknowledge_events).
     #[must_use]
-    ///
-    /// A close frame from the peer is answered, and a protocol error fails the connection,
-    /// once the events that came before it have been handled (when this returns `None`), so
-    /// replies to those messages go out first.
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front();
-        self.events_unhandled = event.is_some();
-        if event.is_none() {
-            self.run_deferred();
-        }
+        self.unacknowledged |= event.is_some();
         event
     }
 
-    /// Whether an event is waiting. Unlike [`poll_event`](Self::poll_event) returning
-    /// `None`, asking does not tell the connection that the events have been handled.
+    /// Whether an event is waiting.
     #[must_use]
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()
+    }
+
+    /// Tells the connection that the application has handled every event it has taken
+    /// (replies to those messages are queued). A close frame from the peer is answered,
+    /// and a protocol error fails the connection, only once the events that came before it
+    /// are taken and acknowledged — or once [`Config::acknowledge_timeout`] has passed — so
+    /// that replies to those messages go out before the close frame.
+    ///
+    /// Call it after each batch of events: an event loop after running its handlers, a
+    /// blocking or async receiver when the application comes back for the next message.
+    pub fn acknowledge_events(&mut self) {
+        self.unacknowledged = false;
+        if self.events.is_empty() {
+            self.run_deferred();
+        }
     }
 
     /// Every pending event, in order (Python websockets' `events_received`).
@@ -1216,12 +1240,15 @@ impl Connection {
     fn defer(&mut self, deferred: Deferred) {
         self.discard_input = true;
         self.deferred = Some(deferred);
-        if self.events.is_empty() && !self.events_unhandled {
+        if self.events.is_empty() && !self.unacknowledged {
             self.run_deferred();
+        } else {
+            self.timers.acknowledge = Some(Timer::new(self.config.acknowledge_timeout));
         }
     }
 
     fn run_deferred(&mut self) {
+        self.timers.acknowledge = None;
         match self.deferred.take() {
             Some(Deferred::Close(close, payload)) => self.answer_close(close, &payload),
             Some(Deferred::Failure(error)) => self.fail_now(error),
@@ -1695,6 +1722,7 @@ mod tests {
         };
         conn.send(message).unwrap();
         assert!(conn.poll_event().is_none());
+        conn.acknowledge_events();
         assert_eq!(written(&mut conn), b"\x81\x05Hello\x88\x02\x03\xe8");
         assert_eq!(conn.state(), State::Closing);
     }
@@ -1710,10 +1738,89 @@ mod tests {
         };
         conn.send(message).unwrap();
         assert!(conn.poll_event().is_none());
+        conn.acknowledge_events();
         let out = written(&mut conn);
         assert_eq!(&out[..7], b"\x81\x05Hello");
         assert_eq!(&out[7..8], b"\x88");
         assert_eq!(&out[9..11], b"\x03\xea"); // close 1002, then a reason
+    }
+
+    #[test]
+    fn close_waits_for_the_events_before_it_to_be_acknowledged() {
+        let mut conn = server();
+        let mut input = client_frame(Opcode::Text, b"Hello");
+        input.extend(client_frame(Opcode::Close, &[0x03, 0xe8]));
+        conn.handle_data(&input);
+        assert!(matches!(conn.poll_event(), Some(Event::Message(_))));
+        assert!(conn.poll_event().is_none());
+        assert!(
+            written(&mut conn).is_empty(),
+            "taking events is not acknowledging them"
+        );
+        assert_eq!(conn.state(), State::Open);
+        conn.acknowledge_events();
+        assert_eq!(written(&mut conn), b"\x88\x02\x03\xe8");
+    }
+
+    #[test]
+    fn acknowledging_with_events_still_queued_keeps_the_close_waiting() {
+        let mut conn = server();
+        let mut input = client_frame(Opcode::Text, b"one");
+        input.extend(client_frame(Opcode::Text, b"two"));
+        input.extend(client_frame(Opcode::Close, &[0x03, 0xe8]));
+        conn.handle_data(&input);
+        assert!(conn.poll_event().is_some());
+        conn.acknowledge_events();
+        assert!(
+            written(&mut conn).is_empty(),
+            "the second message is not taken yet"
+        );
+        assert!(conn.poll_event().is_some());
+        conn.acknowledge_events();
+        assert_eq!(written(&mut conn), b"\x88\x02\x03\xe8");
+    }
+
+    #[test]
+    fn close_is_answered_once_the_acknowledge_timeout_passes_on_a_fake_clock() {
+        let start = Instant::now();
+        let config = Config {
+            acknowledge_timeout: Some(Duration::from_millis(100)),
+            ..Config::default()
+        };
+        let mut conn = Connection::after_handshake(Side::Server, config, start);
+        let mut input = client_frame(Opcode::Text, b"Hello");
+        input.extend(client_frame(Opcode::Close, &[0x03, 0xe8]));
+        conn.handle_data(&input);
+        assert!(conn.poll_event().is_some());
+        conn.handle_timeout(start); // arms the timer
+        assert_eq!(
+            conn.poll_timeout(),
+            Some(start + Duration::from_millis(100)),
+            "the acknowledge timeout is the next deadline"
+        );
+        conn.handle_timeout(start + Duration::from_millis(99));
+        assert!(written(&mut conn).is_empty());
+        conn.handle_timeout(start + Duration::from_millis(100));
+        assert_eq!(written(&mut conn), b"\x88\x02\x03\xe8");
+        assert_eq!(conn.state(), State::Closing);
+    }
+
+    #[test]
+    fn without_an_acknowledge_timeout_the_close_waits_for_the_acknowledgement() {
+        let start = Instant::now();
+        let config = Config {
+            acknowledge_timeout: None,
+            ..Config::default()
+        };
+        let mut conn = Connection::after_handshake(Side::Server, config, start);
+        let mut input = client_frame(Opcode::Text, b"Hello");
+        input.extend(client_frame(Opcode::Close, &[0x03, 0xe8]));
+        conn.handle_data(&input);
+        assert!(conn.poll_event().is_some());
+        conn.handle_timeout(start + Duration::from_secs(3600));
+        assert!(written(&mut conn).is_empty());
+        conn.acknowledge_events();
+        assert_eq!(written(&mut conn), b"\x88\x02\x03\xe8");
     }
 
     #[test]

@@ -16,8 +16,8 @@ mod send_buffer;
 mod utf8;
 
 pub use config::{
-    Config, DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEAD_SIZE, DEFAULT_MAX_LINE_LEN,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RESPONSE_BODY,
+    Config, DEFAULT_ACKNOWLEDGE_TIMEOUT, DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEAD_SIZE,
+    DEFAULT_MAX_LINE_LEN, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RESPONSE_BODY,
 };
 pub use connection::{Connection, PreparedMessage, RandomSource, SendOptions, Transmit};
 pub use error::{ProtocolError, SendError};

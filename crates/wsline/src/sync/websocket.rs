@@ -20,9 +20,6 @@ use crate::{Error, Message, Result};
 const MAX_QUEUED_MESSAGES: usize = 1024;
 /// Bytes of received messages not yet read, past which the driver stops reading.
 const MAX_QUEUED_BYTES: usize = 16 << 20;
-/// How long the application may take to handle a message before the driver acts on a
-/// close frame or protocol error that followed it anyway (replies to it then fail).
-const HANDLING_GRACE: Duration = Duration::from_millis(100);
 /// Pong payloads remembered for `ping()` callers.
 const MAX_REMEMBERED_PONGS: usize = 16;
 
@@ -44,9 +41,9 @@ struct Inner {
     shut_down: bool,
     /// Whether iteration has reported the error that ended the connection.
     error_reported: bool,
-    /// Since when the application has been handling the last message it read (it has not
-    /// come back to `recv` yet).
-    handling_since: Option<Instant>,
+    /// Whether the application is handling a message it read (it has not come back to
+    /// `recv` yet): until it does, the core is not told that the events were handled.
+    handling: bool,
 }
 
 impl Inner {
@@ -56,14 +53,25 @@ impl Inner {
     }
 
     /// Moves the core's events to where the application reads them. While messages wait
-    /// for the application, the core is not told the events were handled, so a close frame
-    /// or protocol error that followed them is acted on only after the application has read
-    /// (and perhaps answered) them.
+    /// for the application, or it is still handling the last one, the core is not told the
+    /// events were handled, so a close frame or protocol error that followed them is acted
+    /// on only after the application has read (and perhaps answered) them — or once the
+    /// core's `acknowledge_timeout` has passed.
     fn dispatch_events(&mut self) {
-        while self.conn.has_events() {
-            let Some(event) = self.conn.poll_event() else {
-                break;
-            };
+        loop {
+            self.take_events();
+            if !self.messages.is_empty() || self.handling {
+                return;
+            }
+            self.conn.acknowledge_events();
+            if !self.conn.has_events() {
+                return;
+            }
+        }
+    }
+
+    fn take_events(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
             match event {
                 Event::Message(message) => {
                     self.queued_bytes += message.len();
@@ -82,26 +90,6 @@ impl Inner {
                 }
                 Event::Request(_) | Event::Response(_) | Event::Ping(_) => {}
             }
-        }
-        let app_done = self
-            .handling_since
-            .is_none_or(|since| since.elapsed() >= HANDLING_GRACE);
-        if self.messages.is_empty() && app_done {
-            // Every event has been handled: the core may act on what followed them.
-            self.handling_since = None;
-            if let Some(Event::Closed(closed)) = self.conn.poll_event() {
-                self.closed = Some(closed);
-            }
-        }
-    }
-
-    /// When the driver must look again: the core's next timer, or the end of the grace
-    /// period of a message being handled.
-    fn next_deadline(&self) -> Option<Instant> {
-        let grace_end = self.handling_since.map(|since| since + HANDLING_GRACE);
-        match (self.conn.poll_timeout(), grace_end) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
         }
     }
 
@@ -200,7 +188,7 @@ impl WebSocket {
             send_high_water,
             shut_down: false,
             error_reported: false,
-            handling_since: None,
+            handling: false,
         };
         inner.conn.handle_timeout(Instant::now());
         inner.dispatch_events();
@@ -299,7 +287,7 @@ impl WebSocket {
             if let Some(message) = inner.messages.pop_front() {
                 let was_paused = inner.reading_paused();
                 inner.queued_bytes -= message.len();
-                inner.handling_since = Some(Instant::now());
+                inner.handling = true;
                 if was_paused && !inner.reading_paused() {
                     self.shared.wake_driver();
                 }
@@ -308,7 +296,7 @@ impl WebSocket {
             // Every message read has been handled: the core may act on a close frame or a
             // protocol error that followed them.
             let state = inner.conn.state();
-            inner.handling_since = None;
+            inner.handling = false;
             inner.dispatch_events();
             if inner.conn.state() != state {
                 if let Err(error) = inner.flush() {
@@ -596,7 +584,8 @@ fn drive(shared: &Shared, mut poll: Poll) {
                 break;
             }
             inner
-                .next_deadline()
+                .conn
+                .poll_timeout()
                 .map(|deadline| deadline.saturating_duration_since(Instant::now()))
         };
         if let Err(error) = poll.poll(&mut events, timeout) {

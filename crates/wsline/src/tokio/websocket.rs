@@ -30,10 +30,6 @@ pub const DEFAULT_MAX_UNREAD_MESSAGES: usize = 1024;
 /// sending (not receiving) stops reading the socket.
 pub const DEFAULT_MAX_UNREAD_BYTES: usize = 16 << 20;
 
-/// How long a close frame or protocol error from the peer waits, at most, for the
-/// application to come back for the messages received before it (see
-/// [`WebSocket::acknowledge`]).
-const ACKNOWLEDGE_GRACE: Duration = Duration::from_millis(100);
 /// Slices per vectored write.
 const MAX_IOVECS: usize = 64;
 /// Ping payloads sent by [`WebSocket::ping`] whose pong is still awaited, at most.
@@ -208,8 +204,6 @@ pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     core_changed: bool,
     /// Whether events were taken from the core that the application may not have handled.
     unacknowledged: bool,
-    /// When the grace for handling them runs out.
-    acknowledge_deadline: Option<std::time::Instant>,
     read_closed: bool,
     /// Whether bytes were written since the stream was last flushed: a TLS stream (or any
     /// buffering one) may still hold them.
@@ -249,7 +243,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             core_deadline: None,
             core_changed: true,
             unacknowledged: false,
-            acknowledge_deadline: None,
             read_closed: false,
             unflushed: false,
             shutdown_queued: false,
@@ -796,8 +789,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         true
     }
 
-    /// Fires the core's timers that are due, and the grace for handling received messages,
-    /// and arms the sleep for the next of them. The sleep is polled (which costs) only when
+    /// Fires the core's timers that are due, and arms the sleep for the next of them. The sleep is polled (which costs) only when
     /// its deadline or its task changes; otherwise checking it is an atomic load.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
         let mut fired = false;
@@ -806,13 +798,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 self.core_changed = false;
                 self.core_deadline = self.conn.poll_timeout();
             }
-            if self.unacknowledged && self.acknowledge_deadline.is_none() {
-                self.acknowledge_deadline = Some(Instant::now().into_std() + ACKNOWLEDGE_GRACE);
-            }
-            let deadline = match (self.core_deadline, self.acknowledge_deadline) {
-                (Some(core), Some(grace)) => core.min(grace),
-                (Some(deadline), None) | (None, Some(deadline)) => deadline,
-                (None, None) => break,
+            let Some(deadline) = self.core_deadline else {
+                break;
             };
             let at = Instant::from_std(deadline);
             let timer = self.timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
@@ -836,9 +823,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             self.timer_deadline = None;
             let now = Instant::now().into_std();
-            if self.acknowledge_deadline.is_some_and(|grace| grace <= now) {
-                self.acknowledge();
-            }
             if self.core_deadline.is_some_and(|core| core <= now) {
                 self.core_changed = true;
                 self.conn.handle_timeout(now);
@@ -985,8 +969,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Tells the core that the application has handled the messages received so far, so
     /// that a close frame or protocol error that came after them is acted on now. Replies
     /// to those messages thus go out before the close frame: RFC 6455 §5.5.1 asks for the
-    /// close reply "as soon as practical", and the core waits for this signal (or, here, for
-    /// [`ACKNOWLEDGE_GRACE`] to pass).
+    /// close reply "as soon as practical", and the core waits for this signal (or for its
+    /// `acknowledge_timeout` to pass).
     pub(crate) fn acknowledge(&mut self) {
         if !self.unacknowledged {
             return;
@@ -995,8 +979,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         while let Some(event) = self.conn.poll_event() {
             self.handle_event(event);
         }
+        self.conn.acknowledge_events();
         self.unacknowledged = false;
-        self.acknowledge_deadline = None;
         // What the core did on its deferred input (a Closed event) is taken too.
         self.drain_events();
         self.unacknowledged = false;

@@ -115,9 +115,13 @@ pub fn written(connection: &mut Connection) -> Written {
     out
 }
 
-/// Drains [`Connection::poll_event`].
+/// Drains [`Connection::poll_event`], then acknowledges the events (as an application does
+/// once it has handled them), and drains what that brought.
 pub fn events(connection: &mut Connection) -> Vec<Event> {
-    std::iter::from_fn(|| connection.poll_event()).collect()
+    let mut events: Vec<Event> = std::iter::from_fn(|| connection.poll_event()).collect();
+    connection.acknowledge_events();
+    events.extend(std::iter::from_fn(|| connection.poll_event()));
+    events
 }
 
 /// A frame as it was on the wire: the frame, and the key it was masked with.
@@ -281,6 +285,7 @@ impl Pair {
         };
         // Handled every event: the connection may act on what follows.
         assert_eq!(pair.client.poll_event(), None);
+        pair.client.acknowledge_events();
         assert_eq!(pair.client.state(), State::Open);
         assert_eq!(pair.server.state(), State::Open);
         (pair, request, response)
@@ -315,6 +320,7 @@ impl Pair {
             other => panic!("expected a request, got {other:?}"),
         };
         assert_eq!(self.server.poll_event(), None);
+        self.server.acknowledge_events();
         let response = self.server.accept(&request);
         self.server
             .send_response(response)

@@ -396,8 +396,23 @@ impl<H: Handler> Running<'_, H> {
 
     // ----- Events, timers, commands -----
 
-    /// Runs the handler on the connection's pending events.
+    /// Runs the handler on the connection's pending events, then tells the core they were
+    /// handled (handlers run inline: their replies are queued), which may bring more: the
+    /// answer to a close frame that came after them.
     fn dispatch(&mut self, key: usize, now: Instant) {
+        loop {
+            self.run_handler(key, now);
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            conn.core.acknowledge_events();
+            if !conn.core.has_events() {
+                return;
+            }
+        }
+    }
+
+    fn run_handler(&mut self, key: usize, now: Instant) {
         let handler = self.handler;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
