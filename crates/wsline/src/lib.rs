@@ -61,7 +61,7 @@ mod uri;
 
 pub use error::{Error, ProxyError, Result};
 pub use layer_config::{
-    BackpressurePolicy, ConnectConfig, ServerConfig, DEFAULT_READ_BUFFER_SIZE,
+    BackpressurePolicy, ConnectConfig, IoConfig, ServerConfig, DEFAULT_READ_BUFFER_SIZE,
     DEFAULT_SEND_HIGH_WATER,
 };
 pub use proto::{CloseCode, Config, Message, Utf8Bytes};

@@ -653,7 +653,7 @@ fn flood_a_slow_reader(
     let (tx, reports) = mpsc::channel();
     let mut config = server_config();
     config.protocol.extensions.clear();
-    config.send_high_water = HIGH_WATER;
+    config.io.send_high_water = HIGH_WATER;
     config.backpressure = policy;
     let server = start(
         Flood {
@@ -731,7 +731,7 @@ fn slow_reader_fed_from_another_thread_is_closed_with_1008_and_others_are_served
     let mut config = server_config();
     config.workers = 1;
     config.protocol.extensions.clear();
-    config.send_high_water = HIGH_WATER;
+    config.io.send_high_water = HIGH_WATER;
     config.protocol.close_timeout = Some(DEADLINE);
     let (_room, server, joined) = Room::start(config);
     let addr = server.local_addr();
@@ -774,7 +774,7 @@ fn request_sent_while_replies_pile_up_is_read_once_they_drain() {
         conn.send(message)
     };
     let mut config = server_config();
-    config.send_high_water = 64 << 10;
+    config.io.send_high_water = 64 << 10;
     config.protocol.extensions.clear();
     let server = start(big_reply, config);
     let mut client = RawClient::open(server.local_addr());

@@ -220,7 +220,7 @@ fn handshake(
     config: ConnectConfig,
     deadline: Option<Instant>,
 ) -> Result<WebSocket> {
-    stream.socket().set_nodelay(config.nodelay)?;
+    stream.socket().set_nodelay(config.io.nodelay)?;
     let mut conn = proto::Connection::client(uri, config.protocol.clone(), Instant::now());
     let mut request = conn.connect_request();
     config.apply_to(&mut request);
@@ -229,8 +229,8 @@ fn handshake(
         &mut stream,
         conn,
         deadline,
-        config.read_buffer_size,
+        config.io.read_buffer_size,
         |_, _| {},
     )?;
-    WebSocket::start(stream, conn, config.send_high_water)
+    WebSocket::start(stream, conn, config.io.send_high_water)
 }

@@ -84,7 +84,7 @@ async fn open(uri: WsUri, config: &ConnectConfig) -> Result<WebSocket<MaybeTlsSt
                 .map_err(|error| crate::proxy::transport_error(&proxy, error))?
         }
     };
-    tcp.set_nodelay(config.nodelay)?;
+    tcp.set_nodelay(config.io.nodelay)?;
     let stream = if uri.is_secure() {
         secure(tcp, &uri, config).await?
     } else {

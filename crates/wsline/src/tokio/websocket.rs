@@ -68,14 +68,14 @@ impl From<&ServerConfig> for Limits {
     fn from(config: &ServerConfig) -> Self {
         Self {
             backpressure: config.backpressure,
-            ..Self::new(config.read_buffer_size, config.send_high_water)
+            ..Self::new(config.io.read_buffer_size, config.io.send_high_water)
         }
     }
 }
 
 impl From<&ConnectConfig> for Limits {
     fn from(config: &ConnectConfig) -> Self {
-        Self::new(config.read_buffer_size, config.send_high_water)
+        Self::new(config.io.read_buffer_size, config.io.send_high_water)
     }
 }
 
