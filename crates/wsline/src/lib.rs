@@ -51,8 +51,6 @@ pub mod proto;
 mod proxy;
 #[cfg(any(feature = "sync", feature = "tokio"))]
 mod reconnect;
-#[cfg(any(feature = "sync", feature = "tokio"))]
-mod redirect;
 #[cfg(feature = "sync")]
 pub mod sync;
 #[cfg(feature = "rustls")]
