@@ -23,6 +23,39 @@ pub enum BackpressurePolicy {
     Close,
 }
 
+/// Socket and buffer settings of one connection, shared by [`ServerConfig::io`] and
+/// [`ConnectConfig::io`].
+///
+/// ```
+/// use wsline::{IoConfig, ServerConfig};
+/// let config = ServerConfig {
+///     io: IoConfig { send_high_water: 256 << 10, ..IoConfig::default() },
+///     ..ServerConfig::default()
+/// };
+/// assert!(config.io.nodelay);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoConfig {
+    /// Bytes read from a socket at a time. Default: 64 KiB ([`DEFAULT_READ_BUFFER_SIZE`]).
+    pub read_buffer_size: usize,
+    /// Most bytes queued for one connection before sending pushes back: a server applies
+    /// [`ServerConfig::backpressure`], a client's `send` waits for the socket.
+    /// Default: 4 MiB ([`DEFAULT_SEND_HIGH_WATER`]).
+    pub send_high_water: usize,
+    /// Set `TCP_NODELAY` on the socket. Default: `true`.
+    pub nodelay: bool,
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        Self {
+            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+            send_high_water: DEFAULT_SEND_HIGH_WATER,
+            nodelay: true,
+        }
+    }
+}
+
 /// Settings of a server, sync or tokio.
 ///
 /// ```
@@ -41,24 +74,22 @@ pub struct ServerConfig {
     /// extensions. Default: [`Config::default`] plus permessage-deflate when the `deflate`
     /// feature is on.
     pub protocol: Config,
-    /// Event-loop threads of the sync server. Default: the number of CPUs this process may
-    /// run on (so a server pinned to one core runs one loop).
+    /// Event-loop threads of the sync event-loop server (`sync::server::serve`) only: the
+    /// thread-per-connection server and the tokio server ignore it (under tokio, the runtime
+    /// the application builds decides the threads). Default: the number of CPUs this process may run on (so a server pinned
+    /// to one core runs one loop).
     pub workers: usize,
     /// Most connections open at once; further clients wait in the listen backlog.
     /// Default: 100,000.
     pub max_connections: usize,
-    /// Bytes read from a socket at a time. Default: 64 KiB.
-    pub read_buffer_size: usize,
-    /// Most bytes queued for one connection before [`ServerConfig::backpressure`] applies.
-    /// Default: 4 MiB.
-    pub send_high_water: usize,
+    /// Buffers, high-water mark and `TCP_NODELAY` of every accepted connection; past the
+    /// high-water mark [`ServerConfig::backpressure`] applies. Default: [`IoConfig::default`].
+    pub io: IoConfig,
     /// What happens past the high-water mark. Default: close the connection.
     pub backpressure: BackpressurePolicy,
     /// How long a shutdown waits for connections to finish their closing handshake before
     /// dropping them. Default: 5 s.
     pub shutdown_timeout: Duration,
-    /// Set `TCP_NODELAY` on accepted sockets. Default: `true`.
-    pub nodelay: bool,
     /// TLS (feature `rustls`): every accepted connection runs the TLS handshake with this
     /// configuration before the WebSocket one, and the server serves `wss://`. Default:
     /// `None`, plain `ws://`.
@@ -84,11 +115,9 @@ impl Default for ServerConfig {
             protocol: crate::default_protocol_config(),
             workers: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             max_connections: 100_000,
-            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
-            send_high_water: DEFAULT_SEND_HIGH_WATER,
+            io: IoConfig::default(),
             backpressure: BackpressurePolicy::default(),
             shutdown_timeout: Duration::from_secs(5),
-            nodelay: true,
             #[cfg(feature = "rustls")]
             tls: None,
         }
@@ -104,7 +133,7 @@ impl Default for ServerConfig {
 ///     headers: vec![("Authorization".into(), "Bearer token".into())],
 ///     ..ConnectConfig::default()
 /// };
-/// assert!(config.nodelay);
+/// assert!(config.io.nodelay);
 /// ```
 #[derive(Clone)]
 pub struct ConnectConfig {
@@ -116,12 +145,9 @@ pub struct ConnectConfig {
     pub origin: Option<String>,
     /// Extra headers for the handshake request.
     pub headers: Vec<(String, String)>,
-    /// Bytes read from the socket at a time. Default: 64 KiB.
-    pub read_buffer_size: usize,
-    /// Most bytes queued for sending before `send` waits for the socket. Default: 4 MiB.
-    pub send_high_water: usize,
-    /// Set `TCP_NODELAY`. Default: `true`.
-    pub nodelay: bool,
+    /// Buffers, high-water mark (past it `send` waits for the socket) and `TCP_NODELAY`.
+    /// Default: [`IoConfig::default`].
+    pub io: IoConfig,
     /// Redirects (301, 302, 303, 307, 308 with a `Location`) followed before the last one
     /// is reported as the handshake's rejection; `0` follows none. A redirect from `wss://`
     /// to `ws://` is never followed, and one to another origin (scheme, host, port) drops
@@ -147,9 +173,7 @@ impl Default for ConnectConfig {
             protocol: crate::default_protocol_config(),
             origin: None,
             headers: Vec::new(),
-            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
-            send_high_water: DEFAULT_SEND_HIGH_WATER,
-            nodelay: true,
+            io: IoConfig::default(),
             max_redirects: 10,
             proxy: None,
             #[cfg(any(feature = "sync", feature = "tokio"))]
@@ -169,9 +193,7 @@ impl fmt::Debug for ConnectConfig {
             .field("protocol", &self.protocol)
             .field("origin", &self.origin)
             .field("headers (values hidden)", &header_names)
-            .field("read_buffer_size", &self.read_buffer_size)
-            .field("send_high_water", &self.send_high_water)
-            .field("nodelay", &self.nodelay)
+            .field("io", &self.io)
             .field("max_redirects", &self.max_redirects)
             .field(
                 "proxy",

@@ -43,14 +43,14 @@ pub struct ReadmeDoctests;
 
 mod error;
 pub mod extension;
+#[cfg(any(feature = "sync", feature = "tokio"))]
+mod layer;
 mod layer_config;
 pub mod proto;
 #[cfg(any(feature = "sync", feature = "tokio"))]
 mod proxy;
 #[cfg(any(feature = "sync", feature = "tokio"))]
 mod reconnect;
-#[cfg(any(feature = "sync", feature = "tokio"))]
-mod redirect;
 #[cfg(feature = "sync")]
 pub mod sync;
 #[cfg(feature = "rustls")]
@@ -61,7 +61,7 @@ mod uri;
 
 pub use error::{Error, ProxyError, Result};
 pub use layer_config::{
-    BackpressurePolicy, ConnectConfig, ServerConfig, DEFAULT_READ_BUFFER_SIZE,
+    BackpressurePolicy, ConnectConfig, IoConfig, ServerConfig, DEFAULT_READ_BUFFER_SIZE,
     DEFAULT_SEND_HIGH_WATER,
 };
 pub use proto::{CloseCode, Config, Message, Utf8Bytes};

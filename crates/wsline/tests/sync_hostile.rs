@@ -366,7 +366,7 @@ fn pings_from_a_client_that_never_reads_stop_being_read_past_the_high_water_mark
     const HIGH_WATER: usize = 16 << 10;
     const MAX_PINGS: u32 = 1_000_000;
     let _guard = shared();
-    let server = echo_server_with(|config| config.send_high_water = HIGH_WATER);
+    let server = echo_server_with(|config| config.io.send_high_water = HIGH_WATER);
     let mut client = RawClient::open(server.local_addr());
     client.stream.set_nonblocking(true).unwrap();
     // Pings with 125-byte payloads until the server stops taking them (its replies pile up
@@ -527,7 +527,7 @@ fn flood(conn: &mut Connection, message: Message) -> wsline::Result<()> {
 fn closed_connection_with_unread_replies_stayed_forever_after_a_half_close() {
     let _guard = shared();
     let mut config = server_config();
-    config.send_high_water = 64 << 20;
+    config.io.send_high_water = 64 << 20;
     config.protocol.close_timeout = Some(Duration::from_millis(500));
     let server = start(flood, config);
     let mut client = RawClient::open(server.local_addr());
@@ -545,7 +545,7 @@ fn closed_connection_with_unread_replies_stayed_forever_after_a_half_close() {
 fn closed_connection_with_unread_replies_stayed_forever_after_the_close_timeout() {
     let _guard = shared();
     let mut config = server_config();
-    config.send_high_water = 64 << 20;
+    config.io.send_high_water = 64 << 20;
     config.protocol.ping_interval = Some(Duration::from_millis(200));
     config.protocol.ping_timeout = Some(Duration::from_millis(300));
     config.protocol.close_timeout = Some(Duration::from_millis(300));

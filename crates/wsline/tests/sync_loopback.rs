@@ -10,7 +10,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wsline::proto::{ConnectionClosed, Failure, HandshakeError, Initiator, PreparedMessage};
+use wsline::proto::{
+    ConnectionClosed, Failure, Fragment, HandshakeError, Initiator, PreparedMessage,
+};
 use wsline::proto::{Request, Response};
 use wsline::sync::client::{connect, connect_on, connect_with};
 use wsline::sync::server::{
@@ -653,7 +655,7 @@ fn flood_a_slow_reader(
     let (tx, reports) = mpsc::channel();
     let mut config = server_config();
     config.protocol.extensions.clear();
-    config.send_high_water = HIGH_WATER;
+    config.io.send_high_water = HIGH_WATER;
     config.backpressure = policy;
     let server = start(
         Flood {
@@ -731,7 +733,7 @@ fn slow_reader_fed_from_another_thread_is_closed_with_1008_and_others_are_served
     let mut config = server_config();
     config.workers = 1;
     config.protocol.extensions.clear();
-    config.send_high_water = HIGH_WATER;
+    config.io.send_high_water = HIGH_WATER;
     config.protocol.close_timeout = Some(DEADLINE);
     let (_room, server, joined) = Room::start(config);
     let addr = server.local_addr();
@@ -774,7 +776,7 @@ fn request_sent_while_replies_pile_up_is_read_once_they_drain() {
         conn.send(message)
     };
     let mut config = server_config();
-    config.send_high_water = 64 << 10;
+    config.io.send_high_water = 64 << 10;
     config.protocol.extensions.clear();
     let server = start(big_reply, config);
     let mut client = RawClient::open(server.local_addr());
@@ -976,6 +978,66 @@ fn client_send_fragmented_arrives_as_one_message_in_several_frames() {
             Message::binary(vec![5]),
         ]
     );
+}
+
+/// A thread-per-connection server that sends every message back in four-byte fragments,
+/// without compression (so that the frames on the wire are the fragments sent).
+fn fragmenting_echo_server() -> wsline::sync::server::Server {
+    let handler = |ws: &WebSocket| -> wsline::Result<()> {
+        for message in ws {
+            ws.send_fragmented(&message?, 4)?;
+        }
+        Ok(())
+    };
+    let mut config = server_config();
+    config.protocol.extensions.clear();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    serve_blocking_on(handler, listener, config).unwrap()
+}
+
+fn recv_fragment(ws: &WebSocket) -> Fragment {
+    ws.recv_fragment().expect("fragment")
+}
+
+#[test]
+fn client_recv_fragment_gets_a_message_in_three_frames_as_three_fragments_with_their_flags() {
+    let server = fragmenting_echo_server();
+    let mut config = client_config();
+    config.protocol.deliver_fragments = true;
+    config.protocol.extensions.clear();
+    let ws = connect_with(&url(server.local_addr()), config).unwrap();
+    ws.send_text("abcdefghijkl").unwrap();
+    let fragment = |data: &str, first, fin| Fragment {
+        data: Message::text(data),
+        first,
+        fin,
+    };
+    assert_eq!(recv_fragment(&ws), fragment("abcd", true, false));
+    assert_eq!(recv_fragment(&ws), fragment("efgh", false, false));
+    assert_eq!(recv_fragment(&ws), fragment("ijkl", false, true));
+    // A message that fits one frame is one fragment, first and last.
+    ws.send_binary(b"xy").unwrap();
+    let whole = Fragment {
+        data: Message::binary(b"xy".to_vec()),
+        first: true,
+        fin: true,
+    };
+    assert_eq!(recv_fragment(&ws), whole);
+}
+
+#[test]
+fn client_recv_fragment_without_deliver_fragments_gets_each_whole_message_as_one_fragment() {
+    let server = fragmenting_echo_server();
+    let mut config = client_config();
+    config.protocol.extensions.clear();
+    let ws = connect_with(&url(server.local_addr()), config).unwrap();
+    ws.send_text("abcdefghijkl").unwrap();
+    let whole = Fragment {
+        data: Message::text("abcdefghijkl"),
+        first: true,
+        fin: true,
+    };
+    assert_eq!(recv_fragment(&ws), whole);
 }
 
 #[test]

@@ -16,7 +16,9 @@ use wsline::tokio::{
     accept, connect, connect_on, connect_with, serve_with, Handler, MaybeTlsStream, Server,
     WebSocket,
 };
-use wsline::{BackpressurePolicy, CloseCode, Config, ConnectConfig, Error, Message, ServerConfig};
+use wsline::{
+    BackpressurePolicy, CloseCode, Config, ConnectConfig, Error, IoConfig, Message, ServerConfig,
+};
 
 async fn start<H: Handler>(handler: H, config: ServerConfig) -> Server {
     serve_with(handler, "127.0.0.1:0", config)
@@ -492,7 +494,10 @@ async fn a_slow_reader_makes_send_wait_at_the_high_water_mark() {
         const HIGH_WATER: usize = 256 << 10;
         const MESSAGE: usize = 64 << 10;
         let config = ServerConfig {
-            send_high_water: HIGH_WATER,
+            io: IoConfig {
+                send_high_water: HIGH_WATER,
+                ..IoConfig::default()
+            },
             backpressure: BackpressurePolicy::Error,
             ..ServerConfig::default()
         };
@@ -526,7 +531,10 @@ async fn a_slow_reader_makes_send_wait_at_the_high_water_mark() {
 async fn try_send_past_the_mark_closes_with_1008_under_the_close_policy() {
     bounded(async {
         let config = ServerConfig {
-            send_high_water: 64 << 10,
+            io: IoConfig {
+                send_high_water: 64 << 10,
+                ..IoConfig::default()
+            },
             backpressure: BackpressurePolicy::Close,
             ..ServerConfig::default()
         };

@@ -16,7 +16,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Instant;
 
 use super::transport::Blocking;
-use crate::proto;
+use crate::layer::client::{handshake_connection, Opening};
 use crate::proxy::{Proxy, Tunnel};
 use crate::reconnect::Attempts;
 use crate::sync::WebSocket;
@@ -42,28 +42,26 @@ pub fn connect(uri: &str) -> Result<WebSocket> {
 ///
 /// # Errors
 /// As [`connect`].
-pub fn connect_with(uri: &str, mut config: ConnectConfig) -> Result<WebSocket> {
-    let mut uri: WsUri = uri.parse()?;
+pub fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket> {
     let deadline = config
         .protocol
         .open_timeout
         .map(|timeout| Instant::now() + timeout);
-    let mut redirects = 0;
+    let mut opening = Opening::new(uri.parse()?, config);
     loop {
-        if uri.is_secure() && cfg!(not(feature = "rustls")) {
-            return Err(Error::no_tls(&uri));
+        match attempt(&opening, deadline) {
+            Ok(ws) => return Ok(ws),
+            Err(error) => opening.handle_failure(error)?,
         }
-        let stream = connect_stream(&uri, &config, deadline)?;
-        let error = match open(stream, uri.clone(), config.clone(), deadline) {
-            Err(error) if redirects < config.max_redirects => error,
-            result => return result,
-        };
-        match crate::redirect::follow(&uri, &mut config, &error)? {
-            Some(next) => uri = next,
-            None => return Err(error),
-        }
-        redirects += 1;
     }
+}
+
+/// One connection attempt: TCP (perhaps through the proxy), TLS for `wss://`, the opening
+/// handshake.
+fn attempt(opening: &Opening, deadline: Option<Instant>) -> Result<WebSocket> {
+    let uri = opening.attempt_uri()?;
+    let stream = connect_stream(uri, opening.config(), deadline)?;
+    open(stream, uri, opening.config(), deadline)
 }
 
 /// Connections to `uri`, one after another, as long as they can be made: each
@@ -129,14 +127,14 @@ pub fn connect_on(stream: TcpStream, uri: &str, config: ConnectConfig) -> Result
         .protocol
         .open_timeout
         .map(|timeout| Instant::now() + timeout);
-    open(stream, uri, config, deadline)
+    open(stream, &uri, &config, deadline)
 }
 
 /// The TLS handshake if the URI asks for it, then the opening handshake.
 fn open(
     stream: TcpStream,
-    uri: WsUri,
-    config: ConnectConfig,
+    uri: &WsUri,
+    config: &ConnectConfig,
     deadline: Option<Instant>,
 ) -> Result<WebSocket> {
     if !uri.is_secure() {
@@ -144,7 +142,7 @@ fn open(
     }
     #[cfg(feature = "rustls")]
     {
-        let (tls, name) = crate::tls::client_session(&uri, &config)?;
+        let (tls, name) = crate::tls::client_session(uri, config)?;
         let session = rustls::ClientConnection::new(tls, name)
             .map_err(|error| Error::Tls(error.to_string()))?;
         let mut stream = super::transport::tls::Session::new(session, stream);
@@ -154,7 +152,7 @@ fn open(
     #[cfg(not(feature = "rustls"))]
     {
         drop((stream, config, deadline));
-        Err(Error::no_tls(&uri))
+        Err(Error::no_tls(uri))
     }
 }
 
@@ -214,23 +212,21 @@ fn connect_tcp(host: &str, port: u16, deadline: Option<Instant>) -> Result<TcpSt
     })))
 }
 
+/// Sends the request and reads until the response opens the connection or refuses it.
 fn handshake(
     mut stream: impl Blocking,
-    uri: WsUri,
-    config: ConnectConfig,
+    uri: &WsUri,
+    config: &ConnectConfig,
     deadline: Option<Instant>,
 ) -> Result<WebSocket> {
-    stream.socket().set_nodelay(config.nodelay)?;
-    let mut conn = proto::Connection::client(uri, config.protocol.clone(), Instant::now());
-    let mut request = conn.connect_request();
-    config.apply_to(&mut request);
-    conn.send_request(request);
+    stream.socket().set_nodelay(config.io.nodelay)?;
+    let conn = handshake_connection(uri.clone(), config, Instant::now());
     let conn = super::open_blocking(
         &mut stream,
         conn,
         deadline,
-        config.read_buffer_size,
+        config.io.read_buffer_size,
         |_, _| {},
     )?;
-    WebSocket::start(stream, conn, config.send_high_water)
+    WebSocket::start(stream, conn, config.io.send_high_water)
 }

@@ -18,18 +18,14 @@ mod websocket;
 
 pub use websocket::WebSocket;
 
-use std::io::{self, IoSlice};
-
-use bytes::Buf;
+use std::io;
 use std::time::{Duration, Instant};
 
 use transport::{Blocking, NonBlocking};
 
+use crate::layer::io::write_queued;
 use crate::proto::{self, Event, Failure, Request, Transmit};
 use crate::{Error, Result};
-
-/// Slices per vectored write.
-const MAX_IOVECS: usize = 64;
 
 /// Writes what a non-blocking stream takes of the connection's queued bytes (one `send` for
 /// a single piece, a vectored write for several), then shuts the write half down if the
@@ -43,20 +39,14 @@ fn flush_nonblocking(
     shut_down: &mut bool,
 ) -> io::Result<()> {
     loop {
-        let buffer = conn.send_buffer();
-        if buffer.is_empty() {
-            break;
-        }
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let written = match buffer.chunks_vectored(&mut slices) {
-            1 => stream.write(&slices[0]),
-            count => stream.write_vectored(&slices[..count]),
-        };
+        let written = write_queued(conn.send_buffer(), true, |slices| match slices {
+            [one] => stream.write(one),
+            many => stream.write_vectored(many),
+        });
         match written {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => conn.send_buffer().advance(written),
+            Ok(0) => break,
+            Ok(_) => {}
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => return Err(error),
         }
     }

@@ -12,10 +12,10 @@ use bytes::Bytes;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::transport::{Blocking, Transport};
-use crate::proto::{self, CloseCode, ConnectionClosed, Event, SendOptions, State};
+use crate::proto::{self, CloseCode, ConnectionClosed, Event, Fragment, SendOptions, State};
 use crate::{Error, Message, Result};
 
-/// Messages received and not yet read, past which the driver stops reading the socket
+/// Messages (or fragments) received and not yet read, past which the driver stops reading the socket
 /// (receive backpressure: the peer's sends then block in TCP).
 const MAX_QUEUED_MESSAGES: usize = 1024;
 /// Bytes of received messages not yet read, past which the driver stops reading.
@@ -30,7 +30,9 @@ const WAKER: Token = Token(1);
 struct Inner {
     conn: proto::Connection,
     stream: Transport,
-    messages: VecDeque<Message>,
+    /// Received and not yet read: whole messages as one fragment each, or the fragments
+    /// the core delivers with `Config::deliver_fragments`.
+    messages: VecDeque<Fragment>,
     queued_bytes: usize,
     pongs: VecDeque<Bytes>,
     closed: Option<ConnectionClosed>,
@@ -75,7 +77,11 @@ impl Inner {
             match event {
                 Event::Message(message) => {
                     self.queued_bytes += message.len();
-                    self.messages.push_back(message);
+                    self.messages.push_back(Fragment {
+                        data: message,
+                        first: true,
+                        fin: true,
+                    });
                 }
                 Event::Pong(payload) => {
                     if self.pongs.len() == MAX_REMEMBERED_PONGS {
@@ -86,7 +92,7 @@ impl Inner {
                 Event::Closed(closed) => self.closed = Some(closed),
                 Event::Fragment(fragment) => {
                     self.queued_bytes += fragment.data.len();
-                    self.messages.push_back(fragment.data);
+                    self.messages.push_back(fragment);
                 }
                 Event::Request(_) | Event::Response(_) | Event::Ping(_) => {}
             }
@@ -249,7 +255,10 @@ impl WebSocket {
         self.shared.lock().conn.state()
     }
 
-    /// Waits for the next message.
+    /// Waits for the next message. With
+    /// [`Config::deliver_fragments`](crate::Config::deliver_fragments), each fragment comes
+    /// as a message of its own: [`recv_fragment`](Self::recv_fragment) says where messages
+    /// begin and end.
     ///
     /// # Errors
     /// [`Error::ConnectionClosed`] once the connection is closed and every received message
@@ -257,6 +266,36 @@ impl WebSocket {
     /// protocol, [`Error::Timeout`] for keepalive and close timeouts, [`Error::Io`] if the
     /// transport failed.
     pub fn recv(&self) -> Result<Message> {
+        Ok(self.recv_fragment()?.data)
+    }
+
+    /// Waits for the next piece of a message, with its place in the message (RFC 6455
+    /// §5.4): with [`Config::deliver_fragments`](crate::Config::deliver_fragments) each data
+    /// frame as it arrives, else each whole message as one fragment with `first` and `fin`
+    /// set.
+    ///
+    /// ```no_run
+    /// use wsline::sync::client::connect_with;
+    /// use wsline::{Config, ConnectConfig};
+    /// let config = ConnectConfig {
+    ///     protocol: Config { deliver_fragments: true, ..Config::default() },
+    ///     ..ConnectConfig::default()
+    /// };
+    /// let ws = connect_with("ws://127.0.0.1:9001", config)?;
+    /// let mut message = Vec::new();
+    /// loop {
+    ///     let fragment = ws.recv_fragment()?;
+    ///     message.extend_from_slice(fragment.data.as_bytes());
+    ///     if fragment.fin {
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok::<(), wsline::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn recv_fragment(&self) -> Result<Fragment> {
         self.recv_until(None)?
             .ok_or_else(|| Error::Io(io::ErrorKind::TimedOut.into()))
     }
@@ -266,7 +305,8 @@ impl WebSocket {
     /// # Errors
     /// As [`recv`](Self::recv).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
-        self.recv_until(Some(Instant::now() + timeout))
+        let fragment = self.recv_until(Some(Instant::now() + timeout))?;
+        Ok(fragment.map(|fragment| fragment.data))
     }
 
     /// Waits for the next message and returns its text.
@@ -281,17 +321,17 @@ impl WebSocket {
         }
     }
 
-    fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Message>> {
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Fragment>> {
         let mut inner = self.shared.lock();
         loop {
-            if let Some(message) = inner.messages.pop_front() {
+            if let Some(fragment) = inner.messages.pop_front() {
                 let was_paused = inner.reading_paused();
-                inner.queued_bytes -= message.len();
+                inner.queued_bytes -= fragment.data.len();
                 inner.handling = true;
                 if was_paused && !inner.reading_paused() {
                     self.shared.wake_driver();
                 }
-                return Ok(Some(message));
+                return Ok(Some(fragment));
             }
             // Every message read has been handled: the core may act on a close frame or a
             // protocol error that followed them.

@@ -6,7 +6,8 @@ use ::tokio::time::Instant;
 
 use super::stream::MaybeTlsStream;
 use super::websocket::{Limits, WebSocket};
-use crate::proto::{Connection, Failure};
+use crate::layer::client::{handshake_connection, Opening};
+use crate::proto::Failure;
 use crate::proxy::{Proxy, Tunnel};
 use crate::reconnect::Attempts;
 use crate::{ConnectConfig, Error, Result, WsUri};
@@ -42,24 +43,15 @@ pub async fn connect(uri: &str) -> Result<WebSocket<MaybeTlsStream>> {
 /// (an untrusted certificate) or the build has no TLS (feature `rustls`),
 /// [`Error::Handshake`] when the server rejects the handshake (the response is kept whole)
 /// or answers wrongly, [`Error::Timeout`] past the open timeout.
-pub async fn connect_with(
-    uri: &str,
-    mut config: ConnectConfig,
-) -> Result<WebSocket<MaybeTlsStream>> {
-    let mut uri: WsUri = uri.parse()?;
+pub async fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket<MaybeTlsStream>> {
     let open_timeout = config.protocol.open_timeout;
+    let mut opening = Opening::new(uri.parse()?, config);
     let attempts = async move {
-        let mut redirects = 0;
         loop {
-            let error = match open(uri.clone(), &config).await {
-                Err(error) if redirects < config.max_redirects => error,
-                result => return result,
-            };
-            match crate::redirect::follow(&uri, &mut config, &error)? {
-                Some(next) => uri = next,
-                None => return Err(error),
+            match attempt(&opening).await {
+                Ok(ws) => return Ok(ws),
+                Err(error) => opening.handle_failure(error)?,
             }
-            redirects += 1;
         }
     };
     match open_timeout {
@@ -70,27 +62,27 @@ pub async fn connect_with(
     }
 }
 
-/// One connection attempt: TCP, TLS for `wss://`, the opening handshake.
-async fn open(uri: WsUri, config: &ConnectConfig) -> Result<WebSocket<MaybeTlsStream>> {
-    if uri.is_secure() && cfg!(not(feature = "rustls")) {
-        return Err(Error::no_tls(&uri));
-    }
+/// One connection attempt: TCP (perhaps through the proxy), TLS for `wss://`, the opening
+/// handshake.
+async fn attempt(opening: &Opening) -> Result<WebSocket<MaybeTlsStream>> {
+    let uri = opening.attempt_uri()?;
+    let config = opening.config();
     let tcp = match &config.proxy {
         None => TcpStream::connect((uri.host(), uri.port())).await?,
         Some(proxy) => {
             let proxy = Proxy::parse(proxy)?;
-            tunnel(&proxy, &uri)
+            tunnel(&proxy, uri)
                 .await
                 .map_err(|error| crate::proxy::transport_error(&proxy, error))?
         }
     };
-    tcp.set_nodelay(config.nodelay)?;
+    tcp.set_nodelay(config.io.nodelay)?;
     let stream = if uri.is_secure() {
-        secure(tcp, &uri, config).await?
+        secure(tcp, uri, config).await?
     } else {
         MaybeTlsStream::Tcp(tcp)
     };
-    handshake(stream, uri, config).await
+    handshake(stream, uri.clone(), config).await
 }
 
 /// A TCP stream to `uri`'s host through the proxy's `CONNECT` tunnel.
@@ -209,10 +201,7 @@ async fn handshake<S>(stream: S, uri: WsUri, config: &ConnectConfig) -> Result<W
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = Connection::client(uri, config.protocol.clone(), Instant::now().into_std());
-    let mut request = conn.connect_request();
-    config.apply_to(&mut request);
-    conn.send_request(request);
+    let conn = handshake_connection(uri, config, Instant::now().into_std());
     let mut ws = WebSocket::new(stream, conn, Limits::from(config));
     ws.handshake_until(|ws| ws.response().is_some()).await?;
     Ok(ws)

@@ -349,7 +349,7 @@ pub fn serve_on<H: Handler>(
     });
     let settings = Arc::new(Settings {
         limits: Limits::from(&config),
-        nodelay: config.nodelay,
+        nodelay: config.io.nodelay,
         max_connections: config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
         shutdown_timeout: config.shutdown_timeout,
         #[cfg(feature = "rustls")]

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
 
 use super::signal::Listener;
+use crate::layer::io::write_queued;
 use crate::proto::{
     CloseCode, Config, Connection, ConnectionClosed, Event, Failure, PreparedMessage, Request,
     Response, Side, State,
@@ -30,8 +31,6 @@ pub const DEFAULT_MAX_UNREAD_MESSAGES: usize = 1024;
 /// sending (not receiving) stops reading the socket.
 pub const DEFAULT_MAX_UNREAD_BYTES: usize = 16 << 20;
 
-/// Slices per vectored write.
-const MAX_IOVECS: usize = 64;
 /// Ping payloads sent by [`WebSocket::ping`] whose pong is still awaited, at most.
 const MAX_PINGS_IN_FLIGHT: usize = 64;
 /// How long [`WebSocket::ping`] waits for its pong when the configuration sets no
@@ -64,14 +63,14 @@ impl From<&ServerConfig> for Limits {
     fn from(config: &ServerConfig) -> Self {
         Self {
             backpressure: config.backpressure,
-            ..Self::new(config.read_buffer_size, config.send_high_water)
+            ..Self::new(config.io.read_buffer_size, config.io.send_high_water)
         }
     }
 }
 
 impl From<&ConnectConfig> for Limits {
     fn from(config: &ConnectConfig) -> Self {
-        Self::new(config.read_buffer_size, config.send_high_water)
+        Self::new(config.io.read_buffer_size, config.io.send_high_water)
     }
 }
 
@@ -874,27 +873,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 self.write_closed = true;
                 return true;
             }
-            let out = self.conn.send_buffer();
-            let written = if self.io.is_write_vectored() && out.chunk().len() < out.remaining() {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let count = out.chunks_vectored(&mut slices);
-                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
-            } else {
-                Pin::new(&mut self.io).poll_write(cx, out.chunk())
-            };
-            match written {
-                Poll::Pending => return progress,
-                Poll::Ready(Ok(0)) => {
-                    self.fail_io(io::ErrorKind::WriteZero.into());
-                    return true;
+            let vectored = self.io.is_write_vectored();
+            let stream = &mut self.io;
+            let written = write_queued(self.conn.send_buffer(), vectored, |slices| {
+                let written = match slices {
+                    [one] => Pin::new(&mut *stream).poll_write(cx, one),
+                    many => Pin::new(&mut *stream).poll_write_vectored(cx, many),
+                };
+                match written {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
                 }
-                Poll::Ready(Ok(n)) => {
-                    self.conn.send_buffer().advance(n);
+            });
+            match written {
+                Ok(_) => {
                     self.unflushed = true;
                     progress = true;
                 }
-                Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(error)) => {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return progress,
+                Err(error) => {
                     self.fail_io(error);
                     return true;
                 }

@@ -191,7 +191,7 @@ fn serve_connection<F>(
     let result = (|| -> Result<()> {
         let stream = std::net::TcpStream::from(stream);
         stream.set_nonblocking(false)?;
-        stream.set_nodelay(config.nodelay)?;
+        stream.set_nodelay(config.io.nodelay)?;
         #[cfg(feature = "rustls")]
         if let Some(tls) = &config.tls {
             let session = rustls::ServerConnection::new(Arc::clone(tls))
@@ -226,14 +226,14 @@ fn open(mut stream: impl Blocking, config: &ServerConfig, accepted: Instant) -> 
         &mut stream,
         conn,
         deadline,
-        config.read_buffer_size,
+        config.io.read_buffer_size,
         |conn, request| {
             let response = conn.accept(&request);
             // The core is waiting for exactly this response.
             let _ = conn.send_response(response);
         },
     )?;
-    WebSocket::start(stream, conn, config.send_high_water)
+    WebSocket::start(stream, conn, config.io.send_high_water)
 }
 
 /// Runs the handler on an open connection, then closes it.

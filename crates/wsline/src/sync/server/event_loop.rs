@@ -102,7 +102,7 @@ impl EventLoop {
             conns: Slab::new(),
             timers: BinaryHeap::new(),
             ready: Vec::new(),
-            buf: vec![0; config.read_buffer_size.max(4096)],
+            buf: vec![0; config.io.read_buffer_size.max(4096)],
             next_generation: 0,
             accepting: true,
             accept_retry: None,
@@ -279,7 +279,7 @@ impl<H: Handler> Running<'_, H> {
     }
 
     fn add(&mut self, mut stream: TcpStream, peer_addr: SocketAddr, now: Instant) {
-        if self.config.nodelay {
+        if self.config.io.nodelay {
             // Only a latency optimization; the connection works without it.
             let _ = stream.set_nodelay(true);
         }
@@ -385,7 +385,7 @@ impl<H: Handler> Running<'_, H> {
     fn is_backpressured(&self, key: usize) -> bool {
         self.conns
             .get(key)
-            .is_some_and(|conn| conn.core.pending_send() > self.config.send_high_water)
+            .is_some_and(|conn| conn.core.pending_send() > self.config.io.send_high_water)
     }
 
     fn flush(&mut self, key: usize) {
@@ -520,7 +520,7 @@ impl<H: Handler> Running<'_, H> {
                 self.timers.push(Reverse((deadline, key, conn.generation)));
             }
         }
-        let backpressured = conn.core.pending_send() > self.config.send_high_water;
+        let backpressured = conn.core.pending_send() > self.config.io.send_high_water;
         if conn.more_to_read && !backpressured && !self.ready.contains(&key) {
             self.ready.push(key);
         }

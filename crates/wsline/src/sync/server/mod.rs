@@ -231,7 +231,7 @@ impl<S> Connection<'_, S> {
 
     fn check_high_water(&mut self) -> Result<()> {
         let pending = self.core.pending_send();
-        let limit = self.config.send_high_water;
+        let limit = self.config.io.send_high_water;
         if pending <= limit {
             return Ok(());
         }
