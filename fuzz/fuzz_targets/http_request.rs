@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
                 let answer = if flags & 2 == 2 {
                     server.reject(403, "no")
                 } else {
-                    server.accept(&request)
+                    server.accept(&request).unwrap()
                 };
                 server
                     .send_response(answer)

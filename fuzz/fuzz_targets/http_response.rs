@@ -31,9 +31,9 @@ fuzz_target!(|data: &[u8]| {
         config.clone(),
         std::time::Instant::now(),
     );
-    let request = client.connect_request();
+    let request = client.connect_request().unwrap();
     let key = request.headers.get("Sec-WebSocket-Key").unwrap().to_owned();
-    client.send_request(request);
+    client.send_request(request).unwrap();
     let mut wire = WireChecker::new(Side::Client);
     wire.in_head = true;
     wire.drain(&mut client);

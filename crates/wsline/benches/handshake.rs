@@ -63,7 +63,7 @@ fn server_handshake(c: &mut Criterion) {
             let Some(Event::Request(request)) = server.poll_event() else {
                 panic!("a request");
             };
-            let response = server.accept(&request);
+            let response = server.accept(&request).unwrap();
             server.send_response(response).unwrap();
             let Some(Transmit::Bytes(bytes)) = server.poll_transmit() else {
                 panic!("a response");

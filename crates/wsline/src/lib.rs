@@ -57,7 +57,8 @@ pub mod sync;
 pub mod tls;
 #[cfg(feature = "tokio")]
 pub mod tokio;
-mod uri;
+// The URI helpers the layers use (user info masked in logs, percent-decoding).
+use proto::uri;
 
 pub use error::{Error, ProxyError, Result};
 pub use layer_config::{
@@ -65,9 +66,9 @@ pub use layer_config::{
     DEFAULT_SEND_HIGH_WATER,
 };
 pub use proto::{CloseCode, Config, Message, Utf8Bytes};
+pub use proto::{UriError, WsUri};
 #[cfg(any(feature = "sync", feature = "tokio"))]
 pub use reconnect::Backoff;
-pub use uri::{UriError, WsUri};
 
 /// The protocol settings the I/O layers start from: [`Config::default`], plus
 /// permessage-deflate once the `deflate` feature provides it.

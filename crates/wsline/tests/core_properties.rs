@@ -513,7 +513,7 @@ proptest! {
                 if let Event::Request(request) = event {
                     prop_assert!(!answered);
                     answered = true;
-                    let response = server.accept(&request);
+                    let response = server.accept(&request).unwrap();
                     server.send_response(response).unwrap();
                 }
             }
@@ -544,13 +544,13 @@ proptest! {
         sizes in chunk_sizes(),
     ) {
         let mut pair = Pair::connecting("ws://example.com/", config(), config());
-        let request = pair.client.connect_request();
-        pair.client.send_request(request);
+        let request = pair.client.connect_request().unwrap();
+        pair.client.send_request(request).unwrap();
         pair.drive();
         let Some(Event::Request(request)) = pair.server.poll_event() else {
             panic!("a request");
         };
-        let response = pair.server.accept(&request);
+        let response = pair.server.accept(&request).unwrap();
         let mut input = mutate(response.to_bytes().to_vec(), &flips);
         input.extend_from_slice(&tail);
         let mut client = pair.client;

@@ -331,8 +331,8 @@ fn client_accepts_a_tab_in_the_reason_phrase() {
     let uri: WsUri = "ws://example.com/".parse().unwrap();
     let mut conn =
         wsline::proto::Connection::client(uri, wsline::Config::default(), Instant::now());
-    let request = conn.connect_request();
-    conn.send_request(request);
+    let request = conn.connect_request().unwrap();
+    conn.send_request(request).unwrap();
     // RFC 9112 §4: HTAB is allowed in reason-phrase.
     conn.handle_data(b"HTTP/1.1 503 Service\tUnavailable\r\nContent-Length: 0\r\n\r\n");
     conn.handle_eof();

@@ -543,8 +543,8 @@ mod timeouts {
     #[test]
     fn client_open_timeout_fires_without_a_response() {
         let mut pair = Pair::connecting("ws://example.com/", timers(5, 0, 0, 0), no_timers());
-        let request = pair.client.connect_request();
-        pair.client.send_request(request);
+        let request = pair.client.connect_request().unwrap();
+        pair.client.send_request(request).unwrap();
         pair.drive(); // the server never answers
         assert_eq!(pair.next_timeout(), Some(pair.now + Duration::from_secs(5)));
         pair.advance(Duration::from_secs(5));

@@ -92,7 +92,7 @@ fn server_answer(config: Config, input: &[u8]) -> (WireResponse, Connection) {
     let mut server = Connection::server(config, Instant::now());
     server.handle_data(input);
     if let Some(Event::Request(request)) = server.poll_event() {
-        let response = server.accept(&request);
+        let response = server.accept(&request).unwrap();
         server.send_response(response).unwrap();
     }
     let out = written(&mut server);
@@ -106,7 +106,7 @@ fn assert_rejected(config: Config, input: &[u8], status: u16) -> WireResponse {
     server.handle_data(input);
     let mut seen = events(&mut server);
     if let Some(Event::Request(request)) = seen.first() {
-        let response = server.accept(request);
+        let response = server.accept(request).unwrap();
         let shown = String::from_utf8_lossy(input);
         assert_eq!(response.status, status, "{shown:?}");
         server.send_response(response).unwrap();
@@ -163,7 +163,7 @@ mod section_4_2_server {
         assert_eq!(request.path, "/chat");
         assert_eq!(request.headers.get("host"), Some("server.example.com"));
         assert_eq!(server.state(), State::Connecting);
-        let response = server.accept(&request);
+        let response = server.accept(&request).unwrap();
         server.send_response(response).unwrap();
         assert_eq!(server.state(), State::Open);
         let out = written(&mut server);
@@ -419,7 +419,7 @@ mod section_4_2_server {
         let Some(Event::Request(request)) = server.poll_event() else {
             panic!("a request");
         };
-        let mut response = server.accept(&request);
+        let mut response = server.accept(&request).unwrap();
         response.headers.append("Set-Cookie", "session=1");
         server.send_response(response).unwrap();
         let response = parse_response(&written(&mut server).bytes);
@@ -470,7 +470,7 @@ mod section_4_2_server {
             server.poll_event().is_none(),
             "no frames before the response"
         );
-        let response = server.accept(&request);
+        let response = server.accept(&request).unwrap();
         server.send_response(response).unwrap();
         assert_eq!(
             events(&mut server),
@@ -490,7 +490,7 @@ mod section_4_2_server {
         let Some(Event::Request(request)) = server.poll_event() else {
             panic!("a request");
         };
-        let response = server.accept(&request);
+        let response = server.accept(&request).unwrap();
         server.send_response(response).unwrap();
         let events = events(&mut server);
         assert!(matches!(events[..], [Event::Closed(_)]), "{events:?}");
@@ -518,7 +518,7 @@ mod section_4_1_client {
     }
 
     fn request_of(uri: &str, config: Config) -> Request {
-        client(uri, config).connect_request()
+        client(uri, config).connect_request().unwrap()
     }
 
     #[test]
@@ -622,9 +622,9 @@ mod section_4_1_client {
     #[test]
     fn headers_added_to_the_request_go_out() {
         let mut client = client("ws://example.com/", no_timers());
-        let mut request = client.connect_request();
+        let mut request = client.connect_request().unwrap();
         request.headers.append("Origin", "http://example.com");
-        client.send_request(request);
+        client.send_request(request).unwrap();
         let wire = String::from_utf8(written(&mut client).bytes).unwrap();
         assert!(
             wire.contains("\r\nOrigin: http://example.com\r\n"),
@@ -635,9 +635,9 @@ mod section_4_1_client {
     /// A client that sent its request, and the response head it must accept.
     fn started(config: Config) -> (Connection, String) {
         let mut client = client("ws://example.com/chat", config);
-        let request = client.connect_request();
+        let request = client.connect_request().unwrap();
         let key = request.headers.get("Sec-WebSocket-Key").unwrap().to_owned();
-        client.send_request(request);
+        client.send_request(request).unwrap();
         let _ = written(&mut client);
         let accept = accept_key(&key);
         (client, accept)

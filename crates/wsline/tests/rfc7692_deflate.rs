@@ -663,13 +663,13 @@ fn handshake_without_deflate_on_the_server_sends_uncompressed() {
 fn client_fails_the_handshake_on_an_unacceptable_response() {
     let config = || with_deflate(PerMessageDeflate::default());
     let mut pair = Pair::connecting("ws://example.com/", config(), config());
-    let request = pair.client.connect_request();
-    pair.client.send_request(request);
+    let request = pair.client.connect_request().unwrap();
+    pair.client.send_request(request).unwrap();
     pair.drive();
     let Some(Event::Request(request)) = pair.server.poll_event() else {
         panic!("expected the request");
     };
-    let mut response = pair.server.accept(&request);
+    let mut response = pair.server.accept(&request).unwrap();
     response.headers.insert(
         "Sec-WebSocket-Extensions",
         "permessage-deflate; client_max_window_bits",
@@ -1229,8 +1229,8 @@ fn interop_client_against_python_websockets_server() {
         with_deflate(PerMessageDeflate::default()),
         Instant::now(),
     );
-    let request = client.connect_request();
-    client.send_request(request);
+    let request = client.connect_request().unwrap();
+    client.send_request(request).unwrap();
     let events = drive(&mut client, &mut stream, |_, event| {
         matches!(event, Event::Response(_) | Event::Closed(_))
     });
@@ -1308,7 +1308,7 @@ fn interop_server_against_python_websockets_client() {
     let events = drive(&mut server, &mut stream, |connection, event| {
         match event {
             Event::Request(request) => {
-                let response = connection.accept(request);
+                let response = connection.accept(request).unwrap();
                 connection.send_response(response).unwrap();
             }
             Event::Message(message) => connection.send(message.clone()).unwrap(),

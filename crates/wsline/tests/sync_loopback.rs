@@ -1185,8 +1185,8 @@ fn from_upgraded_takes_over_a_socket_upgraded_elsewhere_with_the_bytes_read_past
         wsline::Config::default(),
         Instant::now(),
     );
-    let request = client_core.connect_request();
-    client_core.send_request(request);
+    let request = client_core.connect_request().unwrap();
+    client_core.send_request(request).unwrap();
     let mut stream = TcpStream::connect(addr).unwrap();
     let mut first = Vec::new();
     while let Some(wsline::proto::Transmit::Bytes(bytes)) = client_core.poll_transmit() {

@@ -19,12 +19,12 @@ pub(crate) fn handshake_connection(
     uri: WsUri,
     config: &ConnectConfig,
     now: Instant,
-) -> proto::Connection {
+) -> Result<proto::Connection, proto::SendError> {
     let mut conn = proto::Connection::client(uri, config.protocol.clone(), now);
-    let mut request = conn.connect_request();
+    let mut request = conn.connect_request()?;
     config.apply_to(&mut request);
-    conn.send_request(request);
-    conn
+    conn.send_request(request)?;
+    Ok(conn)
 }
 
 /// One client's way to an open connection across redirects: where the next attempt goes,
@@ -161,7 +161,8 @@ mod tests {
             headers: vec![("X-Token".into(), "t".into())],
             ..ConnectConfig::default()
         };
-        let mut conn = handshake_connection(uri("ws://example.com/chat"), &config, Instant::now());
+        let mut conn = handshake_connection(uri("ws://example.com/chat"), &config, Instant::now())
+            .expect("a new client connection builds its request");
         let Some(Transmit::Bytes(request)) = conn.poll_transmit() else {
             panic!("no request queued");
         };

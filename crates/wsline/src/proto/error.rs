@@ -66,7 +66,7 @@ pub enum ProtocolError {
     },
     /// A negotiated extension could not decode a message.
     #[error("extension error: {0}")]
-    Extension(#[from] crate::extension::ExtensionError),
+    Extension(#[from] crate::proto::extension::ExtensionError),
 }
 
 impl ProtocolError {
@@ -89,6 +89,11 @@ pub enum SendError {
     /// The opening handshake has not completed.
     #[error("the opening handshake has not completed")]
     NotOpen,
+    /// A step of the opening handshake that the connection is not at: a request on a
+    /// server or after it was sent, a response before a request arrived or after one was
+    /// sent.
+    #[error("the opening handshake is not at that step")]
+    HandshakeState,
     /// The connection is closing or closed: no more data may be sent (RFC 6455 §5.5.1).
     #[error("the connection is closing or closed")]
     Closed,
@@ -106,5 +111,5 @@ pub enum SendError {
     MessageInProgress,
     /// A negotiated extension failed to encode the message.
     #[error("extension error: {0}")]
-    Extension(#[from] crate::extension::ExtensionError),
+    Extension(#[from] crate::proto::extension::ExtensionError),
 }

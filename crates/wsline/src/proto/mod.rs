@@ -9,10 +9,12 @@ mod config;
 mod connection;
 mod error;
 mod event;
+pub mod extension;
 mod frame;
 mod handshake;
 mod message;
 mod send_buffer;
+pub(crate) mod uri;
 mod utf8;
 
 pub use config::{
@@ -32,3 +34,4 @@ pub use handshake::{
 };
 pub use message::{Message, Utf8Bytes};
 pub use send_buffer::SendBuffer;
+pub use uri::{UriError, WsUri};

@@ -220,7 +220,7 @@ fn handshake(
     deadline: Option<Instant>,
 ) -> Result<WebSocket> {
     stream.socket().set_nodelay(config.io.nodelay)?;
-    let conn = handshake_connection(uri.clone(), config, Instant::now());
+    let conn = handshake_connection(uri.clone(), config, Instant::now())?;
     let conn = super::open_blocking(
         &mut stream,
         conn,

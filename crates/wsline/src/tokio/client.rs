@@ -201,7 +201,7 @@ async fn handshake<S>(stream: S, uri: WsUri, config: &ConnectConfig) -> Result<W
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let conn = handshake_connection(uri, config, Instant::now().into_std());
+    let conn = handshake_connection(uri, config, Instant::now().into_std())?;
     let mut ws = WebSocket::new(stream, conn, Limits::from(config));
     ws.handshake_until(|ws| ws.response().is_some()).await?;
     Ok(ws)

@@ -118,7 +118,7 @@ where
     let Some(request) = ws.take_request() else {
         return Err(ws.closed_error());
     };
-    let mut response = ws.conn_mut().accept(&request);
+    let mut response = ws.conn_mut().accept(&request)?;
     on_handshake(&request, &mut response);
     let status = response.status;
     ws.conn_mut().send_response(response)?;

@@ -75,9 +75,7 @@ pub fn no_timers() -> Config {
 
 /// A connection whose handshake happened elsewhere, with deterministic masking keys.
 pub fn open(side: Side, config: Config) -> Connection {
-    let mut connection = Connection::after_handshake(side, config, Instant::now());
-    connection.set_random_source(TestKeys::new());
-    connection
+    Connection::after_handshake(side, config, Instant::now()).with_random_source(TestKeys::new())
 }
 
 /// A server connection without timers.
@@ -258,8 +256,8 @@ impl Pair {
     /// Two connections whose handshake happened elsewhere.
     pub fn after_handshake(client_config: Config, server_config: Config) -> Self {
         let now = Instant::now();
-        let mut client = Connection::after_handshake(Side::Client, client_config, now);
-        client.set_random_source(TestKeys::new());
+        let client = Connection::after_handshake(Side::Client, client_config, now)
+            .with_random_source(TestKeys::new());
         let server = Connection::after_handshake(Side::Server, server_config, now);
         Self::new(client, server, now)
     }
@@ -268,8 +266,8 @@ impl Pair {
     pub fn connecting(uri: &str, client_config: Config, server_config: Config) -> Self {
         let now = Instant::now();
         let uri = uri.parse().expect("a valid ws URI");
-        let mut client = Connection::client(uri, client_config, now);
-        client.set_random_source(TestKeys::new());
+        let client =
+            Connection::client(uri, client_config, now).with_random_source(TestKeys::new());
         let server = Connection::server(server_config, now);
         Self::new(client, server, now)
     }
@@ -312,8 +310,8 @@ impl Pair {
     /// [`accept`](Connection::accept); returns the request the server saw. The client's
     /// `Response` event is left in place.
     pub fn handshake(&mut self) -> Request {
-        let request = self.client.connect_request();
-        self.client.send_request(request);
+        let request = self.client.connect_request().unwrap();
+        self.client.send_request(request).unwrap();
         self.drive();
         let request = match self.server.poll_event() {
             Some(Event::Request(request)) => request,
@@ -321,7 +319,7 @@ impl Pair {
         };
         assert_eq!(self.server.poll_event(), None);
         self.server.acknowledge_events();
-        let response = self.server.accept(&request);
+        let response = self.server.accept(&request).unwrap();
         self.server
             .send_response(response)
             .expect("a request awaits its response");

@@ -4,9 +4,9 @@ use base64::Engine as _;
 
 use super::headers::{accept_key, has_token, parse_extensions, parse_token_list};
 use super::{HandshakeError, Request, Response};
-use crate::extension::{Extension, NegotiationError};
+use crate::proto::extension::{Extension, NegotiationError};
 use crate::proto::Config;
-use crate::WsUri;
+use crate::proto::WsUri;
 
 /// What a valid 101 response negotiated.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
-use crate::extension::ExtensionParams;
+use crate::proto::extension::ExtensionParams;
 
 /// The GUID that RFC 6455 §1.3 appends to the key before hashing.
 const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";

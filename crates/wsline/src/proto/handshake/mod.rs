@@ -14,7 +14,7 @@ pub(crate) use http::{parse_request, parse_response, HeadLimits, HeadScanner};
 pub use http::{reason_phrase, Headers, Request, Response};
 pub(crate) use server::{accept_response, check_request, reject_response, NegotiatedServer};
 
-use crate::extension::NegotiationError;
+use crate::proto::extension::NegotiationError;
 
 /// Why an opening handshake failed.
 ///

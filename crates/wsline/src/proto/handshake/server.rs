@@ -4,7 +4,7 @@ use base64::Engine as _;
 
 use super::headers::{accept_key, has_token, parse_extensions, parse_token_list};
 use super::{HandshakeError, Request, Response};
-use crate::extension::{Extension, ExtensionParams};
+use crate::proto::extension::{Extension, ExtensionParams};
 use crate::proto::Config;
 
 /// Extensions a server accepted: its answer for the response and the extension itself.

@@ -228,9 +228,10 @@ fn open(mut stream: impl Blocking, config: &ServerConfig, accepted: Instant) -> 
         deadline,
         config.io.read_buffer_size,
         |conn, request| {
-            let response = conn.accept(&request);
-            // The core is waiting for exactly this response.
-            let _ = conn.send_response(response);
+            // The core is waiting for exactly this response, so neither call can fail.
+            if let Ok(response) = conn.accept(&request) {
+                let _ = conn.send_response(response);
+            }
         },
     )?;
     WebSocket::start(stream, conn, config.io.send_high_water)

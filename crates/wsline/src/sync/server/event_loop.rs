@@ -420,10 +420,13 @@ impl<H: Handler> Running<'_, H> {
         while let Some(event) = conn.core.poll_event() {
             let outcome = match event {
                 Event::Request(request) => {
-                    let mut response = conn.core.accept(&request);
+                    // The core waits for exactly this request's response: accepting and
+                    // sending it cannot fail.
+                    let Ok(mut response) = conn.core.accept(&request) else {
+                        continue;
+                    };
                     handler.on_handshake(&request, &mut response);
                     let status = response.status;
-                    // The core is waiting for exactly this response.
                     let _ = conn.core.send_response(response);
                     if status != 101 {
                         tracing::info!(peer_addr = ?conn.peer_addr, status, path = %request.path, "handshake rejected");

@@ -1,0 +1,213 @@
+//! The connection's timers (RFC 6455 §4.1, §5.5.2, §7.1.1), all on the clock the I/O layer
+//! passes in: the opening handshake, the closing handshake, keepalive pings and their pongs,
+//! and the wait for the application to acknowledge the events before a peer's close.
+
+use std::time::{Duration, Instant};
+
+/// A timer that is off, waiting to be armed at the next known time, or armed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    Off,
+    Pending(Duration),
+    At(Instant),
+}
+
+impl Timer {
+    fn new(duration: Option<Duration>) -> Self {
+        duration.map_or(Self::Off, Self::Pending)
+    }
+
+    fn deadline(self, now: Instant) -> Option<Instant> {
+        match self {
+            Self::Off => None,
+            Self::Pending(_) => Some(now),
+            Self::At(deadline) => Some(deadline),
+        }
+    }
+
+    /// Arms a pending timer; returns whether an armed one has expired.
+    fn tick(&mut self, now: Instant) -> bool {
+        match *self {
+            Self::Off => false,
+            Self::Pending(duration) => {
+                *self = Self::At(now + duration);
+                false
+            }
+            Self::At(deadline) => deadline <= now,
+        }
+    }
+}
+
+/// Which timer expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Expired {
+    /// The opening handshake took too long (`Config::open_timeout`).
+    Open,
+    /// The closing handshake took too long (`Config::close_timeout`).
+    Close,
+    /// The application did not acknowledge the events before a peer's close frame or
+    /// protocol error in time (`Config::acknowledge_timeout`).
+    Acknowledge,
+    /// A keepalive ping got no pong in time (`Config::ping_timeout`).
+    Pong,
+    /// Time for a keepalive ping (`Config::ping_interval`).
+    Ping,
+}
+
+/// The timers, by what they guard; each `None` or [`Timer::Off`] when not running.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Timers {
+    open: Option<Timer>,
+    close: Option<Timer>,
+    acknowledge: Option<Timer>,
+    pong: Option<Timer>,
+    ping: Option<Timer>,
+}
+
+impl Timers {
+    /// Timers of a new connection: the open timeout, running from `now`.
+    pub(super) fn opening(open_timeout: Option<Duration>, now: Instant) -> Self {
+        let open = open_timeout.map_or(Timer::Off, |timeout| Timer::At(now + timeout));
+        Self {
+            open: Some(open),
+            ..Self::default()
+        }
+    }
+
+    fn slot(&mut self, which: Expired) -> &mut Option<Timer> {
+        match which {
+            Expired::Open => &mut self.open,
+            Expired::Close => &mut self.close,
+            Expired::Acknowledge => &mut self.acknowledge,
+            Expired::Pong => &mut self.pong,
+            Expired::Ping => &mut self.ping,
+        }
+    }
+
+    /// Starts `which` to expire `duration` after the next time it is told (`None`: never).
+    pub(super) fn start(&mut self, which: Expired, duration: Option<Duration>) {
+        *self.slot(which) = Some(Timer::new(duration));
+    }
+
+    pub(super) fn stop(&mut self, which: Expired) {
+        *self.slot(which) = None;
+    }
+
+    /// The earliest deadline; a timer waiting to be armed is due at `now`.
+    pub(super) fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        [
+            self.open,
+            self.close,
+            self.acknowledge,
+            self.pong,
+            self.ping,
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|timer| timer.deadline(now))
+        .min()
+    }
+
+    /// Arms the timers waiting for a time, then stops and returns the first that has
+    /// expired at `now`, in order of precedence: open, close, acknowledge, pong, ping.
+    pub(super) fn expire(&mut self, now: Instant) -> Option<Expired> {
+        let mut first = None;
+        for which in [
+            Expired::Open,
+            Expired::Close,
+            Expired::Acknowledge,
+            Expired::Pong,
+            Expired::Ping,
+        ] {
+            let slot = self.slot(which);
+            if let Some(timer) = slot {
+                if timer.tick(now) && first.is_none() {
+                    *slot = None;
+                    first = Some(which);
+                }
+            }
+        }
+        first
+    }
+}
+
+/// The keepalive ping awaiting its pong, if any, and the counter its payload comes from.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Keepalive {
+    awaiting: Option<[u8; 4]>,
+    count: u32,
+}
+
+impl Keepalive {
+    /// The payload of a new keepalive ping, unless one is still awaiting its pong.
+    pub(super) fn next_ping(&mut self) -> Option<[u8; 4]> {
+        if self.awaiting.is_some() {
+            return None;
+        }
+        self.count = self.count.wrapping_add(1);
+        let payload = self.count.to_be_bytes();
+        self.awaiting = Some(payload);
+        Some(payload)
+    }
+
+    /// Whether a pong with `payload` answers the keepalive ping (which is then answered).
+    pub(super) fn answered_by(&mut self, payload: &[u8]) -> bool {
+        let answered = self.awaiting.is_some_and(|ping| payload == ping);
+        if answered {
+            self.awaiting = None;
+        }
+        answered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_started_timer_is_armed_at_the_next_time_it_is_told() {
+        let start = Instant::now();
+        let mut timers = Timers::default();
+        timers.start(Expired::Ping, Some(Duration::from_secs(20)));
+        assert_eq!(
+            timers.next_deadline(start),
+            Some(start),
+            "due at once, to be armed"
+        );
+        assert_eq!(timers.expire(start), None);
+        let deadline = start + Duration::from_secs(20);
+        assert_eq!(timers.next_deadline(start), Some(deadline));
+        assert_eq!(timers.expire(deadline), Some(Expired::Ping));
+        assert_eq!(
+            timers.next_deadline(deadline),
+            None,
+            "an expired timer stops"
+        );
+    }
+
+    #[test]
+    fn the_open_timeout_runs_from_creation_and_takes_precedence() {
+        let start = Instant::now();
+        let mut timers = Timers::opening(Some(Duration::from_secs(1)), start);
+        timers.start(Expired::Close, Some(Duration::ZERO));
+        assert_eq!(timers.expire(start), None);
+        let late = start + Duration::from_secs(2);
+        assert_eq!(timers.expire(late), Some(Expired::Open));
+        assert_eq!(timers.expire(late), Some(Expired::Close));
+        assert_eq!(timers.expire(late), None);
+    }
+
+    #[test]
+    fn keepalive_waits_for_the_pong_of_its_ping() {
+        let mut keepalive = Keepalive::default();
+        let ping = keepalive.next_ping().unwrap();
+        assert_eq!(keepalive.next_ping(), None, "one ping at a time");
+        assert!(!keepalive.answered_by(b"other"));
+        assert!(keepalive.answered_by(&ping));
+        assert_ne!(
+            keepalive.next_ping(),
+            Some(ping),
+            "each ping has its own payload"
+        );
+    }
+}
