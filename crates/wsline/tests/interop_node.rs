@@ -7,8 +7,9 @@
 //! and pass, or fail with `WSLINE_REQUIRE_INTEROP=1` (which `scripts/test.sh` sets).
 
 mod support;
+
 #[cfg(feature = "tokio")]
-mod tokio_common;
+use support::tokio_common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -3,9 +3,10 @@
 //! decompression limits, and interop with Python `websockets`.
 #![cfg(feature = "deflate")]
 
-mod common;
-#[path = "support/process.rs"]
-mod process;
+mod support;
+
+use support::process;
+use support::proto as common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

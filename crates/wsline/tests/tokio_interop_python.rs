@@ -5,9 +5,9 @@
 //! `scripts/test.sh` sets).
 #![cfg(feature = "tokio")]
 
-#[path = "support/process.rs"]
-mod process;
-mod tokio_common;
+mod support;
+
+use support::{process, tokio_common};
 
 use std::path::PathBuf;
 use std::process::Stdio;

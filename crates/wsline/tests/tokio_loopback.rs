@@ -2,7 +2,9 @@
 //! bounded by a timeout.
 #![cfg(feature = "tokio")]
 
-mod tokio_common;
+mod support;
+
+use support::tokio_common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

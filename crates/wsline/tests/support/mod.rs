@@ -16,9 +16,13 @@ use wsline::{CloseCode, ConnectConfig, Message, ServerConfig};
 
 pub mod interop;
 pub mod process;
+#[macro_use]
+pub mod proto;
 pub mod proxy;
 #[cfg(feature = "rustls")]
 pub mod tls;
+#[cfg(feature = "tokio")]
+pub mod tokio_common;
 
 pub use process::DEADLINE;
 

@@ -397,7 +397,8 @@ fn transfer(
     moved
 }
 
-/// Counts heap bytes per thread, so that a test can bound what a call allocates.
+/// Counts heap bytes and allocator calls per thread, so that a test can bound what a call
+/// allocates. The global allocator of every test binary that has `mod support;`.
 pub struct CountingAlloc;
 
 #[global_allocator]
@@ -410,9 +411,6 @@ thread_local! {
 }
 
 fn record(delta: isize) {
-    if delta > 0 {
-        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
-    }
     let _ = LIVE.try_with(|live| {
         let now = live.get() + delta;
         live.set(now);
@@ -420,11 +418,17 @@ fn record(delta: isize) {
     });
 }
 
+/// Counts a call that asked for memory: an allocation or a reallocation, of any size.
+fn count_call() {
+    let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+}
+
 // SAFETY: every call is forwarded to the system allocator unchanged; the counters are
 // plain thread-local cells that never allocate.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_call();
         record(layout.size() as isize);
         System.alloc(layout)
     }
@@ -435,6 +439,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_call();
         record(new_size as isize - layout.size() as isize);
         System.realloc(ptr, layout, new_size)
     }
@@ -449,7 +454,7 @@ pub fn peak_heap_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (result, usize::try_from(peak - start).unwrap_or(0))
 }
 
-/// How many times `f` allocated or grew an allocation on this thread.
+/// How many times `f` allocated or reallocated (grown or shrunk) on this thread.
 pub fn allocations_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let start = ALLOCATIONS.with(Cell::get);
     let result = f();
