@@ -193,7 +193,8 @@ pub fn frame_to(side: Side, opcode: Opcode, fin: bool, payload: &[u8]) -> Vec<u8
     }
 }
 
-/// Any frame, with explicit reserved bits and mask.
+/// Any frame, with explicit reserved bits and mask; built byte by byte by
+/// [`super::frame_with`], not by the encoder under test.
 pub fn encode(
     opcode: Opcode,
     fin: bool,
@@ -201,15 +202,12 @@ pub fn encode(
     payload: &[u8],
     mask: Option<[u8; 4]>,
 ) -> Vec<u8> {
-    let frame = Frame {
-        fin,
-        rsv,
-        opcode,
-        payload: payload.to_vec().into(),
-    };
-    let mut out = BytesMut::new();
-    frame.encode(mask, &mut out);
-    out.to_vec()
+    let rsv_bits = [(Rsv::RSV1, 0x40), (Rsv::RSV2, 0x20), (Rsv::RSV3, 0x10)]
+        .into_iter()
+        .filter(|(bit, _)| rsv.contains(*bit))
+        .fold(0, |bits, (_, byte)| bits | byte);
+    let first = if fin { 0x80 } else { 0 } | rsv_bits | opcode.as_u8();
+    super::frame_with(first, payload.len() as u64, payload, mask)
 }
 
 /// A close payload: the code in network byte order, then the reason.
