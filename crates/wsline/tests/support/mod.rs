@@ -1,6 +1,10 @@
-//! Helpers for the sync-layer integration tests: servers on free ports of 127.0.0.1, a raw
-//! TCP client that speaks (or breaks) the protocol byte by byte, polling with generous
-//! deadlines, and the process's memory use.
+//! The one support module of every test binary (`mod support;`). Here: for the sync layer,
+//! servers on free ports of 127.0.0.1, a raw TCP client that speaks (or breaks) the protocol
+//! byte by byte, the byte-level frame encoder and parser, polling with generous deadlines,
+//! and the process's memory use. In submodules: [`proto`] (a client/server `Pair` on a fake
+//! clock, typed frame builders, the counting global allocator), [`tokio_common`] (the tokio
+//! layer), [`process`] (child processes and interop peers: [`process::peer_missing`]),
+//! [`interop`], [`proxy`] and [`tls`].
 //!
 //! Each test binary uses a subset of these helpers.
 #![allow(dead_code)]

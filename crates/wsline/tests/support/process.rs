@@ -1,7 +1,7 @@
 //! Child processes for tests (Python and Node peers, the `wsline` binary): every wait is
 //! bounded and every child is reaped, killed by its PID if the test ends first.
 //!
-//! Also included by `crates/wsline-cli/tests/cli.rs`.
+//! Also included by `crates/wsline-cli/tests/cli.rs` and `browser.rs`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
