@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The project's one test command, and what CI runs (.ci/run):
-#   1. every unit, integration, interop and doc test (cargo test --workspace);
-#   2. the Autobahn TestSuite (via kosoku) against the sync server and client (all 517
+#   1. the gates: cargo fmt --check, cargo clippy -D warnings on every target and feature,
+#      and cargo doc with warnings denied;
+#   2. every unit, integration, interop and doc test (cargo test --workspace), with
+#      WSLINE_REQUIRE_INTEROP=1 so that an interop test whose peer is missing fails instead
+#      of passing with a skip note;
+#   3. the Autobahn TestSuite (via kosoku) against the sync server and client (all 517
 #      cases) and the tokio server and client (all but 12.*, the compression cases that
 #      only vary message sizes through the same core code; 13.* still runs);
-#   3. a short fuzzing run of every fuzz target (FUZZ_SECONDS each, default 10; 0 skips).
-# It installs what it needs itself: a Python venv in target/venv (kosoku, websockets),
-# Node's `ws` in scripts/interop/node/node_modules, cargo-fuzz, and for the browser test
-# (crates/wsline-cli/tests/browser.rs) Debian's chromium and playwright-core in
-# scripts/interop/browser/node_modules. Exit status 1 if anything failed; every step runs so
-# one run reports all.
+#   4. a short fuzzing run of every fuzz target (FUZZ_SECONDS each, default 10; 0 skips).
+# It installs the peers itself: a Python venv in target/venv (kosoku, websockets), Node's
+# `ws` in scripts/interop/node/node_modules, cargo-fuzz, and for the browser test
+# (crates/wsline-cli/tests/browser.rs) Debian's chromium (apt-get, as root) and
+# playwright-core in scripts/interop/browser/node_modules. An install that fails is reported
+# as a failed step, and the interop tests that need it then fail too. Exit status 1 if
+# anything failed; every step runs so one run reports all.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,48 +22,8 @@ VENV=target/venv
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}"
 # Cases run at once by the Autobahn runs; the suite's peer is one Python process.
 AUTOBAHN_JOBS="${AUTOBAHN_JOBS:-3}"
-
-# (Re)create the venv unless it exists and its interpreter still runs.
-if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null || [ ! -x "$VENV/bin/pip" ]; then
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -r scripts/requirements.txt
-
-# The browser test drives Debian's Chromium with playwright-core (pinned in package.json; no
-# lockfile, and Playwright downloads no browser). Without either it prints a note and passes.
-if [ ! -x /usr/bin/chromium ]; then
-    mkdir -p target
-    if [ "$(id -u)" -eq 0 ] && { apt-get update -qq \
-        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
-        >target/apt-chromium.log 2>&1; then
-        echo "== installed $(/usr/bin/chromium --version 2>/dev/null)"
-    else
-        echo "note: could not install chromium (needs root and apt; see target/apt-chromium.log):"
-        echo "      the browser test will be skipped"
-    fi
-fi
-if ! (cd scripts/interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
-    npm install --no-package-lock --no-audit --no-fund --silent); then
-    echo "note: npm could not install playwright-core: the browser test will be skipped"
-fi
-
-# Node's `ws` for the Node interop tests (crates/wsline/tests/interop_node.rs), at the exact
-# version scripts/interop/node/package.json pins; skipped when that version is installed.
-# No lock file: it would name the registry.
-NODE_PEERS=scripts/interop/node
-if command -v node >/dev/null && command -v npm >/dev/null; then
-    pinned_ws=$(node -p "require('./$NODE_PEERS/package.json').dependencies.ws")
-    installed_ws=$(node -p "require('./$NODE_PEERS/node_modules/ws/package.json').version" \
-        2>/dev/null || true)
-    if [ "$installed_ws" != "$pinned_ws" ] && ! npm install --silent --no-audit --no-fund \
-        --no-package-lock --prefix "$NODE_PEERS"; then
-        echo "note: npm could not install ws: the Node interop tests will be skipped"
-    fi
-else
-    echo "note: no node and npm: the Node interop tests will be skipped"
-fi
+# Interop tests fail rather than skip when their peer is missing (tests/support/process.rs).
+export WSLINE_REQUIRE_INTEROP=1
 
 status=0
 step() {
@@ -66,6 +31,66 @@ step() {
     "$@" || { echo "== FAILED: $*"; status=1; }
 }
 
+# The venv with the Autobahn driver and Python `websockets`, at scripts/requirements.txt's
+# pins; (re)created unless it exists and its interpreter still runs.
+install_python_peers() {
+    if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null || [ ! -x "$VENV/bin/pip" ]; then
+        rm -rf "$VENV"
+        python3 -m venv "$VENV" || return 1
+    fi
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r scripts/requirements.txt
+}
+
+# Debian's Chromium for the browser test, installed with apt-get when missing; needs root.
+install_chromium() {
+    [ -x /usr/bin/chromium ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "/usr/bin/chromium is missing and installing it needs root (apt-get install chromium)"
+        return 1
+    fi
+    mkdir -p target
+    if ! { apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+        >target/apt-chromium.log 2>&1; then
+        echo "apt-get could not install chromium; the end of target/apt-chromium.log:"
+        tail -n 20 target/apt-chromium.log
+        return 1
+    fi
+    echo "installed $(/usr/bin/chromium --version 2>/dev/null)"
+}
+
+# playwright-core for the browser test (pinned in package.json; no lockfile, and Playwright
+# downloads no browser: it drives Debian's Chromium).
+install_playwright() {
+    (cd scripts/interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+        npm install --no-package-lock --no-audit --no-fund --silent)
+}
+
+# Node's `ws` for the Node interop tests (crates/wsline/tests/interop_node.rs), at the exact
+# version scripts/interop/node/package.json pins; nothing to do when that version is
+# installed. No lock file: it would name the registry.
+install_node_ws() {
+    local peers=scripts/interop/node pinned_ws installed_ws
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "no node and npm: install Node.js (20 or later) with npm"
+        return 1
+    fi
+    pinned_ws=$(node -p "require('./$peers/package.json').dependencies.ws")
+    installed_ws=$(node -p "require('./$peers/node_modules/ws/package.json').version" \
+        2>/dev/null || true)
+    [ "$installed_ws" = "$pinned_ws" ] && return 0
+    npm install --silent --no-audit --no-fund --no-package-lock --prefix "$peers"
+}
+
+step install_python_peers
+step install_chromium
+step install_playwright
+step install_node_ws
+
+step cargo fmt --all --check
+step cargo clippy --workspace --all-targets --all-features -- -D warnings
+step env RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --all-features --no-deps
 step cargo test --workspace --all-features
 
 cargo build --release -p wsline-cli

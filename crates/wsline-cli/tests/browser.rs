@@ -5,8 +5,8 @@
 //!
 //! The checks live in `scripts/interop/browser/echo_page_test.mjs` (Playwright driving
 //! Debian's Chromium); these tests start the servers and assert that every check passed.
-//! Without `/usr/bin/chromium` or the script's `node_modules` they print a note and pass;
-//! `scripts/test.sh` installs both.
+//! Without `/usr/bin/chromium` or the script's `node_modules` they print a note and pass, or
+//! fail with `WSLINE_REQUIRE_INTEROP=1`; `scripts/test.sh` installs both and sets it.
 
 #[path = "../../wsline/tests/support/process.rs"]
 mod process;
@@ -35,8 +35,8 @@ fn script_dir() -> PathBuf {
     process::repo_root().join("scripts/interop/browser")
 }
 
-/// Whether Chromium, `node` and `playwright-core` are all here; else a note saying why the test
-/// is skipped.
+/// Whether Chromium, `node` and `playwright-core` are all here; `false` after
+/// [`process::peer_missing`] if not.
 fn browser_available() -> bool {
     let missing = if !Path::new(CHROMIUM).exists() {
         format!("no {CHROMIUM}")
@@ -58,7 +58,12 @@ fn browser_available() -> bool {
     } else {
         return true;
     };
-    eprintln!("note: browser interop skipped: {missing} (scripts/test.sh installs it)");
+    process::peer_missing(
+        "the browser peer (Chromium driven by playwright-core)",
+        &missing,
+        "apt-get install chromium && (cd scripts/interop/browser && \
+         PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-package-lock)",
+    );
     false
 }
 

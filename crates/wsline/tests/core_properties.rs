@@ -2,7 +2,9 @@
 //! connection sees, what one end sends the other receives unchanged, and no input makes a
 //! connection panic, hold unbounded memory, or write anything but valid frames.
 
-mod common;
+mod support;
+
+use support::proto as common;
 
 use bytes::Bytes;
 use common::{events, open, parse_frames, peak_heap_during, sent_frames, written, Pair};

@@ -4,11 +4,12 @@
 //!
 //! The peers are `scripts/interop/node/echo_server.mjs` and `client.mjs`. Needs `node` and
 //! the `ws` that `scripts/test.sh` installs beside them; without them the tests print a note
-//! and pass.
+//! and pass, or fail with `WSLINE_REQUIRE_INTEROP=1` (which `scripts/test.sh` sets).
 
 mod support;
+
 #[cfg(feature = "tokio")]
-mod tokio_common;
+use support::tokio_common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -2,7 +2,8 @@
 //! permessage-deflate on and off.
 //!
 //! Needs the venv that `scripts/test.sh` creates (`target/venv` with `websockets`); without
-//! it the tests print a note and pass.
+//! it the tests print a note and pass, or fail with `WSLINE_REQUIRE_INTEROP=1` (which
+//! `scripts/test.sh` sets).
 
 mod support;
 

@@ -1,6 +1,8 @@
 //! One test per bug found in the core (by tests or by fuzzing), named after the bug.
 
-mod common;
+mod support;
+
+use support::proto as common;
 
 use std::time::{Duration, Instant};
 

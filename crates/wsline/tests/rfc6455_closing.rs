@@ -3,7 +3,9 @@
 //! fake clock. Client/server pairs.
 
 #[macro_use]
-mod common;
+mod support;
+
+use support::proto as common;
 
 use std::time::{Duration, Instant};
 

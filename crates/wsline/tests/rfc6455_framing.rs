@@ -2,7 +2,9 @@
 //! client/server pairs.
 
 #[macro_use]
-mod common;
+mod support;
+
+use support::proto as common;
 
 use bytes::Bytes;
 use common::{

@@ -2,7 +2,9 @@
 //! HTTP status of each rejection, the client's request and its checks of the response, and
 //! the bytes that follow the head.
 
-mod common;
+mod support;
+
+use support::proto as common;
 
 use std::time::Instant;
 

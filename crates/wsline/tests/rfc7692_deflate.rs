@@ -3,11 +3,13 @@
 //! decompression limits, and interop with Python `websockets`.
 #![cfg(feature = "deflate")]
 
-mod common;
+mod support;
+
+use support::process;
+use support::proto as common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1122,23 +1124,6 @@ fn extension_encodes_through_the_public_trait() {
 
 // ----- Interop with Python websockets -----
 
-/// The Python of the project's venv, if it has `websockets`.
-fn python_with_websockets() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/venv/bin/python");
-    let ok = Command::new(&root)
-        .args(["-c", "import websockets"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if ok {
-        Some(root)
-    } else {
-        println!("skipped: no target/venv with Python websockets");
-        None
-    }
-}
-
 /// Kills the Python helper when the test ends, passed or not.
 struct Helper(Child);
 
@@ -1208,7 +1193,7 @@ with serve(echo, "127.0.0.1", 0) as server:
 
 #[test]
 fn interop_client_against_python_websockets_server() {
-    let Some(python) = python_with_websockets() else {
+    let Some(python) = process::venv_python() else {
         return;
     };
     let mut child = Command::new(python)
@@ -1292,7 +1277,7 @@ print("OK", flush=True)
 
 #[test]
 fn interop_server_against_python_websockets_client() {
-    let Some(python) = python_with_websockets() else {
+    let Some(python) = process::venv_python() else {
         return;
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -4,8 +4,9 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering, Ordering::SeqCst};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,8 +23,8 @@ use wsline::sync::WebSocket;
 use wsline::{BackpressurePolicy, CloseCode, Error, Message, ServerConfig};
 
 use support::{
-    assert_echo, client_config, echo, frame, server_config, start, url, wait_until, RawClient,
-    BINARY, CLOSE, DEADLINE, PING, PONG, TEXT,
+    assert_echo, client_config, echo, frame, parse_frame, server_config, start, url, wait_until,
+    RawClient, BINARY, CLOSE, DEADLINE, PING, PONG, TEXT,
 };
 
 /// The next value from `rx`, panicking after [`DEADLINE`].
@@ -836,6 +837,20 @@ fn client_that_never_finishes_its_handshake_is_dropped_at_the_open_timeout() {
     wait_until("the slowloris is gone", || server.connection_count() == 0);
 }
 
+/// The server of the two keepalive tests below: a ping after every [`PING_INTERVAL`] of
+/// silence, answered within [`PING_TIMEOUT`] or the connection fails.
+fn keepalive_config() -> ServerConfig {
+    let mut config = server_config();
+    config.protocol.ping_interval = Some(PING_INTERVAL);
+    config.protocol.ping_timeout = Some(PING_TIMEOUT);
+    config
+}
+
+const PING_INTERVAL: Duration = Duration::from_millis(100);
+const PING_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The negative twin of [`keepalive_keeps_a_peer_that_answers_pings`]: the same server
+/// closes a peer that stays silent.
 #[test]
 fn keepalive_closes_a_peer_that_never_answers_pings_with_1011() {
     let (tx, closes) = mpsc::channel();
@@ -849,10 +864,7 @@ fn keepalive_closes_a_peer_that_never_answers_pings_with_1011() {
             let _ = self.0.lock().unwrap().send(closed.clone());
         }
     }
-    let mut config = server_config();
-    config.protocol.ping_interval = Some(Duration::from_millis(200));
-    config.protocol.ping_timeout = Some(Duration::from_millis(300));
-    let server = start(Dead(Mutex::new(tx)), config);
+    let server = start(Dead(Mutex::new(tx)), keepalive_config());
     let mut dead = RawClient::open(server.local_addr());
     let ping = dead.read_frame().expect("a keepalive ping");
     assert_eq!(ping.opcode, PING);
@@ -865,17 +877,78 @@ fn keepalive_closes_a_peer_that_never_answers_pings_with_1011() {
     assert_echo(server.local_addr());
 }
 
+/// With pings due every 100 ms and a 300 ms timeout, a client that stays idle for four
+/// timeouts is still connected, and the pings and pongs really went over the wire.
 #[test]
 fn keepalive_keeps_a_peer_that_answers_pings() {
-    let mut config = server_config();
-    config.protocol.ping_interval = Some(Duration::from_millis(100));
-    config.protocol.ping_timeout = Some(DEADLINE);
-    let server = start(echo, config);
+    let server = start(echo, keepalive_config());
+    let relay = CountingRelay::start(server.local_addr());
     // The client's driver answers pings while the application sleeps.
-    let ws = connect_with(&url(server.local_addr()), client_config()).unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    let ws = connect_with(&url(relay.addr), client_config()).unwrap();
+    std::thread::sleep(4 * PING_TIMEOUT);
     ws.send_text("alive").unwrap();
     assert_eq!(recv(&ws), Message::text("alive"));
+    let (pings, pongs) = (relay.pings.load(SeqCst), relay.pongs.load(SeqCst));
+    assert!(pings >= 3, "{pings} pings in {:?}", 4 * PING_TIMEOUT);
+    assert!(pongs >= 3, "{pongs} pongs to {pings} pings");
+}
+
+/// A TCP relay in front of a server for one connection: pipes the bytes both ways unchanged
+/// and counts the ping frames the server sends and the pong frames the client sends.
+struct CountingRelay {
+    addr: SocketAddr,
+    pings: Arc<AtomicUsize>,
+    pongs: Arc<AtomicUsize>,
+}
+
+impl CountingRelay {
+    fn start(server: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let relay = Self {
+            addr: listener.local_addr().unwrap(),
+            pings: Arc::default(),
+            pongs: Arc::default(),
+        };
+        let (pings, pongs) = (Arc::clone(&relay.pings), Arc::clone(&relay.pongs));
+        std::thread::spawn(move || {
+            let (client, _) = listener.accept().expect("the client connects");
+            let upstream = TcpStream::connect(server).expect("the server accepts");
+            let (client_reader, upstream_writer) =
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || pipe_counting(client_reader, upstream_writer, PONG, &pongs));
+            pipe_counting(upstream, client, PING, &pings);
+        });
+        relay
+    }
+}
+
+/// Copies `from` to `to` until `from` ends, counting the frames with `opcode` after the
+/// HTTP head.
+fn pipe_counting(mut from: TcpStream, mut to: TcpStream, opcode: u8, count: &AtomicUsize) {
+    let mut seen = Vec::new();
+    let mut in_head = true;
+    let mut chunk = [0; 16 << 10];
+    while let Ok(n @ 1..) = from.read(&mut chunk) {
+        if to.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        seen.extend_from_slice(&chunk[..n]);
+        if in_head {
+            let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            seen.drain(..end + 4);
+            in_head = false;
+        }
+        while let Some((frame, used)) = parse_frame(&seen) {
+            if frame.opcode == opcode {
+                count.fetch_add(1, SeqCst);
+            }
+            seen.drain(..used);
+        }
+    }
+    // The other side sees the end too.
+    let _ = to.shutdown(Shutdown::Write);
 }
 
 // ----- Client API -----

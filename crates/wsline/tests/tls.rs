@@ -3,7 +3,8 @@
 //! (untrusted certificate, wrong host name, a client that does not speak TLS).
 
 mod support;
-mod tokio_common;
+
+use support::tokio_common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;

@@ -1,12 +1,13 @@
 //! The tokio layer against a peer nobody here wrote: Python `websockets`, both ways.
 //!
 //! Needs the venv that `scripts/test.sh` creates (`target/venv` with `websockets`); without
-//! it the tests print a note and pass.
+//! it the tests print a note and pass, or fail with `WSLINE_REQUIRE_INTEROP=1` (which
+//! `scripts/test.sh` sets).
 #![cfg(feature = "tokio")]
 
-#[path = "support/process.rs"]
-mod process;
-mod tokio_common;
+mod support;
+
+use support::{process, tokio_common};
 
 use std::path::PathBuf;
 use std::process::Stdio;

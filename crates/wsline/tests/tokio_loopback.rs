@@ -2,7 +2,9 @@
 //! bounded by a timeout.
 #![cfg(feature = "tokio")]
 
-mod tokio_common;
+mod support;
+
+use support::{split_frames, tokio_common, CLOSE, PING};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -334,10 +336,10 @@ async fn keepalive_closes_a_dead_peer_with_1011() {
         // What the dead peer would have read: pings, then the 1011 close frame, then EOF.
         let mut rest = Vec::new();
         dead.read_to_end(&mut rest).await.unwrap();
-        let frames = server_frames(&rest);
-        assert!(frames.iter().any(|(opcode, _)| *opcode == 0x9), "no ping");
-        let (opcode, close) = frames.last().unwrap();
-        assert_eq!((*opcode, &close[..2]), (0x8, &1011u16.to_be_bytes()[..]));
+        let frames = split_frames(&rest);
+        assert!(frames.iter().any(|frame| frame.opcode == PING), "no ping");
+        let close = frames.last().unwrap();
+        assert_eq!((close.opcode, close.close_code()), (CLOSE, Some(1011)));
     })
     .await;
 }
@@ -843,23 +845,4 @@ async fn raw_handshake(addr: SocketAddr) -> TcpStream {
     }
     assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
     stream
-}
-
-/// Splits unmasked server frames into (opcode, payload), ignoring a truncated tail.
-fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut frames = Vec::new();
-    while bytes.len() >= 2 {
-        let opcode = bytes[0] & 0x0f;
-        let (len, header) = match bytes[1] & 0x7f {
-            126 if bytes.len() >= 4 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
-            126 | 127 => break,
-            len => (usize::from(len), 2),
-        };
-        let Some(payload) = bytes.get(header..header + len) else {
-            break;
-        };
-        frames.push((opcode, payload.to_vec()));
-        bytes = &bytes[header + len..];
-    }
-    frames
 }

@@ -1,7 +1,9 @@
 //! The tokio layer against the sync layer, both ways, on 127.0.0.1.
 #![cfg(all(feature = "tokio", feature = "sync"))]
 
-mod tokio_common;
+mod support;
+
+use support::tokio_common;
 
 use std::time::Duration;
 

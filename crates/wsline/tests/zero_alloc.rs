@@ -2,59 +2,23 @@
 //! messages that fit the read buffer: the server connection reuses its message buffer, its
 //! event queue and its send buffer.
 //!
-//! A counting global allocator measures allocations made by this thread while a server
+//! The counting global allocator of `support::proto` measures allocations made by this
+//! thread while a server
 //! `Connection` echoes masked client frames, drained the way the sync event loop drains it
 //! (vectored chunks, then `advance`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod support;
+
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
-use wsline::proto::{Connection, Event, Frame, Opcode, Side};
+use bytes::Buf;
+use support::proto::{allocations_during, client_frame};
+use wsline::proto::{Connection, Event, Opcode, Side};
 use wsline::Config;
-
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
 
 /// A batch of `count` masked client frames carrying `payload`.
 fn client_frames(opcode: Opcode, payload: &[u8], count: usize) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    for _ in 0..count {
-        Frame::new(opcode, payload.to_vec()).encode(Some([1, 2, 3, 4]), &mut out);
-    }
-    out.to_vec()
+    client_frame(opcode, true, payload).repeat(count)
 }
 
 /// Feeds `input` in reads of `read_size` bytes, echoes every message, and drains the
@@ -97,12 +61,11 @@ fn assert_no_allocation_with_reads(
     for _ in 0..16 {
         echo(&mut server, &input, read_size);
     }
-    let before = allocations();
-    let mut written = 0;
-    for _ in 0..1_000 {
-        written += echo(&mut server, &input, read_size);
-    }
-    let allocated = allocations() - before;
+    let (written, allocated) = allocations_during(|| {
+        (0..1_000)
+            .map(|_| echo(&mut server, &input, read_size))
+            .sum::<usize>()
+    });
     assert!(written >= 1_000 * per_read * payload.len());
     assert_eq!(
         allocated,

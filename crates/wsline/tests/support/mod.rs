@@ -1,6 +1,10 @@
-//! Helpers for the sync-layer integration tests: servers on free ports of 127.0.0.1, a raw
-//! TCP client that speaks (or breaks) the protocol byte by byte, polling with generous
-//! deadlines, and the process's memory use.
+//! The one support module of every test binary (`mod support;`). Here: for the sync layer,
+//! servers on free ports of 127.0.0.1, a raw TCP client that speaks (or breaks) the protocol
+//! byte by byte, the byte-level frame encoder and parser, polling with generous deadlines,
+//! and the process's memory use. In submodules: [`proto`] (a client/server `Pair` on a fake
+//! clock, typed frame builders, the counting global allocator), [`tokio_common`] (the tokio
+//! layer), [`process`] (child processes and interop peers: [`process::peer_missing`]),
+//! [`interop`], [`proxy`] and [`tls`].
 //!
 //! Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
@@ -16,9 +20,13 @@ use wsline::{CloseCode, ConnectConfig, Message, ServerConfig};
 
 pub mod interop;
 pub mod process;
+#[macro_use]
+pub mod proto;
 pub mod proxy;
 #[cfg(feature = "rustls")]
 pub mod tls;
+#[cfg(feature = "tokio")]
+pub mod tokio_common;
 
 pub use process::DEADLINE;
 
@@ -27,8 +35,8 @@ pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// Its `Sec-WebSocket-Accept` (RFC 6455 §1.3).
 pub const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-/// The masking key of the RFC 6455 §5.7 examples.
-pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+/// The masking key of raw client frames: that of the RFC 6455 §5.7 examples.
+pub const MASK: [u8; 4] = proto::RFC_KEY;
 
 pub const TEXT: u8 = 0x1;
 pub const BINARY: u8 = 0x2;
@@ -183,9 +191,7 @@ pub fn frame_with(first: u8, length: u64, payload: &[u8], mask: Option<[u8; 4]>)
 
 /// A close frame from a client with `code` and `reason`.
 pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
-    let mut payload = code.to_be_bytes().to_vec();
-    payload.extend_from_slice(reason.as_bytes());
-    frame(CLOSE, true, &payload)
+    frame(CLOSE, true, &proto::close_payload(code, reason.as_bytes()))
 }
 
 /// A valid handshake request for `/`, without extensions, with `extra` header lines
@@ -423,6 +429,16 @@ fn parse_head(head: &[u8]) -> Head {
         })
         .collect();
     Head { status, headers }
+}
+
+/// Every whole frame at the start of `bytes`, in order; a truncated tail is ignored.
+pub fn split_frames(mut bytes: &[u8]) -> Vec<RawFrame> {
+    let mut frames = Vec::new();
+    while let Some((frame, used)) = parse_frame(bytes) {
+        frames.push(frame);
+        bytes = &bytes[used..];
+    }
+    frames
 }
 
 /// Parses one server frame from the start of `buf`: the frame and the bytes it used.

@@ -1,7 +1,7 @@
 //! Child processes for tests (Python and Node peers, the `wsline` binary): every wait is
 //! bounded and every child is reaped, killed by its PID if the test ends first.
 //!
-//! Also included by `crates/wsline-cli/tests/cli.rs`.
+//! Also included by `crates/wsline-cli/tests/cli.rs` and `browser.rs`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -129,7 +129,27 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The venv's Python with `websockets`, or a note saying why the test is skipped.
+/// The variable that turns a missing interop peer from a skip into a test failure;
+/// `scripts/test.sh` sets it to `1`, since it installs every peer.
+pub const REQUIRE_INTEROP: &str = "WSLINE_REQUIRE_INTEROP";
+
+/// Reports that an interop test cannot run because `peer` is missing (`why`): with
+/// `WSLINE_REQUIRE_INTEROP=1` it panics, naming the peer and how to `install` it; otherwise
+/// it prints a skip note to stderr and the caller returns. Every interop test that returns
+/// early for a missing peer goes through here.
+pub fn peer_missing(peer: &str, why: &str, install: &str) {
+    assert!(
+        std::env::var_os(REQUIRE_INTEROP).is_none_or(|value| value != "1"),
+        "{peer} is missing ({why}) and {REQUIRE_INTEROP}=1 requires it: install it with \
+         `{install}`, or run scripts/test.sh, which installs every peer"
+    );
+    eprintln!(
+        "note: skipped: {peer} is missing ({why}); install it with `{install}` \
+         (scripts/test.sh does), or set {REQUIRE_INTEROP}=1 to fail instead"
+    );
+}
+
+/// The venv's Python with `websockets`; `None` after [`peer_missing`] if it is not there.
 pub fn venv_python() -> Option<PathBuf> {
     let python = repo_root().join("target/venv/bin/python");
     let has_websockets = Command::new(&python)
@@ -138,9 +158,10 @@ pub fn venv_python() -> Option<PathBuf> {
         .status()
         .is_ok_and(|status| status.success());
     if !has_websockets {
-        eprintln!(
-            "note: Python interop skipped: {} has no `websockets` (scripts/test.sh creates it)",
-            python.display()
+        peer_missing(
+            "Python `websockets`",
+            &format!("{} cannot import it", python.display()),
+            "python3 -m venv target/venv && target/venv/bin/pip install -r scripts/requirements.txt",
         );
     }
     has_websockets.then_some(python)
@@ -152,8 +173,8 @@ pub fn node_interop_dir() -> PathBuf {
     repo_root().join("scripts/interop/node")
 }
 
-/// `node`, if it runs and finds the `ws` package in [`node_interop_dir`]; else `None` and a
-/// note saying why the test is skipped.
+/// `node`, if it runs and finds the `ws` package in [`node_interop_dir`]; `None` after
+/// [`peer_missing`] if not.
 pub fn node_ws() -> Option<PathBuf> {
     let node = PathBuf::from("node");
     let has_ws = Command::new(&node)
@@ -163,9 +184,13 @@ pub fn node_ws() -> Option<PathBuf> {
         .status()
         .is_ok_and(|status| status.success());
     if !has_ws {
-        eprintln!(
-            "note: Node interop skipped: no `node` with `ws` in {} (scripts/test.sh installs it)",
-            node_interop_dir().display()
+        peer_missing(
+            "Node `ws`",
+            &format!(
+                "no `node` that finds `ws` in {}",
+                node_interop_dir().display()
+            ),
+            "npm install --no-package-lock --prefix scripts/interop/node",
         );
     }
     has_ws.then_some(node)

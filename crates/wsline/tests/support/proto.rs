@@ -195,7 +195,8 @@ pub fn frame_to(side: Side, opcode: Opcode, fin: bool, payload: &[u8]) -> Vec<u8
     }
 }
 
-/// Any frame, with explicit reserved bits and mask.
+/// Any frame, with explicit reserved bits and mask; built byte by byte by
+/// [`super::frame_with`], not by the encoder under test.
 pub fn encode(
     opcode: Opcode,
     fin: bool,
@@ -203,15 +204,12 @@ pub fn encode(
     payload: &[u8],
     mask: Option<[u8; 4]>,
 ) -> Vec<u8> {
-    let frame = Frame {
-        fin,
-        rsv,
-        opcode,
-        payload: payload.to_vec().into(),
-    };
-    let mut out = BytesMut::new();
-    frame.encode(mask, &mut out);
-    out.to_vec()
+    let rsv_bits = [(Rsv::RSV1, 0x40), (Rsv::RSV2, 0x20), (Rsv::RSV3, 0x10)]
+        .into_iter()
+        .filter(|(bit, _)| rsv.contains(*bit))
+        .fold(0, |bits, (_, byte)| bits | byte);
+    let first = if fin { 0x80 } else { 0 } | rsv_bits | opcode.as_u8();
+    super::frame_with(first, payload.len() as u64, payload, mask)
 }
 
 /// A close payload: the code in network byte order, then the reason.
@@ -401,7 +399,8 @@ fn transfer(
     moved
 }
 
-/// Counts heap bytes per thread, so that a test can bound what a call allocates.
+/// Counts heap bytes and allocator calls per thread, so that a test can bound what a call
+/// allocates. The global allocator of every test binary that has `mod support;`.
 pub struct CountingAlloc;
 
 #[global_allocator]
@@ -414,9 +413,6 @@ thread_local! {
 }
 
 fn record(delta: isize) {
-    if delta > 0 {
-        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
-    }
     let _ = LIVE.try_with(|live| {
         let now = live.get() + delta;
         live.set(now);
@@ -424,11 +420,17 @@ fn record(delta: isize) {
     });
 }
 
+/// Counts a call that asked for memory: an allocation or a reallocation, of any size.
+fn count_call() {
+    let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+}
+
 // SAFETY: every call is forwarded to the system allocator unchanged; the counters are
 // plain thread-local cells that never allocate.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_call();
         record(layout.size() as isize);
         System.alloc(layout)
     }
@@ -439,6 +441,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_call();
         record(new_size as isize - layout.size() as isize);
         System.realloc(ptr, layout, new_size)
     }
@@ -453,7 +456,7 @@ pub fn peak_heap_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (result, usize::try_from(peak - start).unwrap_or(0))
 }
 
-/// How many times `f` allocated or grew an allocation on this thread.
+/// How many times `f` allocated or reallocated (grown or shrunk) on this thread.
 pub fn allocations_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let start = ALLOCATIONS.with(Cell::get);
     let result = f();
