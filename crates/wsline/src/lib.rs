@@ -43,6 +43,8 @@ pub struct ReadmeDoctests;
 
 mod error;
 pub mod extension;
+#[cfg(any(feature = "sync", feature = "tokio"))]
+mod layer;
 mod layer_config;
 pub mod proto;
 #[cfg(any(feature = "sync", feature = "tokio"))]
