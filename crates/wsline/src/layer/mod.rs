@@ -4,11 +4,24 @@
 //!
 //! - [`server`]: the server's handshake answer with its hook, the handler-error policy,
 //!   backpressure and its close reason.
-//! - Here: close-if-open.
+//! - Here: close-if-open and the limits the layers share.
 
 pub(crate) mod server;
 
+use std::time::Duration;
+
 use crate::proto::{CloseCode, Connection, SendError, State};
+
+/// Received messages kept unread, by default, before a connection stops reading its socket
+/// (receive backpressure: the peer's sends then wait in TCP).
+pub const DEFAULT_MAX_UNREAD_MESSAGES: usize = 1024;
+/// Bytes of received messages kept unread, by default, before a connection stops reading
+/// its socket.
+pub const DEFAULT_MAX_UNREAD_BYTES: usize = 16 << 20;
+/// Slices per vectored write of a connection's send buffer.
+pub(crate) const MAX_IOVECS: usize = 64;
+/// How long a ping waits for its pong when the configuration sets no `ping_timeout`.
+pub(crate) const DEFAULT_PONG_WAIT: Duration = Duration::from_secs(20);
 
 /// Starts the closing handshake (RFC 6455 §7.1.2) if the connection is open; a connection
 /// that is still connecting, already closing or closed is left as it is. Returns whether a

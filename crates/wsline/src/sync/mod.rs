@@ -25,11 +25,9 @@ use std::time::{Duration, Instant};
 
 use transport::{Blocking, NonBlocking};
 
+use crate::layer::MAX_IOVECS;
 use crate::proto::{self, Event, Failure, Request, Transmit};
 use crate::{Error, Result};
-
-/// Slices per vectored write.
-const MAX_IOVECS: usize = 64;
 
 /// Writes what a non-blocking stream takes of the connection's queued bytes (one `send` for
 /// a single piece, a vectored write for several), then shuts the write half down if the

@@ -12,14 +12,13 @@ use bytes::Bytes;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::transport::{Blocking, Transport};
+use crate::layer::{
+    close_if_open, DEFAULT_MAX_UNREAD_BYTES as MAX_QUEUED_BYTES,
+    DEFAULT_MAX_UNREAD_MESSAGES as MAX_QUEUED_MESSAGES, DEFAULT_PONG_WAIT,
+};
 use crate::proto::{self, CloseCode, ConnectionClosed, Event, SendOptions, State};
 use crate::{Error, Message, Result};
 
-/// Messages received and not yet read, past which the driver stops reading the socket
-/// (receive backpressure: the peer's sends then block in TCP).
-const MAX_QUEUED_MESSAGES: usize = 1024;
-/// Bytes of received messages not yet read, past which the driver stops reading.
-const MAX_QUEUED_BYTES: usize = 16 << 20;
 /// How long the application may take to handle a message before the driver acts on a
 /// close frame or protocol error that followed it anyway (replies to it then fail).
 const HANDLING_GRACE: Duration = Duration::from_millis(100);
@@ -445,7 +444,7 @@ impl WebSocket {
             .config()
             .ping_timeout
             .or(inner.conn.config().close_timeout)
-            .unwrap_or(Duration::from_secs(20));
+            .unwrap_or(DEFAULT_PONG_WAIT);
         drop(inner);
         self.command(|conn| conn.send_ping(&payload))?;
         inner = self.shared.lock();
@@ -472,8 +471,7 @@ impl WebSocket {
     /// closed is not an error.
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<()> {
         let mut inner = self.shared.lock();
-        if inner.conn.state() == State::Open {
-            inner.conn.send_close(code, reason)?;
+        if close_if_open(&mut inner.conn, code, reason)? {
             if let Err(error) = inner.flush() {
                 inner.fail_io(&error);
             }
@@ -517,9 +515,8 @@ impl Closer {
             return;
         };
         let mut inner = shared.lock();
-        if inner.conn.state() == State::Open {
-            // Open was just checked, and the code is a valid one chosen by the caller.
-            let _ = inner.conn.send_close(code, reason);
+        // The code is a valid one chosen by the caller.
+        if close_if_open(&mut inner.conn, code, reason) == Ok(true) {
             if let Err(error) = inner.flush() {
                 inner.fail_io(&error);
             }
