@@ -12,14 +12,12 @@ use bytes::Bytes;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::transport::{Blocking, Transport};
+use crate::layer::{
+    close_if_open, DEFAULT_MAX_UNREAD_BYTES as MAX_QUEUED_BYTES,
+    DEFAULT_MAX_UNREAD_MESSAGES as MAX_QUEUED_MESSAGES, DEFAULT_PONG_WAIT,
+};
 use crate::proto::{self, CloseCode, ConnectionClosed, Event, Fragment, SendOptions, State};
 use crate::{Error, Message, Result};
-
-/// Messages (or fragments) received and not yet read, past which the driver stops reading the socket
-/// (receive backpressure: the peer's sends then block in TCP).
-const MAX_QUEUED_MESSAGES: usize = 1024;
-/// Bytes of received messages not yet read, past which the driver stops reading.
-const MAX_QUEUED_BYTES: usize = 16 << 20;
 /// Pong payloads remembered for `ping()` callers.
 const MAX_REMEMBERED_PONGS: usize = 16;
 
@@ -473,7 +471,7 @@ impl WebSocket {
             .config()
             .ping_timeout
             .or(inner.conn.config().close_timeout)
-            .unwrap_or(Duration::from_secs(20));
+            .unwrap_or(DEFAULT_PONG_WAIT);
         drop(inner);
         self.command(|conn| conn.send_ping(&payload))?;
         inner = self.shared.lock();
@@ -500,8 +498,7 @@ impl WebSocket {
     /// closed is not an error.
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<()> {
         let mut inner = self.shared.lock();
-        if inner.conn.state() == State::Open {
-            inner.conn.send_close(code, reason)?;
+        if close_if_open(&mut inner.conn, code, reason)? {
             if let Err(error) = inner.flush() {
                 inner.fail_io(&error);
             }
@@ -545,9 +542,8 @@ impl Closer {
             return;
         };
         let mut inner = shared.lock();
-        if inner.conn.state() == State::Open {
-            // Open was just checked, and the code is a valid one chosen by the caller.
-            let _ = inner.conn.send_close(code, reason);
+        // The code is a valid one chosen by the caller.
+        if close_if_open(&mut inner.conn, code, reason) == Ok(true) {
             if let Err(error) = inner.flush() {
                 inner.fail_io(&error);
             }

@@ -16,12 +16,9 @@ use ::tokio::time::Instant;
 use super::signal::{Listener, Signal};
 use super::stream::MaybeTlsStream;
 use super::websocket::{Limits, WebSocket};
+use crate::layer::server::{answer_handshake, ACCEPT_RETRY_PAUSE};
 use crate::proto::{Config, Connection, Request, Response};
 use crate::{Error, Result, ServerConfig};
-
-/// How long the accept loop pauses after an accept error (such as running out of file
-/// descriptors) before trying again.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// What a server does with each connection.
 ///
@@ -31,8 +28,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// to share state between connections (a chat room) or to inspect the handshake.
 ///
 /// When the handler returns, the connection is dropped: an open connection gets a close
-/// frame (1000) without waiting for the reply. Call [`WebSocket::close`] first for another
-/// code or a complete closing handshake.
+/// frame (1000) without waiting for the reply, also when the handler returns an `Err`
+/// (which the server logs). Call [`WebSocket::close`] first for another code (1011 for an
+/// internal fault) or a complete closing handshake.
 pub trait Handler: Send + Sync + 'static {
     /// Inspects the handshake request and may alter the response before it is sent: add
     /// headers, or refuse by replacing it (e.g. with [`Response::text`]`(403, "…")`).
@@ -103,13 +101,19 @@ where
     let conn = Connection::server(config.protocol.clone(), Instant::now().into_std());
     server_handshake(
         WebSocket::new(stream, conn, Limits::from(config)),
+        None,
         on_handshake,
     )
     .await
 }
 
-/// Reads the request, answers it, and writes the answer.
-async fn server_handshake<S, F>(mut ws: WebSocket<S>, on_handshake: F) -> Result<WebSocket<S>>
+/// Reads the request from the client at `peer` (when known), answers it, and writes the
+/// answer.
+async fn server_handshake<S, F>(
+    mut ws: WebSocket<S>,
+    peer: Option<SocketAddr>,
+    on_handshake: F,
+) -> Result<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Request, &mut Response),
@@ -118,14 +122,10 @@ where
     let Some(request) = ws.take_request() else {
         return Err(ws.closed_error());
     };
-    let mut response = ws.conn_mut().accept(&request)?;
-    on_handshake(&request, &mut response);
-    let status = response.status;
-    ws.conn_mut().send_response(response)?;
+    answer_handshake(ws.conn_mut(), &request, peer, on_handshake)?;
     ws.set_request(request);
     ws.flush().await?;
     if ws.is_closed() {
-        tracing::debug!(status, "handshake rejected");
         return Err(ws.closed_error());
     }
     Ok(ws)
@@ -409,7 +409,7 @@ async fn accept_loop<H: Handler>(
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed; retrying shortly");
-                ::tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                ::tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
             }
         }
     }
@@ -514,15 +514,16 @@ async fn connection<H: Handler>(
     let hook = |request: &Request, response: &mut Response| {
         handler.on_handshake(request, response);
     };
-    let ws = match server_handshake(ws, hook).await {
+    let ws = match server_handshake(ws, Some(peer), hook).await {
         Ok(ws) => ws,
         Err(error) => {
             tracing::debug!(%peer, %error, "handshake failed");
             return;
         }
     };
-    tracing::debug!(%peer, "connection open");
     if let Err(error) = handler.handle(ws).await {
-        tracing::debug!(%peer, %error, "handler returned an error");
+        // The handler owned the connection and dropped it before returning, so its close
+        // frame (1000) is already out: the handler-error policy (1011) cannot apply here.
+        tracing::warn!(%peer, %error, "handler failed");
     }
 }

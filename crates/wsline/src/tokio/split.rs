@@ -24,12 +24,10 @@ use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
 
 use super::websocket::{ReadPolicy, Step, WebSocket};
+use crate::layer::server::apply_backpressure;
+use crate::layer::{close_if_open, DEFAULT_PONG_WAIT};
 use crate::proto::{CloseCode, ConnectionClosed, PreparedMessage, SendError, State};
 use crate::{BackpressurePolicy, Error, Message, Result};
-
-/// How long a [`Sender::ping`] waits for its pong when the configuration sets no
-/// `ping_timeout`.
-const DEFAULT_PONG_WAIT: Duration = Duration::from_secs(20);
 
 /// What writers ask of the driver, in order.
 enum Command {
@@ -277,9 +275,9 @@ impl Driver {
                 // The reader took every message, and what the writers sent is queued.
                 ws.acknowledge();
             }
-            if self.commands_closed && self.inbox.is_closed() && ws.state() == State::Open {
-                // Nobody can read or write any more: close.
-                let _ = ws.conn_mut().send_close(CloseCode::NORMAL, "");
+            if self.commands_closed && self.inbox.is_closed() {
+                // Nobody can read or write any more: close (1000 may be sent).
+                let _ = close_if_open(ws.conn_mut(), CloseCode::NORMAL, "");
             }
             let closing = ws.close_sent();
             let policy = if closing {
@@ -333,10 +331,9 @@ impl Driver {
                 Command::Prepared(prepared) => ws.queue_prepared(&prepared),
                 Command::Ping(waiter) => ws.start_ping(waiter),
                 Command::Pong(payload) => ws.conn_mut().send_pong(&payload).map_err(Error::from),
-                Command::Close(code, reason) if ws.state() == State::Open => {
-                    ws.conn_mut().send_close(code, &reason).map_err(Error::from)
-                }
-                Command::Close(..) => Ok(()),
+                Command::Close(code, reason) => close_if_open(ws.conn_mut(), code, &reason)
+                    .map(drop)
+                    .map_err(Error::from),
                 Command::Fail(code, reason) => {
                     ws.conn_mut().fail(code, reason);
                     Ok(())
@@ -607,18 +604,13 @@ impl Sender {
     /// with [`BackpressurePolicy::Close`] (a server's default) the connection is also failed
     /// with 1008. Otherwise as [`send`](Self::send).
     pub fn try_send(&self, message: impl Into<Message>) -> Result<()> {
-        if !self.shared.has_room() && self.shared.state() == OPEN {
-            if self.shared.backpressure == BackpressurePolicy::Close {
+        if self.shared.state() == OPEN {
+            let pending = self.shared.pending();
+            let limit = self.shared.send_high_water;
+            apply_backpressure(self.shared.backpressure, pending, limit, |code, reason| {
                 // A driver that is gone has closed the connection already.
-                let _ = self.commands.send(Command::Fail(
-                    CloseCode::POLICY_VIOLATION,
-                    "client reads too slowly",
-                ));
-            }
-            return Err(Error::SendBufferFull {
-                pending: self.shared.pending(),
-                limit: self.shared.send_high_water,
-            });
+                let _ = self.commands.send(Command::Fail(code, reason));
+            })?;
         }
         self.push(message.into())
     }

@@ -18,24 +18,17 @@ use futures_sink::Sink;
 
 use super::signal::Listener;
 use crate::layer::io::write_queued;
+use crate::layer::server::{apply_backpressure, SHUTDOWN_REASON};
+use crate::layer::{close_if_open, DEFAULT_PONG_WAIT};
+pub use crate::layer::{DEFAULT_MAX_UNREAD_BYTES, DEFAULT_MAX_UNREAD_MESSAGES};
 use crate::proto::{
     CloseCode, Config, Connection, ConnectionClosed, Event, Failure, PreparedMessage, Request,
     Response, Side, State,
 };
 use crate::{BackpressurePolicy, ConnectConfig, Error, Message, Result, ServerConfig};
 
-/// Received messages kept unread, by default, before a [`WebSocket`] that is sending (not
-/// receiving) stops reading the socket.
-pub const DEFAULT_MAX_UNREAD_MESSAGES: usize = 1024;
-/// Bytes of received messages kept unread, by default, before a [`WebSocket`] that is
-/// sending (not receiving) stops reading the socket.
-pub const DEFAULT_MAX_UNREAD_BYTES: usize = 16 << 20;
-
 /// Ping payloads sent by [`WebSocket::ping`] whose pong is still awaited, at most.
 const MAX_PINGS_IN_FLIGHT: usize = 64;
-/// How long [`WebSocket::ping`] waits for its pong when the configuration sets no
-/// `ping_timeout`.
-const DEFAULT_PONG_WAIT: Duration = Duration::from_secs(20);
 
 /// The I/O layer's limits for one connection.
 #[derive(Clone, Copy, Debug)]
@@ -565,13 +558,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub fn try_send(&mut self, message: impl Into<Message>) -> Result<()> {
         let pending = self.conn.pending_send();
         let limit = self.limits.send_high_water;
-        if pending > limit && self.conn.state() == State::Open {
-            if self.limits.backpressure == BackpressurePolicy::Close {
+        if self.conn.state() == State::Open {
+            apply_backpressure(self.limits.backpressure, pending, limit, |code, reason| {
                 self.core_changed = true;
-                self.conn
-                    .fail(CloseCode::POLICY_VIOLATION, "client reads too slowly");
-            }
-            return Err(Error::SendBufferFull { pending, limit });
+                self.conn.fail(code, reason);
+            })?;
         }
         self.queue(message.into())
     }
@@ -701,10 +692,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// stream failed). Closing a connection that closed normally is not an error.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.acknowledge();
-        if self.conn.state() == State::Open {
-            self.core_changed = true;
-            self.conn.send_close(code, reason)?;
-        }
+        self.core_changed = true;
+        close_if_open(&mut self.conn, code, reason)?;
         poll_fn(|cx| self.poll_closed(cx)).await
     }
 
@@ -777,15 +766,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return false;
         }
         self.going_away = None;
-        if self.conn.state() != State::Open {
-            return false;
-        }
         self.core_changed = true;
-        // Open was just checked and 1001 may be sent.
-        let _ = self
-            .conn
-            .send_close(CloseCode::GOING_AWAY, "server shutting down");
-        true
+        // 1001 with a short reason may be sent.
+        close_if_open(&mut self.conn, CloseCode::GOING_AWAY, SHUTDOWN_REASON) == Ok(true)
     }
 
     /// Fires the core's timers that are due, and arms the sleep for the next of them. The sleep is polled (which costs) only when
@@ -1015,16 +998,14 @@ fn is_normal_closure(closed: &ConnectionClosed) -> bool {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Drop for WebSocket<S> {
     fn drop(&mut self) {
-        if self.conn.state() == State::Open {
-            let shutting_down = self.going_away.as_ref().is_some_and(Listener::is_raised);
-            let code = if shutting_down {
-                CloseCode::GOING_AWAY
-            } else {
-                CloseCode::NORMAL
-            };
-            // Open was just checked and both codes may be sent.
-            let _ = self.conn.send_close(code, "");
-        }
+        let shutting_down = self.going_away.as_ref().is_some_and(Listener::is_raised);
+        let code = if shutting_down {
+            CloseCode::GOING_AWAY
+        } else {
+            CloseCode::NORMAL
+        };
+        // Both codes may be sent.
+        let _ = close_if_open(&mut self.conn, code, "");
         if (self.conn.pending_send() > 0 || self.unflushed) && !self.write_closed {
             // Writes what the stream takes now; nothing will poll this connection again.
             let mut cx = Context::from_waker(Waker::noop());
@@ -1068,9 +1049,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let ws = self.get_mut();
         ws.acknowledge();
-        if ws.conn.state() == State::Open {
-            ws.conn.send_close(CloseCode::NORMAL, "")?;
-        }
+        close_if_open(&mut ws.conn, CloseCode::NORMAL, "")?;
         ws.poll_closed(cx)
     }
 }

@@ -1,6 +1,6 @@
 //! The thread-per-connection server: each handler owns a [`WebSocket`] and may block.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -8,7 +8,8 @@ use std::time::Instant;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::{Server, ServerShared};
-use crate::proto::{self, CloseCode};
+use crate::layer::server::{self as layer, ACCEPT_RETRY_PAUSE, SHUTDOWN_REASON};
+use crate::proto::{self, CloseCode, Request, Response};
 use crate::sync::transport::Blocking;
 use crate::sync::websocket::Closer;
 use crate::sync::WebSocket;
@@ -41,7 +42,7 @@ impl Registry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for closer in closers.iter() {
-            closer.close(CloseCode::GOING_AWAY, "server shutting down");
+            closer.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
         }
         drop(closers);
         if let Some(waker) = &*self
@@ -55,9 +56,40 @@ impl Registry {
     }
 }
 
+/// What a thread-per-connection server does with each connection: it owns the connection
+/// for its lifetime, on a thread of its own, and may block.
+///
+/// A plain function or closure `Fn(&WebSocket) -> wsline::Result<()>` is a handler.
+/// Implement the trait on a struct to share state between connections or to inspect the
+/// handshake.
+///
+/// When [`handle`](BlockingHandler::handle) returns `Ok`, the connection is closed with
+/// 1000; when it returns `Err`, with 1011 (internal error) without sending details.
+pub trait BlockingHandler: Send + Sync + 'static {
+    /// Inspects the handshake request and may alter the response before it is sent: add
+    /// headers, or refuse by replacing it (e.g. with [`Response::text`]`(403, "…")`).
+    fn on_handshake(&self, request: &Request, response: &mut Response) {
+        let _ = (request, response);
+    }
+
+    /// Serves one open connection until it is done with it.
+    ///
+    /// # Errors
+    /// An error closes the connection with 1011.
+    fn handle(&self, ws: &WebSocket) -> Result<()>;
+}
+
+impl<F> BlockingHandler for F
+where
+    F: Fn(&WebSocket) -> Result<()> + Send + Sync + 'static,
+{
+    fn handle(&self, ws: &WebSocket) -> Result<()> {
+        self(ws)
+    }
+}
+
 /// Serves `handler` on `host:port`, one thread per connection, with the default
-/// [`ServerConfig`]. The handler owns the connection for its lifetime and may block; when
-/// it returns `Ok`, the connection is closed with 1000, when it returns `Err`, with 1011.
+/// [`ServerConfig`] (see [`BlockingHandler`]).
 ///
 /// ```no_run
 /// use wsline::sync::server::serve_blocking;
@@ -76,10 +108,7 @@ impl Registry {
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub fn serve_blocking<F>(handler: F, host: &str, port: u16) -> Result<Server>
-where
-    F: Fn(&WebSocket) -> Result<()> + Send + Sync + 'static,
-{
+pub fn serve_blocking<H: BlockingHandler>(handler: H, host: &str, port: u16) -> Result<Server> {
     let listener = TcpListener::bind((host, port))?;
     serve_blocking_on(handler, listener, ServerConfig::default())
 }
@@ -88,14 +117,11 @@ where
 ///
 /// # Errors
 /// When the listener cannot be made non-blocking or the accept thread cannot start.
-pub fn serve_blocking_on<F>(
-    handler: F,
+pub fn serve_blocking_on<H: BlockingHandler>(
+    handler: H,
     listener: TcpListener,
     config: ServerConfig,
-) -> Result<Server>
-where
-    F: Fn(&WebSocket) -> Result<()> + Send + Sync + 'static,
-{
+) -> Result<Server> {
     let local_addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let mut listener = mio::net::TcpListener::from_std(listener);
@@ -129,19 +155,19 @@ where
     })
 }
 
-fn accept_loop<F>(
+fn accept_loop<H: BlockingHandler>(
     listener: &mio::net::TcpListener,
     mut poll: Poll,
     shared: &Arc<ServerShared>,
-    handler: &Arc<F>,
+    handler: &Arc<H>,
     config: &Arc<ServerConfig>,
-) where
-    F: Fn(&WebSocket) -> Result<()> + Send + Sync + 'static,
-{
+) {
     let mut events = Events::with_capacity(16);
     let mut workers = Vec::new();
     while !shared.shutting_down.load(Ordering::Acquire) {
-        if let Err(error) = poll.poll(&mut events, Some(std::time::Duration::from_millis(100))) {
+        // The pause bounds how long a connection waits in the backlog after an accept error
+        // or while `max_connections` are open: readiness will not report it again.
+        if let Err(error) = poll.poll(&mut events, Some(ACCEPT_RETRY_PAUSE)) {
             if error.kind() != std::io::ErrorKind::Interrupted {
                 tracing::error!(%error, "accept loop failed");
                 break;
@@ -158,7 +184,7 @@ fn accept_loop<F>(
             let spawned = std::thread::Builder::new()
                 .name(format!("wsline-conn-{peer_addr}"))
                 .spawn(move || {
-                    serve_connection(stream, &shared, &*handler, &config);
+                    serve_connection(stream, peer_addr, &shared, &*handler, &config);
                     shared.connections.fetch_sub(1, Ordering::Relaxed);
                 });
             match spawned {
@@ -179,14 +205,13 @@ fn accept_loop<F>(
     }
 }
 
-fn serve_connection<F>(
+fn serve_connection<H: BlockingHandler>(
     stream: mio::net::TcpStream,
+    peer_addr: SocketAddr,
     shared: &ServerShared,
-    handler: &F,
+    handler: &H,
     config: &ServerConfig,
-) where
-    F: Fn(&WebSocket) -> Result<()>,
-{
+) {
     let accepted = Instant::now();
     let result = (|| -> Result<()> {
         let stream = std::net::TcpStream::from(stream);
@@ -198,10 +223,10 @@ fn serve_connection<F>(
                 .map_err(|error| crate::Error::Tls(error.to_string()))?;
             let mut stream = crate::sync::transport::tls::Session::new(session, stream);
             stream.handshake(open_deadline(config, accepted))?;
-            let ws = open(stream, config, accepted)?;
+            let ws = open(stream, peer_addr, handler, config, accepted)?;
             return run_handler(&ws, shared, handler);
         }
-        let ws = open(stream, config, accepted)?;
+        let ws = open(stream, peer_addr, handler, config, accepted)?;
         run_handler(&ws, shared, handler)
     })();
     if let Err(error) = result {
@@ -218,8 +243,14 @@ fn open_deadline(config: &ServerConfig, accepted: Instant) -> Option<Instant> {
         .map(|timeout| accepted + timeout)
 }
 
-/// Runs the server's opening handshake on an accepted stream.
-fn open(mut stream: impl Blocking, config: &ServerConfig, accepted: Instant) -> Result<WebSocket> {
+/// Runs the server's opening handshake on an accepted stream, with the handler's hook.
+fn open(
+    mut stream: impl Blocking,
+    peer_addr: SocketAddr,
+    handler: &impl BlockingHandler,
+    config: &ServerConfig,
+    accepted: Instant,
+) -> Result<WebSocket> {
     let deadline = open_deadline(config, accepted);
     let conn = proto::Connection::server(config.protocol.clone(), accepted);
     let conn = crate::sync::open_blocking(
@@ -228,30 +259,32 @@ fn open(mut stream: impl Blocking, config: &ServerConfig, accepted: Instant) -> 
         deadline,
         config.io.read_buffer_size,
         |conn, request| {
-            // The core is waiting for exactly this response, so neither call can fail.
-            if let Ok(response) = conn.accept(&request) {
-                let _ = conn.send_response(response);
-            }
+            // The core has just handed over the request, so it awaits the response; a
+            // rejection closes the connection, which `open_blocking` reports.
+            let _ =
+                layer::answer_handshake(conn, &request, Some(peer_addr), |request, response| {
+                    handler.on_handshake(request, response);
+                });
         },
     )?;
     WebSocket::start(stream, conn, config.io.send_high_water)
 }
 
 /// Runs the handler on an open connection, then closes it.
-fn run_handler<F>(ws: &WebSocket, shared: &ServerShared, handler: &F) -> Result<()>
-where
-    F: Fn(&WebSocket) -> Result<()>,
-{
+fn run_handler(
+    ws: &WebSocket,
+    shared: &ServerShared,
+    handler: &impl BlockingHandler,
+) -> Result<()> {
     shared.blocking.insert(ws.closer());
     if shared.shutting_down.load(Ordering::Acquire) {
-        ws.close(CloseCode::GOING_AWAY, "server shutting down")?;
+        ws.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON)?;
     }
-    match handler(ws) {
+    match handler.handle(ws) {
         Ok(()) => ws.close(CloseCode::NORMAL, ""),
-        Err(error) if error.is_closed() => Ok(()),
-        Err(error) => {
-            tracing::warn!(%error, "handler failed; closing the connection with 1011");
-            ws.close(CloseCode::INTERNAL_ERROR, "")
-        }
+        Err(error) => match layer::handler_error_close(&error) {
+            Some(code) => ws.close(code, ""),
+            None => Ok(()),
+        },
     }
 }

@@ -15,6 +15,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::{Command, Connection, ConnectionId, Handler, ServerShared, WorkerQueue};
+use crate::layer::close_if_open;
+use crate::layer::server::{self, Answer, ACCEPT_RETRY_PAUSE, SHUTDOWN_REASON};
 use crate::proto::{self, CloseCode, Config, Event, Request, State};
 use crate::sync::transport::{NonBlocking, Transport};
 use crate::{Error, ServerConfig};
@@ -30,8 +32,6 @@ const BATCH_FLUSH_BYTES: usize = 64 << 10;
 /// Connections whose replies wait for the end of a batch, at most: a bound on the latency
 /// batching adds when many connections are ready at once.
 const BATCH_CONNECTIONS: usize = 64;
-/// How long to stop accepting after the process ran out of file descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One connection of this loop.
 struct Conn<S> {
@@ -249,7 +249,7 @@ impl<H: Handler> Running<'_, H> {
                     // Out of file descriptors (or another transient failure): the pending
                     // connections stay in the backlog; try again shortly.
                     tracing::warn!(%error, "accept failed; retrying shortly");
-                    self.accept_retry = Some(now + ACCEPT_BACKOFF);
+                    self.accept_retry = Some(now + ACCEPT_RETRY_PAUSE);
                     return;
                 }
             }
@@ -420,19 +420,16 @@ impl<H: Handler> Running<'_, H> {
         while let Some(event) = conn.core.poll_event() {
             let outcome = match event {
                 Event::Request(request) => {
-                    // The core waits for exactly this request's response: accepting and
-                    // sending it cannot fail.
-                    let Ok(mut response) = conn.core.accept(&request) else {
-                        continue;
-                    };
-                    handler.on_handshake(&request, &mut response);
-                    let status = response.status;
-                    let _ = conn.core.send_response(response);
-                    if status != 101 {
-                        tracing::info!(peer_addr = ?conn.peer_addr, status, path = %request.path, "handshake rejected");
+                    let answer = server::answer_handshake(
+                        &mut conn.core,
+                        &request,
+                        conn.peer_addr,
+                        |request, response| handler.on_handshake(request, response),
+                    );
+                    // The core has just handed over the request, so it awaits the response.
+                    if answer != Ok(Answer::Accepted) {
                         continue;
                     }
-                    tracing::info!(peer_addr = ?conn.peer_addr, path = %request.path, "connection opened");
                     conn.request = Some(Box::new(request));
                     conn.core.handle_timeout(now);
                     conn.opened = true;
@@ -460,7 +457,9 @@ impl<H: Handler> Running<'_, H> {
                 Event::Response(_) | Event::Ping(_) | Event::Pong(_) => Ok(()),
             };
             if let Err(error) = outcome {
-                handler_failed(&mut conn.core, &error);
+                if let Some(code) = server::handler_error_close(&error) {
+                    conn.core.fail(code, "");
+                }
             }
         }
     }
@@ -569,7 +568,9 @@ impl<H: Handler> Running<'_, H> {
             Action::SendPrepared(prepared) => {
                 view(conn, self.index, key, &self.queue, self.config).send_prepared(&prepared)
             }
-            Action::Close(code, reason) => conn.core.send_close(code, &reason).map_err(Error::from),
+            Action::Close(code, reason) => close_if_open(&mut conn.core, code, &reason)
+                .map(drop)
+                .map_err(Error::from),
         };
         if let Err(error) = result {
             tracing::debug!(%id, %error, "command for a connection failed");
@@ -587,16 +588,11 @@ impl<H: Handler> Running<'_, H> {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             if let Some(conn) = self.conns.get_mut(key) {
-                match conn.core.state() {
-                    State::Open => {
-                        // Only fails when the connection is already closing.
-                        let _ = conn
-                            .core
-                            .send_close(CloseCode::GOING_AWAY, "server shutting down");
-                    }
-                    State::Connecting => conn.core.fail(CloseCode::ABNORMAL, ""),
-                    State::Closing | State::Closed => {}
+                if conn.core.state() == State::Connecting {
+                    conn.core.fail(CloseCode::ABNORMAL, "");
                 }
+                // 1001 with a short reason may be sent.
+                let _ = close_if_open(&mut conn.core, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
             }
             self.dispatch(key, now);
             self.settle(key, now);
@@ -658,15 +654,6 @@ fn view<'a, S>(
         queue,
         config,
     }
-}
-
-/// A handler returned an error: close with 1011 and no details (the log has them).
-fn handler_failed(core: &mut proto::Connection, error: &Error) {
-    if matches!(error, Error::SendBufferFull { .. }) || error.is_closed() {
-        return;
-    }
-    tracing::warn!(%error, "handler failed; closing the connection with 1011");
-    core.fail(CloseCode::INTERNAL_ERROR, "");
 }
 
 /// Writes what the socket takes without blocking; shuts the write half down when the core

@@ -28,12 +28,13 @@ use std::thread::JoinHandle;
 
 use mio::Waker;
 
-pub use blocking::{serve_blocking, serve_blocking_on};
+pub use blocking::{serve_blocking, serve_blocking_on, BlockingHandler};
 
+use crate::layer::server::apply_backpressure;
 use crate::proto::{
     self, CloseCode, ConnectionClosed, PreparedMessage, Request, Response, SendOptions,
 };
-use crate::{BackpressurePolicy, Error, Message, Result, ServerConfig};
+use crate::{Error, Message, Result, ServerConfig};
 
 /// What a server does with its connections: the per-message callback, and optional hooks
 /// for the handshake, the opening and the closing of each connection.
@@ -163,7 +164,8 @@ impl<S> Connection<'_, S> {
     ///
     /// # Errors
     /// [`Error::SendBufferFull`] past the high-water mark (with
-    /// [`BackpressurePolicy::Close`] the connection is also failed with 1008), and
+    /// [`BackpressurePolicy::Close`](crate::BackpressurePolicy::Close) the connection is also
+    /// failed with 1008), and
     /// [`Error::Send`] once the connection is closing.
     pub fn send(&mut self, message: impl Into<Message>) -> Result<()> {
         self.send_with(message.into(), SendOptions::default())
@@ -230,19 +232,13 @@ impl<S> Connection<'_, S> {
     }
 
     fn check_high_water(&mut self) -> Result<()> {
-        let pending = self.core.pending_send();
-        let limit = self.config.io.send_high_water;
-        if pending <= limit {
-            return Ok(());
-        }
-        if self.config.backpressure == BackpressurePolicy::Close {
-            tracing::info!(id = %self.id, pending, limit, "closing a connection that reads too slowly");
-            self.core.fail(
-                CloseCode::POLICY_VIOLATION,
-                "client too slow: send buffer full",
-            );
-        }
-        Err(Error::SendBufferFull { pending, limit })
+        let core = &mut *self.core;
+        apply_backpressure(
+            self.config.backpressure,
+            core.pending_send(),
+            self.config.io.send_high_water,
+            |code, reason| core.fail(code, reason),
+        )
     }
 }
 

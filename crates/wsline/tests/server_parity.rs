@@ -1,0 +1,241 @@
+//! The servers behave alike: the event-loop server (`sync::server::serve_on`), the
+//! thread-per-connection server (`serve_blocking_on`) and the tokio server answer the same
+//! client the same way, because they share one layer core (the handshake answer with its
+//! `on_handshake` hook, the handler-error policy, backpressure and its close reason).
+#![cfg(all(feature = "sync", feature = "tokio"))]
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use wsline::proto::{ConnectionClosed, HandshakeError, Request, Response};
+use wsline::sync::client::connect_with;
+use wsline::sync::server::{serve_blocking_on, BlockingHandler, Connection, Handler};
+use wsline::sync::WebSocket;
+use wsline::tokio::MaybeTlsStream;
+use wsline::{BackpressurePolicy, CloseCode, Error, Message, ServerConfig};
+
+use support::{client_config, server_config, start, url, DEADLINE};
+
+/// A running server of any kind, kept alive for as long as the value lives.
+enum Running {
+    Sync(wsline::sync::server::Server),
+    Tokio {
+        server: wsline::tokio::Server,
+        runtime: tokio::runtime::Runtime,
+    },
+}
+
+impl Running {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Sync(server) => server.local_addr(),
+            Self::Tokio { server, .. } => server.local_addr(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Self::Tokio { server, runtime } = self {
+            runtime
+                .block_on(server.shutdown())
+                .expect("the tokio server shuts down");
+        }
+    }
+}
+
+fn blocking<H: BlockingHandler>(handler: H, config: ServerConfig) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    Running::Sync(serve_blocking_on(handler, listener, config).expect("serve"))
+}
+
+fn tokio_server<H: wsline::tokio::Handler>(handler: H, config: ServerConfig) -> Running {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let server = runtime
+        .block_on(wsline::tokio::serve_with(handler, "127.0.0.1:0", config))
+        .expect("serve");
+    Running::Tokio { server, runtime }
+}
+
+/// The close status a client saw once the server closed the connection, after reading
+/// whatever messages came before the close frame.
+fn closed_by_server(ws: &WebSocket) -> ConnectionClosed {
+    loop {
+        match ws.recv_timeout(DEADLINE) {
+            Ok(Some(_)) => {}
+            Err(Error::ConnectionClosed(closed)) => return closed,
+            other => panic!("expected the server to close the connection, got {other:?}"),
+        }
+    }
+}
+
+// ----- The handshake answer and its hook -----
+
+fn refuse_without_token(request: &Request, response: &mut Response) {
+    if request.headers.get("Authorization") != Some("Bearer letmein") {
+        *response = Response::text(403, "no token, no entry");
+    }
+}
+
+/// One gatekeeper for every server: refuses clients without a token, echoes the others.
+struct Gatekeeper;
+
+impl Handler for Gatekeeper {
+    type State = ();
+    fn on_handshake(&self, request: &Request, response: &mut Response) {
+        refuse_without_token(request, response);
+    }
+    fn on_message(&self, conn: &mut Connection<'_>, message: Message) -> wsline::Result<()> {
+        conn.send(message)
+    }
+}
+
+impl BlockingHandler for Gatekeeper {
+    fn on_handshake(&self, request: &Request, response: &mut Response) {
+        refuse_without_token(request, response);
+    }
+    fn handle(&self, ws: &WebSocket) -> wsline::Result<()> {
+        for message in ws {
+            ws.send(message?)?;
+        }
+        Ok(())
+    }
+}
+
+impl wsline::tokio::Handler for Gatekeeper {
+    fn on_handshake(&self, request: &Request, response: &mut Response) {
+        refuse_without_token(request, response);
+    }
+    async fn handle(
+        self: Arc<Self>,
+        mut ws: wsline::tokio::WebSocket<MaybeTlsStream>,
+    ) -> wsline::Result<()> {
+        while let Some(message) = ws.recv().await {
+            ws.send(message?).await?;
+        }
+        Ok(())
+    }
+}
+
+fn assert_hook_refuses_then_admits(server: &Running) {
+    let error = connect_with(&url(server.addr()), client_config()).unwrap_err();
+    let Error::Handshake(HandshakeError::Rejected(response)) = &error else {
+        panic!("expected a rejected handshake, got {error:?}");
+    };
+    assert_eq!(response.status, 403);
+    assert_eq!(&response.body[..], b"no token, no entry\n");
+    let mut config = client_config();
+    config.headers = vec![("Authorization".into(), "Bearer letmein".into())];
+    let ws = connect_with(&url(server.addr()), config).expect("admitted with the token");
+    ws.send_text("in").unwrap();
+    assert_eq!(
+        ws.recv_timeout(DEADLINE).unwrap(),
+        Some(Message::text("in"))
+    );
+    ws.close(CloseCode::NORMAL, "").unwrap();
+}
+
+#[test]
+fn on_handshake_rejecting_with_403_works_on_the_event_loop_server() {
+    let _shared = support::shared();
+    let server = Running::Sync(start(Gatekeeper, server_config()));
+    assert_hook_refuses_then_admits(&server);
+}
+
+#[test]
+fn on_handshake_rejecting_with_403_works_on_the_thread_per_connection_server() {
+    let _shared = support::shared();
+    assert_hook_refuses_then_admits(&blocking(Gatekeeper, server_config()));
+}
+
+#[test]
+fn on_handshake_rejecting_with_403_works_on_the_tokio_server() {
+    let _shared = support::shared();
+    assert_hook_refuses_then_admits(&tokio_server(Gatekeeper, server_config()));
+}
+
+// ----- The handler-error policy -----
+
+fn secret_fault() -> Error {
+    Error::Io(std::io::Error::other("secret detail"))
+}
+
+/// A client that sends one message to a handler that fails on it sees 1011 and no details.
+fn assert_handler_error_closes_with_1011_without_details(server: &Running) {
+    let ws = connect_with(&url(server.addr()), client_config()).expect("connect");
+    ws.send_text("fail").unwrap();
+    let closed = closed_by_server(&ws);
+    assert_eq!(closed.code(), CloseCode::INTERNAL_ERROR);
+    assert_eq!(closed.reason(), "");
+}
+
+#[test]
+fn handler_error_closes_with_1011_and_no_details_on_the_event_loop_server() {
+    let _shared = support::shared();
+    let failing = |_: &mut Connection, _: Message| -> wsline::Result<()> { Err(secret_fault()) };
+    let server = Running::Sync(start(failing, server_config()));
+    assert_handler_error_closes_with_1011_without_details(&server);
+}
+
+#[test]
+fn handler_error_closes_with_1011_and_no_details_on_the_thread_per_connection_server() {
+    let _shared = support::shared();
+    let failing = |ws: &WebSocket| -> wsline::Result<()> {
+        ws.recv_timeout(DEADLINE)?;
+        Err(secret_fault())
+    };
+    assert_handler_error_closes_with_1011_without_details(&blocking(failing, server_config()));
+}
+
+// ----- Backpressure and its close reason -----
+
+/// Server settings whose high-water mark a few sends pass, closing slow readers. Without
+/// compression, so that a few sends are a few times their size.
+fn slow_reader_config() -> ServerConfig {
+    let mut config = server_config();
+    config.protocol.extensions.clear();
+    config.io.send_high_water = 256 << 10;
+    config.backpressure = BackpressurePolicy::Close;
+    config
+}
+
+const CHUNK: usize = 64 << 10;
+
+/// A client that asks for a flood and reads none of it until the server has queued more
+/// than its high-water mark sees the slow-reader close: 1008 with the shared reason.
+fn assert_slow_reader_close(server: &Running) -> ConnectionClosed {
+    let ws = connect_with(&url(server.addr()), client_config()).expect("connect");
+    ws.send_text("flood").unwrap();
+    let closed = closed_by_server(&ws);
+    assert_eq!(closed.code(), CloseCode::POLICY_VIOLATION);
+    closed
+}
+
+#[test]
+fn slow_reader_close_reason_is_the_same_on_the_sync_and_tokio_servers() {
+    let _shared = support::shared();
+    let flood_sync = |conn: &mut Connection, _: Message| -> wsline::Result<()> {
+        // The replies are written once the callback returns: the buffer passes the mark here.
+        loop {
+            conn.send_binary(&[0; CHUNK])?;
+        }
+    };
+    let sync = assert_slow_reader_close(&Running::Sync(start(flood_sync, slow_reader_config())));
+    let flood_tokio = |mut ws: wsline::tokio::WebSocket<MaybeTlsStream>| async move {
+        ws.recv().await.transpose()?;
+        // Queued without waiting: the buffer passes the mark before anything is written.
+        while ws.try_send(vec![0; CHUNK]).is_ok() {}
+        // Writes the queue and the close frame; the failed connection does not end cleanly.
+        let _ = ws.close(CloseCode::NORMAL, "").await;
+        Ok::<(), Error>(())
+    };
+    let tokio = assert_slow_reader_close(&tokio_server(flood_tokio, slow_reader_config()));
+    assert!(!sync.reason().is_empty());
+    assert_eq!(sync.reason(), tokio.reason());
+}
