@@ -18,8 +18,8 @@ use futures_sink::Sink;
 
 use super::signal::Listener;
 use crate::proto::{
-    CloseCode, Config, Connection, ConnectionClosed, Event, Failure, PreparedMessage, Request,
-    Response, Side, State,
+    CloseCode, Config, Connection, ConnectionClosed, Event, Failure, Fragment, PreparedMessage,
+    Request, Response, Side, State,
 };
 use crate::{BackpressurePolicy, ConnectConfig, Error, Message, Result, ServerConfig};
 
@@ -106,6 +106,99 @@ pub(crate) enum Step {
     Blocked,
     /// The connection is closed and there is nothing left to do.
     Finished,
+}
+
+/// The read direction of the stream.
+#[derive(Debug)]
+enum ReadSide {
+    /// Reads may bring bytes.
+    Open,
+    /// The peer closed its write half: no more bytes will come.
+    Eof,
+    /// The stream failed, reading or writing; the error is kept for the application.
+    Failed(io::Error),
+}
+
+/// The write direction of the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteSide {
+    /// Everything written is flushed.
+    Open,
+    /// Bytes were written since the stream was last flushed: a TLS stream (or any buffering
+    /// one) may still hold them.
+    Unflushed,
+    /// The core asked for the write half to be shut down, and the shutdown is under way.
+    ShuttingDown,
+    /// Shut down, or the stream failed: nothing more can be written.
+    Closed,
+}
+
+/// The sleep that wakes the connection at its next deadline. It is polled (which costs)
+/// only when the deadline or the task to wake changes; otherwise checking it is an atomic
+/// load.
+#[derive(Default)]
+struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The deadline the sleep is set to and the task it wakes, once polled for it.
+    armed: Option<(std::time::Instant, Waker)>,
+}
+
+impl Timer {
+    /// Whether `deadline` has passed; if not, the task of `cx` is woken when it does.
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>, deadline: std::time::Instant) -> bool {
+        let at = Instant::from_std(deadline);
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
+        let elapsed = match &self.armed {
+            Some((armed, waker)) if *armed == deadline && waker.will_wake(cx.waker()) => {
+                sleep.is_elapsed()
+            }
+            armed => {
+                if armed.as_ref().is_none_or(|(armed, _)| *armed != deadline) {
+                    sleep.as_mut().reset(at);
+                }
+                self.armed = Some((deadline, cx.waker().clone()));
+                sleep.as_mut().poll(cx).is_ready()
+            }
+        };
+        if elapsed {
+            self.armed = None;
+        }
+        elapsed
+    }
+}
+
+/// Received messages (or pieces of them) the application has not read yet.
+#[derive(Debug, Default)]
+struct Unread {
+    queue: VecDeque<Fragment>,
+    bytes: usize,
+}
+
+impl Unread {
+    fn push_back(&mut self, fragment: Fragment) {
+        self.bytes += fragment.data.len();
+        self.queue.push_back(fragment);
+    }
+
+    fn push_front(&mut self, fragment: Fragment) {
+        self.bytes += fragment.data.len();
+        self.queue.push_front(fragment);
+    }
+
+    fn pop_front(&mut self) -> Option<Fragment> {
+        let fragment = self.queue.pop_front()?;
+        self.bytes -= fragment.data.len();
+        Some(fragment)
+    }
+}
+
+/// A whole message as the one piece of itself.
+fn whole(message: Message) -> Fragment {
+    Fragment {
+        data: message,
+        first: true,
+        fin: true,
+    }
 }
 
 /// Pings sent by [`WebSocket::ping`] (and split senders) whose pong is awaited.
@@ -197,26 +290,15 @@ pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     conn: Connection,
     limits: Limits,
     read_buf: BytesMut,
-    unread: VecDeque<Message>,
-    unread_bytes: usize,
-    timer: Option<Pin<Box<Sleep>>>,
-    /// The deadline the sleep is set to, and the task it wakes.
-    timer_deadline: Option<std::time::Instant>,
-    timer_waker: Option<Waker>,
-    /// The core's next deadline, recomputed after the core changed.
-    core_deadline: Option<std::time::Instant>,
-    core_changed: bool,
+    unread: Unread,
+    timer: Timer,
     /// Whether events were taken from the core that the application may not have handled.
     unacknowledged: bool,
     /// When the grace for handling them runs out.
     acknowledge_deadline: Option<std::time::Instant>,
-    read_closed: bool,
-    /// Whether bytes were written since the stream was last flushed: a TLS stream (or any
-    /// buffering one) may still hold them.
-    unflushed: bool,
-    shutdown_queued: bool,
-    write_closed: bool,
-    io_error: Option<io::Error>,
+    read_side: ReadSide,
+    write_side: WriteSide,
+    /// Whether `recv` has reported the end of the connection.
     outcome_reported: bool,
     pings: Pings,
     request: Option<Request>,
@@ -228,8 +310,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSocket")
             .field("conn", &self.conn)
-            .field("unread", &self.unread.len())
-            .field("io_error", &self.io_error)
+            .field("unread", &self.unread.queue.len())
+            .field("read_side", &self.read_side)
+            .field("write_side", &self.write_side)
             .finish_non_exhaustive()
     }
 }
@@ -241,20 +324,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             conn,
             limits,
             read_buf: BytesMut::new(),
-            unread: VecDeque::new(),
-            unread_bytes: 0,
-            timer: None,
-            timer_deadline: None,
-            timer_waker: None,
-            core_deadline: None,
-            core_changed: true,
+            unread: Unread::default(),
+            timer: Timer::default(),
             unacknowledged: false,
             acknowledge_deadline: None,
-            read_closed: false,
-            unflushed: false,
-            shutdown_queued: false,
-            write_closed: false,
-            io_error: None,
+            read_side: ReadSide::Open,
+            write_side: WriteSide::Open,
             outcome_reported: false,
             pings: Pings::default(),
             request: None,
@@ -292,7 +367,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
-        self.core_changed = true;
         &mut self.conn
     }
 
@@ -417,6 +491,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// error — the peer's close code ([`Error::ConnectionClosed`]), a protocol violation,
     /// a timeout, or an I/O error — then `None`.
     ///
+    /// With [`Config::deliver_fragments`] each frame of a fragmented message comes as a
+    /// `Message` of its own, with nothing telling where the message starts or ends: use
+    /// [`recv_fragment`](Self::recv_fragment) to get that too.
+    ///
     /// Cancel-safe: a `recv` dropped before it completes loses no message.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         poll_fn(|cx| self.poll_recv(cx)).await
@@ -424,9 +502,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Polls for the next message, as [`recv`](Self::recv).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        self.poll_recv_fragment(cx)
+            .map(|item| item.map(|fragment| fragment.map(|fragment| fragment.data)))
+    }
+
+    /// Receives the next piece of a message with its flags: with
+    /// [`Config::deliver_fragments`] each data frame as it arrives (RFC 6455 §5.4: `first`
+    /// on the frame that starts a message, `fin` on the one that ends it), else each whole
+    /// message as one `Fragment { first: true, fin: true, .. }`. The end of the connection
+    /// is reported as by [`recv`](Self::recv).
+    ///
+    /// Cancel-safe, as [`recv`](Self::recv).
+    pub async fn recv_fragment(&mut self) -> Option<Result<Fragment>> {
+        poll_fn(|cx| self.poll_recv_fragment(cx)).await
+    }
+
+    /// Polls for the next piece of a message, as [`recv_fragment`](Self::recv_fragment).
+    pub fn poll_recv_fragment(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Fragment>>> {
         loop {
-            if let Some(message) = self.take_message() {
-                return Poll::Ready(Some(Ok(message)));
+            if let Some(fragment) = self.take_fragment() {
+                return Poll::Ready(Some(Ok(fragment)));
             }
             // Back for more: the messages before are handled.
             self.acknowledge();
@@ -439,35 +534,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    /// The next message received: those queued first, then those still in the core (a
-    /// read for `recv` leaves its messages there, saving a queue on the hot path).
-    pub(crate) fn take_message(&mut self) -> Option<Message> {
-        if let Some(message) = self.unread.pop_front() {
-            self.unread_bytes -= message.len();
-            return Some(message);
+    /// The next message (or piece of one) received: those queued first, then those still
+    /// in the core (a read for `recv` leaves its messages there, saving a queue on the hot
+    /// path).
+    pub(crate) fn take_fragment(&mut self) -> Option<Fragment> {
+        if let Some(fragment) = self.unread.pop_front() {
+            return Some(fragment);
         }
         while self.conn.has_events() {
             let event = self.conn.poll_event()?;
             self.unacknowledged = true;
             match event {
-                Event::Message(message) => return Some(message),
-                Event::Fragment(fragment) => return Some(fragment.data),
+                Event::Message(message) => return Some(whole(message)),
+                Event::Fragment(fragment) => return Some(fragment),
                 event => self.handle_event(event),
             }
         }
         None
     }
 
-    pub(crate) fn push_front_unread(&mut self, messages: impl DoubleEndedIterator<Item = Message>) {
-        for message in messages.rev() {
-            self.unread_bytes += message.len();
-            self.unread.push_front(message);
+    pub(crate) fn push_front_unread(
+        &mut self,
+        fragments: impl DoubleEndedIterator<Item = Fragment>,
+    ) {
+        for fragment in fragments.rev() {
+            self.unread.push_front(fragment);
         }
     }
 
     /// The end of the connection as `recv` reports it: `None` for a normal closure, else the
     /// error, once.
-    pub(crate) fn take_outcome(&mut self) -> Option<Result<Message>> {
+    pub(crate) fn take_outcome<T>(&mut self) -> Option<Result<T>> {
         if std::mem::replace(&mut self.outcome_reported, true) {
             return None;
         }
@@ -481,7 +578,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The error that describes a connection that is over.
     pub(crate) fn closed_error(&self) -> Error {
         let closed = self.conn.close_status();
-        if let (Some(error), false) = (&self.io_error, closed.clean) {
+        if let (ReadSide::Failed(error), false) = (&self.read_side, closed.clean) {
             return Error::Io(io::Error::new(error.kind(), error.to_string()));
         }
         Error::from_closed(closed.clone())
@@ -530,7 +627,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn send_fragmented(&mut self, message: &Message, fragment_size: usize) -> Result<()> {
         for (range, fin) in message.fragment_ranges(fragment_size) {
             poll_fn(|cx| self.poll_send_ready(cx)).await;
-            self.core_changed = true;
             self.conn.send_message_fragment(message, range, fin)?;
         }
         self.flush().await
@@ -559,7 +655,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Errors
     /// As [`send`](Self::send), and for payloads over 125 bytes.
     pub async fn pong(&mut self, payload: &[u8]) -> Result<()> {
-        self.core_changed = true;
         self.conn.send_pong(payload)?;
         self.flush().await
     }
@@ -575,7 +670,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let limit = self.limits.send_high_water;
         if pending > limit && self.conn.state() == State::Open {
             if self.limits.backpressure == BackpressurePolicy::Close {
-                self.core_changed = true;
                 self.conn
                     .fail(CloseCode::POLICY_VIOLATION, "client reads too slowly");
             }
@@ -586,7 +680,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Queues a message now, whatever the send buffer holds.
     pub(crate) fn queue(&mut self, message: Message) -> Result<()> {
-        self.core_changed = true;
         self.conn.send(message)?;
         Ok(())
     }
@@ -594,12 +687,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Bytes not yet handed to the stream, plus one while the stream may hold written bytes
     /// back (not flushed yet): zero once everything is out.
     pub(crate) fn unwritten(&self) -> usize {
-        self.conn.pending_send() + usize::from(self.unflushed)
+        self.conn.pending_send() + usize::from(self.write_side == WriteSide::Unflushed)
     }
 
     /// Queues a prepared message now, whatever the send buffer holds.
     pub(crate) fn queue_prepared(&mut self, prepared: &PreparedMessage) -> Result<()> {
-        self.core_changed = true;
         self.conn.send_prepared(prepared)?;
         Ok(())
     }
@@ -635,12 +727,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Polls for the send buffer to be written, as [`flush`](Self::flush).
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.unread.is_empty() {
+        if self.unread.queue.is_empty() {
             // Every message was taken and what answers them is queued.
             self.acknowledge();
         }
         loop {
-            if self.conn.pending_send() == 0 && !self.shutdown_queued && !self.unflushed {
+            if self.conn.pending_send() == 0
+                && matches!(self.write_side, WriteSide::Open | WriteSide::Closed)
+            {
                 return Poll::Ready(Ok(()));
             }
             match self.poll_step(cx, ReadPolicy::Bounded) {
@@ -691,7 +785,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Err(crate::proto::SendError::Closed.into());
         }
         let payload = self.pings.start(waiter);
-        self.core_changed = true;
         self.conn.send_ping(&payload)?;
         Ok(())
     }
@@ -710,7 +803,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.acknowledge();
         if self.conn.state() == State::Open {
-            self.core_changed = true;
             self.conn.send_close(code, reason)?;
         }
         poll_fn(|cx| self.poll_closed(cx)).await
@@ -758,7 +850,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn may_read(&self, policy: ReadPolicy) -> bool {
-        if self.read_closed
+        if !matches!(self.read_side, ReadSide::Open)
             || self.conn.is_closed()
             || self.conn.pending_send() > self.limits.send_high_water
         {
@@ -772,8 +864,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn unread_full(&self) -> bool {
-        self.unread.len() >= self.limits.max_unread_messages
-            || self.unread_bytes >= self.limits.max_unread_bytes
+        self.unread.queue.len() >= self.limits.max_unread_messages
+            || self.unread.bytes >= self.limits.max_unread_bytes
     }
 
     /// Starts the closing handshake with 1001 once the server shuts down.
@@ -788,7 +880,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if self.conn.state() != State::Open {
             return false;
         }
-        self.core_changed = true;
         // Open was just checked and 1001 may be sent.
         let _ = self
             .conn
@@ -797,50 +888,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Fires the core's timers that are due, and the grace for handling received messages,
-    /// and arms the sleep for the next of them. The sleep is polled (which costs) only when
-    /// its deadline or its task changes; otherwise checking it is an atomic load.
+    /// and arms the sleep for the next of them. The core's deadline is asked for each time
+    /// (a minimum over a handful of timers), so nothing needs to say when it changed.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
         let mut fired = false;
         loop {
-            if self.core_changed {
-                self.core_changed = false;
-                self.core_deadline = self.conn.poll_timeout();
-            }
             if self.unacknowledged && self.acknowledge_deadline.is_none() {
                 self.acknowledge_deadline = Some(Instant::now().into_std() + ACKNOWLEDGE_GRACE);
             }
-            let deadline = match (self.core_deadline, self.acknowledge_deadline) {
+            let core_deadline = self.conn.poll_timeout();
+            let deadline = match (core_deadline, self.acknowledge_deadline) {
                 (Some(core), Some(grace)) => core.min(grace),
                 (Some(deadline), None) | (None, Some(deadline)) => deadline,
                 (None, None) => break,
             };
-            let at = Instant::from_std(deadline);
-            let timer = self.timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
-            let registered = self.timer_deadline == Some(deadline)
-                && self
-                    .timer_waker
-                    .as_ref()
-                    .is_some_and(|waker| waker.will_wake(cx.waker()));
-            let elapsed = if registered {
-                timer.is_elapsed()
-            } else {
-                if self.timer_deadline != Some(deadline) {
-                    timer.as_mut().reset(at);
-                    self.timer_deadline = Some(deadline);
-                }
-                self.timer_waker = Some(cx.waker().clone());
-                timer.as_mut().poll(cx).is_ready()
-            };
-            if !elapsed {
+            if !self.timer.poll_elapsed(cx, deadline) {
                 break;
             }
-            self.timer_deadline = None;
             let now = Instant::now().into_std();
             if self.acknowledge_deadline.is_some_and(|grace| grace <= now) {
                 self.acknowledge();
             }
-            if self.core_deadline.is_some_and(|core| core <= now) {
-                self.core_changed = true;
+            if core_deadline.is_some_and(|core| core <= now) {
                 self.conn.handle_timeout(now);
                 self.drain_events();
             }
@@ -855,7 +924,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         loop {
-            if self.write_closed {
+            if self.write_side == WriteSide::Closed {
                 // Nothing can be written any more: drop what is queued.
                 let out = self.conn.send_buffer();
                 let queued = out.remaining();
@@ -863,10 +932,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return progress;
             }
             if self.conn.pending_send() == 0 {
-                if self.unflushed {
+                if self.write_side == WriteSide::Unflushed {
                     match Pin::new(&mut self.io).poll_flush(cx) {
                         Poll::Pending => return progress,
-                        Poll::Ready(Ok(())) => self.unflushed = false,
+                        Poll::Ready(Ok(())) => self.write_side = WriteSide::Open,
                         Poll::Ready(Err(error)) => {
                             self.fail_io(error);
                             return true;
@@ -874,9 +943,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     }
                 }
                 if self.conn.poll_shutdown() {
-                    self.shutdown_queued = true;
+                    self.write_side = WriteSide::ShuttingDown;
                 }
-                if !self.shutdown_queued {
+                if self.write_side != WriteSide::ShuttingDown {
                     return progress;
                 }
                 let Poll::Ready(result) = Pin::new(&mut self.io).poll_shutdown(cx) else {
@@ -886,8 +955,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     // The peer may be gone already; there is nothing left to tell it.
                     tracing::debug!(%error, "shutting down the write half failed");
                 }
-                self.shutdown_queued = false;
-                self.write_closed = true;
+                self.write_side = WriteSide::Closed;
                 return true;
             }
             let out = self.conn.send_buffer();
@@ -906,7 +974,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 Poll::Ready(Ok(n)) => {
                     self.conn.send_buffer().advance(n);
-                    self.unflushed = true;
+                    if self.write_side == WriteSide::Open {
+                        // A shutdown under way flushes what it finds.
+                        self.write_side = WriteSide::Unflushed;
+                    }
                     progress = true;
                 }
                 Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -932,14 +1003,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         match read {
             Poll::Pending => false,
             Poll::Ready(Ok(0)) => {
-                self.read_closed = true;
-                self.core_changed = true;
+                self.read_side = ReadSide::Eof;
                 self.conn.handle_eof();
                 self.drain_events();
                 true
             }
             Poll::Ready(Ok(_)) => {
-                self.core_changed = true;
                 self.conn.handle_data(&self.read_buf);
                 self.read_buf.clear();
                 if policy != ReadPolicy::Receive || self.conn.state() == State::Connecting {
@@ -958,14 +1027,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The stream failed: the connection is over.
     fn fail_io(&mut self, error: io::Error) {
         tracing::debug!(side = ?self.conn.side(), %error, "stream failed");
-        self.io_error.get_or_insert(error);
-        self.read_closed = true;
-        self.write_closed = true;
-        self.shutdown_queued = false;
+        if !matches!(self.read_side, ReadSide::Failed(_)) {
+            // The first failure is the one to report.
+            self.read_side = ReadSide::Failed(error);
+        }
+        self.write_side = WriteSide::Closed;
         let out = self.conn.send_buffer();
         let queued = out.remaining();
         out.advance(queued);
-        self.core_changed = true;
         self.conn.handle_eof();
         self.drain_events();
     }
@@ -991,7 +1060,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if !self.unacknowledged {
             return;
         }
-        self.core_changed = true;
         while let Some(event) = self.conn.poll_event() {
             self.handle_event(event);
         }
@@ -1004,8 +1072,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     fn handle_event(&mut self, event: Event) {
         match event {
-            Event::Message(message) => self.push_unread(message),
-            Event::Fragment(fragment) => self.push_unread(fragment.data),
+            Event::Message(message) => self.push_unread(whole(message)),
+            Event::Fragment(fragment) => self.push_unread(fragment),
             Event::Pong(payload) => self.pings.answer(&payload),
             Event::Request(request) => self.request = Some(request),
             Event::Response(response) => self.response = Some(response),
@@ -1013,13 +1081,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    fn push_unread(&mut self, message: Message) {
+    fn push_unread(&mut self, fragment: Fragment) {
         if self.close_sent() && self.unread_full() {
-            tracing::debug!(len = message.len(), "message dropped while closing");
+            tracing::debug!(len = fragment.data.len(), "message dropped while closing");
             return;
         }
-        self.unread_bytes += message.len();
-        self.unread.push_back(message);
+        self.unread.push_back(fragment);
     }
 }
 
@@ -1044,7 +1111,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Drop for WebSocket<S> {
             // Open was just checked and both codes may be sent.
             let _ = self.conn.send_close(code, "");
         }
-        if (self.conn.pending_send() > 0 || self.unflushed) && !self.write_closed {
+        let unwritten = self.conn.pending_send() > 0 || self.write_side == WriteSide::Unflushed;
+        if unwritten && self.write_side != WriteSide::Closed {
             // Writes what the stream takes now; nothing will poll this connection again.
             let mut cx = Context::from_waker(Waker::noop());
             self.poll_write(&mut cx);
