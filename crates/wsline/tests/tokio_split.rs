@@ -76,6 +76,21 @@ async fn a_refused_try_send_is_reported_by_the_next_call_of_its_sender() {
 }
 
 #[tokio::test]
+async fn a_refused_feed_is_reported_by_the_next_call_of_its_sender() {
+    bounded(async {
+        let ws = with_a_message_in_progress().await;
+        let (_reader, writer) = ws.split();
+        writer.feed("refused by the connection").await.unwrap();
+        let reported = writer.flush().await;
+        assert!(
+            matches!(reported, Err(Error::Send(SendError::MessageInProgress))),
+            "{reported:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_refused_sink_send_is_reported_by_flush() {
     bounded(async {
         let ws = with_a_message_in_progress().await;

@@ -69,8 +69,9 @@
 //! [`ReadHalf::reunite`] gives the [`WebSocket`] back.
 //!
 //! A send reports what became of its message: [`Sender::send`] returns once the driver has
-//! queued it on the connection, or with the error the connection refused it with;
-//! [`Sender::try_send`] and the `Sink` impl, which do not wait, report a refusal with the
+//! queued it on the connection, or with the error the connection refused it with (a round
+//! trip to the driver per message); [`Sender::feed`], [`Sender::try_send`] and the `Sink`
+//! impl, which do not wait for that and so send bursts faster, report a refusal with the
 //! sender's next call. Under [`BackpressurePolicy::Close`](crate::BackpressurePolicy::Close)
 //! a `try_send` past the high-water mark fails the connection with 1008 at once.
 //!

@@ -689,6 +689,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
         self.sender.send(message).await
     }
 
+    /// As [`Sender::feed`].
+    ///
+    /// # Errors
+    /// As [`Sender::feed`].
+    pub async fn feed(&self, message: impl Into<Message>) -> Result<()> {
+        self.sender.feed(message).await
+    }
+
     /// As [`Sender::try_send`].
     ///
     /// # Errors
@@ -771,6 +779,24 @@ impl Sender {
         poll_fn(|cx| self.poll_room(cx)).await?;
         let seq = self.push_command(Command::Message(message), true)?;
         poll_fn(|cx| self.poll_verdict(cx, seq)).await
+    }
+
+    /// Hands a message to the driver after waiting, as [`send`](Self::send), while more than
+    /// the high-water mark is queued, but without waiting for the driver to queue it on the
+    /// connection: a burst of messages costs no round trip to the driver each, which is the
+    /// fast way to send many.
+    ///
+    /// Not cancel-safe, as [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), except that a refusal by the connection is returned by the
+    /// next call on this sender ([`flush`](Self::flush), another `feed`, ...), as for
+    /// [`try_send`](Self::try_send).
+    pub async fn feed(&self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        poll_fn(|cx| self.poll_room(cx)).await?;
+        self.push_command(Command::Message(message), false)
+            .map(drop)
     }
 
     /// Hands a message to the driver if the high-water mark allows, without waiting.
