@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
+use std::ops::{Deref, DerefMut};
 use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -131,6 +132,48 @@ enum WriteSide {
     ShuttingDown,
     /// Shut down, or the stream failed: nothing more can be written.
     Closed,
+}
+
+/// The core, with its next deadline remembered. Reading the core (`Deref`) keeps the
+/// deadline; any mutable access (`DerefMut`: input, a send, draining output or events)
+/// forgets it, so it is asked of the core again only after the core may have changed, and
+/// no call site has to say so.
+#[derive(Debug)]
+struct Core {
+    conn: Connection,
+    /// `Connection::poll_timeout` as of the last mutable access, once asked.
+    deadline: Option<Option<std::time::Instant>>,
+}
+
+impl Core {
+    fn new(conn: Connection) -> Self {
+        Self {
+            conn,
+            deadline: None,
+        }
+    }
+
+    /// The core's next deadline (see [`Connection::poll_timeout`]).
+    fn deadline(&mut self) -> Option<std::time::Instant> {
+        *self
+            .deadline
+            .get_or_insert_with(|| self.conn.poll_timeout())
+    }
+}
+
+impl Deref for Core {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Core {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.deadline = None;
+        &mut self.conn
+    }
 }
 
 /// The sleep that wakes the connection at its next deadline. It is polled (which costs)
@@ -287,7 +330,7 @@ impl Pings {
 /// [`close`](Self::close) to complete the closing handshake.
 pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     io: S,
-    conn: Connection,
+    conn: Core,
     limits: Limits,
     read_buf: BytesMut,
     unread: Unread,
@@ -309,7 +352,7 @@ pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
 impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSocket")
-            .field("conn", &self.conn)
+            .field("conn", &*self.conn)
             .field("unread", &self.unread.queue.len())
             .field("read_side", &self.read_side)
             .field("write_side", &self.write_side)
@@ -321,7 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub(crate) fn new(io: S, conn: Connection, limits: Limits) -> Self {
         Self {
             io,
-            conn,
+            conn: Core::new(conn),
             limits,
             read_buf: BytesMut::new(),
             unread: Unread::default(),
@@ -888,15 +931,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Fires the core's timers that are due, and the grace for handling received messages,
-    /// and arms the sleep for the next of them. The core's deadline is asked for each time
-    /// (a minimum over a handful of timers), so nothing needs to say when it changed.
+    /// and arms the sleep for the next of them. The core's deadline is asked for again only
+    /// after the core was changed (see [`Core`]).
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
         let mut fired = false;
         loop {
             if self.unacknowledged && self.acknowledge_deadline.is_none() {
                 self.acknowledge_deadline = Some(Instant::now().into_std() + ACKNOWLEDGE_GRACE);
             }
-            let core_deadline = self.conn.poll_timeout();
+            let core_deadline = self.conn.deadline();
             let deadline = match (core_deadline, self.acknowledge_deadline) {
                 (Some(core), Some(grace)) => core.min(grace),
                 (Some(deadline), None) | (None, Some(deadline)) => deadline,
