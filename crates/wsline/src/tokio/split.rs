@@ -7,7 +7,7 @@
 //! driver stops reading the socket); writers hand messages to the driver through a queue
 //! bounded in bytes by the send high-water mark. The hot paths are atomic counters and
 //! lock-free channels; a lock is taken only to park a task that must wait (and, per send,
-//! an uncontended one that keeps a sender's commands numbered in the order they are queued).
+//! an uncontended one that numbers, in queue order, the sends whose verdict a caller awaits).
 //!
 //! Every command a [`Sender`] hands over comes back with a verdict: the driver applies it
 //! to the connection and records the outcome in the sender's [`Outcomes`], so that a send
@@ -71,28 +71,25 @@ struct Order {
 /// Where the driver reports what became of one command.
 struct Ticket {
     outcomes: Arc<Outcomes>,
-    /// The command's number among its sender's, from 1.
-    seq: u64,
-    /// Whether its sender waits for the verdict (else a failure is reported by the sender's
-    /// next call).
-    awaited: bool,
+    /// The number its sender waits for, from 1, among the sender's awaited commands; `None`
+    /// when nobody waits (a refusal is then reported by the sender's next call).
+    seq: Option<u64>,
 }
 
 impl Ticket {
     fn resolve(self, result: Result<()>) {
-        self.outcomes.resolve(self.seq, self.awaited, result);
+        self.outcomes.resolve(self.seq, result);
     }
 }
 
-/// A command the connection refused.
+/// A command the connection refused, with its ticket's number.
 struct Refused {
-    seq: u64,
-    awaited: bool,
+    seq: Option<u64>,
     error: Error,
 }
 
 /// What became of the commands one [`Sender`] handed over. The driver applies them in the
-/// order they were numbered, so "applied up to `seq`" is one counter; failures are rare and
+/// order they were numbered, so "applied up to `seq`" is one counter; refusals are rare and
 /// kept aside until their sender takes them.
 #[derive(Default)]
 struct Outcomes {
@@ -110,17 +107,15 @@ impl Outcomes {
         self.refused.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn resolve(&self, seq: u64, awaited: bool, result: Result<()>) {
+    fn resolve(&self, seq: Option<u64>, result: Result<()>) {
         if let Err(error) = result {
-            self.refused().push(Refused {
-                seq,
-                awaited,
-                error,
-            });
+            self.refused().push(Refused { seq, error });
             self.any_refused.store(true, Ordering::SeqCst);
         }
-        self.applied.fetch_max(seq, Ordering::SeqCst);
-        self.waiters.wake_all();
+        if let Some(seq) = seq {
+            self.applied.fetch_max(seq, Ordering::SeqCst);
+            self.waiters.wake_all();
+        }
     }
 
     /// Takes the first refusal that `matches`.
@@ -140,13 +135,13 @@ impl Outcomes {
 
     /// The verdict on the awaited command `seq`, once it is applied.
     fn take_verdict(&self, seq: u64) -> Result<()> {
-        self.take(|refused| refused.seq == seq)
+        self.take(|refused| refused.seq == Some(seq))
     }
 
     /// The first refusal of a command nobody waits for (a [`Sender::try_send`], a
     /// [`Sink::start_send`]).
     fn take_unclaimed(&self) -> Result<()> {
-        self.take(|refused| !refused.awaited)
+        self.take(|refused| refused.seq.is_none())
     }
 }
 
@@ -299,8 +294,8 @@ pub struct Sender {
     commands: mpsc::UnboundedSender<Order>,
     shared: Arc<Shared>,
     outcomes: Arc<Outcomes>,
-    /// The number of the last command handed over; locked while one is, so that numbers
-    /// follow the order of the queue.
+    /// The number of the last awaited command handed over; locked while one is, so that
+    /// numbers follow the order of the queue.
     issued: Mutex<u64>,
     /// The close command of the [`Sink`] impl, once handed over.
     sink_close: Option<u64>,
@@ -834,8 +829,9 @@ impl Sender {
         poll_fn(|cx| self.poll_verdict(cx, seq)).await
     }
 
-    /// Hands a command to the driver, counting what it will queue until the driver has;
-    /// returns its number. `awaited`: whether the caller waits for its verdict.
+    /// Hands a command to the driver, counting what it will queue until the driver has.
+    /// `awaited`: whether the caller waits for its verdict; then returns the number to wait
+    /// for, else 0.
     fn push_command(&self, command: Command, awaited: bool) -> Result<u64> {
         self.outcomes.take_unclaimed()?;
         if self.shared.state() != Published::Open {
@@ -844,24 +840,40 @@ impl Sender {
         self.enqueue(command, awaited)
     }
 
-    /// Numbers a command and puts it in the driver's queue, whatever the connection's state.
+    /// Puts a command in the driver's queue, whatever the connection's state, numbered if
+    /// `awaited`, as [`push_command`](Self::push_command).
     fn enqueue(&self, command: Command, awaited: bool) -> Result<u64> {
         let weight = command.weight();
         self.shared.queued.fetch_add(weight, Ordering::SeqCst);
-        // Plain data; a panic elsewhere leaves it usable.
-        let mut issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
-        let seq = *issued + 1;
-        let ticket = Ticket {
-            outcomes: Arc::clone(&self.outcomes),
-            seq,
-            awaited,
+        let outcomes = Arc::clone(&self.outcomes);
+        let queued = if awaited {
+            // Plain data; a panic elsewhere leaves it usable.
+            let mut issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
+            let seq = *issued + 1;
+            let ticket = Ticket {
+                outcomes,
+                seq: Some(seq),
+            };
+            let queued = self.commands.send(Order { command, ticket }).is_ok();
+            if queued {
+                *issued = seq;
+            }
+            queued.then_some(seq)
+        } else {
+            // Nobody waits for it, so it needs no number and no lock.
+            let ticket = Ticket {
+                outcomes,
+                seq: None,
+            };
+            self.commands
+                .send(Order { command, ticket })
+                .is_ok()
+                .then_some(0)
         };
-        if self.commands.send(Order { command, ticket }).is_err() {
+        queued.ok_or_else(|| {
             self.shared.queued.fetch_sub(weight, Ordering::SeqCst);
-            return Err(self.shared.not_open());
-        }
-        *issued = seq;
-        Ok(seq)
+            self.shared.not_open()
+        })
     }
 
     /// Ready with the verdict on command `seq` once the driver has applied it (or dropped
