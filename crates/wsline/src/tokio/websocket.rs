@@ -20,7 +20,7 @@ use futures_sink::Sink;
 use super::signal::Listener;
 use crate::proto::{
     CloseCode, Config, Connection, ConnectionClosed, Event, Failure, Fragment, PreparedMessage,
-    Request, Response, Side, State,
+    Request, Response, SendBuffer, Side, State,
 };
 use crate::{BackpressurePolicy, ConnectConfig, Error, Message, Result, ServerConfig};
 
@@ -153,6 +153,24 @@ impl Core {
         }
     }
 
+    /// The bytes to write (this shadows `Connection::send_buffer`), without forgetting the
+    /// deadline: taking output moves no timer of
+    /// the core (the shutdown that may follow is asked for through `DerefMut`).
+    fn send_buffer(&mut self) -> &mut SendBuffer {
+        self.conn.send_buffer()
+    }
+
+    /// The next event, if one is there, without forgetting the deadline: asking only while
+    /// [`Connection::has_events`] holds never makes the core act on deferred input (it does
+    /// when `poll_event` returns `None`), so it moves no timer.
+    fn take_event(&mut self) -> Option<Event> {
+        if self.conn.has_events() {
+            self.conn.poll_event()
+        } else {
+            None
+        }
+    }
+
     /// The core's next deadline (see [`Connection::poll_timeout`]).
     fn deadline(&mut self) -> Option<std::time::Instant> {
         *self
@@ -188,24 +206,35 @@ struct Timer {
 
 impl Timer {
     /// Whether `deadline` has passed; if not, the task of `cx` is woken when it does.
+    #[inline]
     fn poll_elapsed(&mut self, cx: &mut Context<'_>, deadline: std::time::Instant) -> bool {
+        if let (Some(sleep), Some((armed, waker))) = (&self.sleep, &self.armed) {
+            if *armed == deadline && waker.will_wake(cx.waker()) {
+                // Registered already: an atomic load.
+                let elapsed = sleep.is_elapsed();
+                if elapsed {
+                    self.armed = None;
+                }
+                return elapsed;
+            }
+        }
+        self.poll_armed(cx, deadline)
+    }
+
+    /// Sets the sleep to `deadline` (if it is not set to it) and polls it for the task of
+    /// `cx`.
+    fn poll_armed(&mut self, cx: &mut Context<'_>, deadline: std::time::Instant) -> bool {
         let at = Instant::from_std(deadline);
         let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
-        let elapsed = match &self.armed {
-            Some((armed, waker)) if *armed == deadline && waker.will_wake(cx.waker()) => {
-                sleep.is_elapsed()
-            }
-            armed => {
-                if armed.as_ref().is_none_or(|(armed, _)| *armed != deadline) {
-                    sleep.as_mut().reset(at);
-                }
-                self.armed = Some((deadline, cx.waker().clone()));
-                sleep.as_mut().poll(cx).is_ready()
-            }
-        };
-        if elapsed {
-            self.armed = None;
+        if self
+            .armed
+            .as_ref()
+            .is_none_or(|(armed, _)| *armed != deadline)
+        {
+            sleep.as_mut().reset(at);
         }
+        let elapsed = sleep.as_mut().poll(cx).is_ready();
+        self.armed = (!elapsed).then(|| (deadline, cx.waker().clone()));
         elapsed
     }
 }
@@ -584,8 +613,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if let Some(fragment) = self.unread.pop_front() {
             return Some(fragment);
         }
-        while self.conn.has_events() {
-            let event = self.conn.poll_event()?;
+        while let Some(event) = self.conn.take_event() {
             self.unacknowledged = true;
             match event {
                 Event::Message(message) => return Some(whole(message)),
@@ -1086,11 +1114,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// events that are there: asking for more would tell the core that the application has
     /// handled them (see [`acknowledge`](Self::acknowledge)).
     fn drain_events(&mut self) {
-        while self.conn.has_events() {
-            if let Some(event) = self.conn.poll_event() {
-                self.unacknowledged = true;
-                self.handle_event(event);
-            }
+        while let Some(event) = self.conn.take_event() {
+            self.unacknowledged = true;
+            self.handle_event(event);
         }
     }
 
