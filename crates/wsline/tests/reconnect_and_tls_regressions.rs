@@ -563,7 +563,7 @@ async fn tokio_split_flush_waits_for_a_pong() {
         "control: binary written"
     );
     written.lock().unwrap().clear();
-    write.pong(b"hb").expect("pong");
+    write.pong(b"hb").await.expect("pong");
     write.flush().await.expect("flush");
     let out = written.lock().unwrap().clone();
     // A masked pong: 0x8A, 0x80 | 2, mask, payload.

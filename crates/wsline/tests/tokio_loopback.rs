@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_common::{big_client_config, big_server_config, bounded, echo, payload, serve_reporting};
-use wsline::proto::{Failure, HandshakeError, Request, Response, Side};
+use wsline::proto::{Failure, Fragment, HandshakeError, Request, Response, Side};
 use wsline::tokio::{
     accept, connect, connect_on, connect_with, serve_with, Handler, MaybeTlsStream, Server,
     WebSocket,
@@ -556,6 +556,135 @@ async fn try_send_past_the_mark_closes_with_1008_under_the_close_policy() {
         assert!(error.contains("SendBufferFull"), "{error}");
         // Failed with 1008: the close frame waits behind what the client does not read.
         assert_eq!(state, wsline::proto::State::Closing);
+    })
+    .await;
+}
+
+/// Issue 10, point 6: on a split connection the close-with-1008 request waited in the command
+/// queue that the driver drains only below the high-water mark, so a slow reader stayed
+/// connected (until keepalive, disabled here, would have dropped it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_backpressure_close_closes_a_slow_reader_at_once() {
+    bounded(async {
+        let mut config = ServerConfig {
+            io: wsline::IoConfig {
+                send_high_water: 64 << 10,
+                ..wsline::IoConfig::default()
+            },
+            backpressure: BackpressurePolicy::Close,
+            ..ServerConfig::default()
+        };
+        config.protocol.ping_interval = None;
+        config.protocol.close_timeout = Some(Duration::from_millis(500));
+        let (server, mut report) = serve_reporting(config, |ws| async move {
+            let (mut reader, writer) = ws.split();
+            let refused = loop {
+                match writer.try_send(payload(16 << 10, 0)) {
+                    Ok(()) => tokio::task::yield_now().await,
+                    Err(error) => break error,
+                }
+            };
+            // Failed at once: the close frame waits behind what the client does not read,
+            // and the close timeout ends the connection.
+            let closing = tokio::time::timeout(Duration::from_secs(20), async {
+                while !writer.is_closed() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .is_ok();
+            while let Some(Ok(_)) = reader.recv().await {}
+            (format!("{refused:?}"), closing, reader.close_status())
+        })
+        .await;
+        let _stalled = raw_handshake(server.local_addr()).await;
+        let (refused, closing, closed) = report.recv().await.unwrap();
+        assert!(refused.contains("SendBufferFull"), "{refused}");
+        assert!(closing, "the slow reader was not failed");
+        let sent = closed.expect("closed").sent.expect("a close frame");
+        assert_eq!(sent.code, CloseCode::POLICY_VIOLATION);
+    })
+    .await;
+}
+
+/// Sends `message` (12 bytes) in 3 fragments of 4 bytes from a client to a server that delivers fragments, and
+/// returns what the server's `recv_fragment` (on the connection, or on its split reader)
+/// gives.
+async fn three_fragments(message: Message, split: bool) -> Vec<Fragment> {
+    let (client_io, server_io) = tokio::io::duplex(1 << 16);
+    let config = Config {
+        deliver_fragments: true,
+        ..Config::default()
+    };
+    let mut client = WebSocket::from_upgraded(client_io, Side::Client, Config::default(), &[]);
+    let mut server = WebSocket::from_upgraded(server_io, Side::Server, config, &[]);
+    client.send_fragmented(&message, 4).await.unwrap();
+    let mut fragments = Vec::new();
+    if split {
+        let (mut reader, _writer) = server.split();
+        for _ in 0..3 {
+            fragments.push(reader.recv_fragment().await.unwrap().unwrap());
+        }
+    } else {
+        for _ in 0..3 {
+            fragments.push(server.recv_fragment().await.unwrap().unwrap());
+        }
+    }
+    fragments
+}
+
+fn assert_three_fragments_of(fragments: &[Fragment], pieces: [Message; 3]) {
+    let flags: Vec<_> = fragments.iter().map(|f| (f.first, f.fin)).collect();
+    assert_eq!(flags, [(true, false), (false, false), (false, true)]);
+    let data: Vec<_> = fragments.iter().map(|f| f.data.clone()).collect();
+    assert_eq!(data, pieces);
+}
+
+#[tokio::test]
+async fn recv_fragment_gives_each_fragment_of_a_text_message_with_its_flags() {
+    bounded(async {
+        for split in [false, true] {
+            let fragments = three_fragments(Message::text("abcdefghijkl"), split).await;
+            let pieces = ["abcd", "efgh", "ijkl"].map(Message::text);
+            assert_three_fragments_of(&fragments, pieces);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn recv_fragment_gives_each_fragment_of_a_binary_message_with_its_flags() {
+    bounded(async {
+        for split in [false, true] {
+            let message = Message::binary((1..=12).collect::<Vec<u8>>());
+            let fragments = three_fragments(message, split).await;
+            let pieces =
+                [1..=4, 5..=8, 9..=12].map(|bytes| Message::binary(bytes.collect::<Vec<u8>>()));
+            assert_three_fragments_of(&fragments, pieces);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_deliver_fragments_recv_fragment_gives_whole_messages() {
+    bounded(async {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let mut client = WebSocket::from_upgraded(client_io, Side::Client, Config::default(), &[]);
+        let mut server = WebSocket::from_upgraded(server_io, Side::Server, Config::default(), &[]);
+        client
+            .send_fragmented(&Message::text("abcdefghi"), 4)
+            .await
+            .unwrap();
+        let fragment = server.recv_fragment().await.unwrap().unwrap();
+        assert_eq!(
+            fragment,
+            Fragment {
+                data: Message::text("abcdefghi"),
+                first: true,
+                fin: true,
+            }
+        );
     })
     .await;
 }

@@ -68,6 +68,21 @@
 //! socket) and bytes to write (past the high-water mark, senders wait).
 //! [`ReadHalf::reunite`] gives the [`WebSocket`] back.
 //!
+//! A send reports what became of its message: [`Sender::send`] returns once the driver has
+//! queued it on the connection, or with the error the connection refused it with (a round
+//! trip to the driver per message); [`Sender::feed`], [`Sender::try_send`] and the `Sink`
+//! impl, which do not wait for that and so send bursts faster, report a refusal with the
+//! sender's next call. Under [`BackpressurePolicy::Close`](crate::BackpressurePolicy::Close)
+//! a `try_send` past the high-water mark fails the connection with 1008 at once.
+//!
+//! # Fragments
+//!
+//! With [`Config::deliver_fragments`](crate::proto::Config::deliver_fragments),
+//! [`WebSocket::recv_fragment`] and [`ReadHalf::recv_fragment`] give each frame of a
+//! fragmented message as a [`Fragment`](crate::proto::Fragment) with its `first` and `fin`
+//! flags (without it, each whole message as one fragment); `recv` gives each frame as a
+//! plain message.
+//!
 //! # Runtime
 //!
 //! Any tokio runtime, current-thread or multi-thread, with I/O and time enabled

@@ -6,13 +6,19 @@
 //! reader takes messages from a queue the driver fills (bounded: past the unread limit the
 //! driver stops reading the socket); writers hand messages to the driver through a queue
 //! bounded in bytes by the send high-water mark. The hot paths are atomic counters and
-//! lock-free channels; a lock is taken only to park a task that must wait.
+//! lock-free channels; a lock is taken only to park a task that must wait (and, per send,
+//! an uncontended one that numbers, in queue order, the sends whose verdict a caller awaits).
+//!
+//! Every command a [`Sender`] hands over comes back with a verdict: the driver applies it
+//! to the connection and records the outcome in the sender's [`Outcomes`], so that a send
+//! the connection refused (it was closing, a fragmented message was in progress, a control
+//! payload was too long) returns that error to its caller.
 
 use std::fmt;
 use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
@@ -24,9 +30,9 @@ use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
 
 use super::websocket::{ReadPolicy, Step, WebSocket};
-use crate::layer::server::apply_backpressure;
+use crate::layer::server::SLOW_READER_REASON;
 use crate::layer::{close_if_open, DEFAULT_PONG_WAIT};
-use crate::proto::{CloseCode, ConnectionClosed, PreparedMessage, SendError, State};
+use crate::proto::{CloseCode, ConnectionClosed, Fragment, PreparedMessage, SendError, State};
 use crate::{BackpressurePolicy, Error, Message, Result};
 
 /// What writers ask of the driver, in order.
@@ -36,7 +42,6 @@ enum Command {
     Pong(Vec<u8>),
     Ping(oneshot::Sender<Duration>),
     Close(CloseCode, String),
-    Fail(CloseCode, &'static str),
     /// Hand the connection back ([`ReadHalf::reunite`]).
     Stop,
 }
@@ -50,8 +55,91 @@ impl Command {
             Self::Message(message) => message.len() + 1,
             Self::Prepared(prepared) => prepared.message().len() + 1,
             Self::Pong(payload) => payload.len() + 1,
-            Self::Ping(_) | Self::Close(..) | Self::Fail(..) | Self::Stop => 0,
+            Self::Ping(_) | Self::Close(..) | Self::Stop => 0,
         }
+    }
+}
+
+/// A command on its way to the driver, with where its verdict goes.
+struct Order {
+    command: Command,
+    ticket: Ticket,
+}
+
+/// Where the driver reports what became of one command.
+struct Ticket {
+    outcomes: Arc<Outcomes>,
+    /// The number its sender waits for, from 1, among the sender's awaited commands; `None`
+    /// when nobody waits (a refusal is then reported by the sender's next call).
+    seq: Option<u64>,
+}
+
+impl Ticket {
+    fn resolve(self, result: Result<()>) {
+        self.outcomes.resolve(self.seq, result);
+    }
+}
+
+/// A command the connection refused, with its ticket's number.
+struct Refused {
+    seq: Option<u64>,
+    error: Error,
+}
+
+/// What became of the commands one [`Sender`] handed over. The driver applies them in the
+/// order they were numbered, so "applied up to `seq`" is one counter; refusals are rare and
+/// kept aside until their sender takes them.
+#[derive(Default)]
+struct Outcomes {
+    /// The number of the last command applied (or dropped with the connection).
+    applied: AtomicU64,
+    /// Whether `refused` holds anything; checking it is an atomic load.
+    any_refused: AtomicBool,
+    refused: Mutex<Vec<Refused>>,
+    waiters: Parked,
+}
+
+impl Outcomes {
+    fn refused(&self) -> MutexGuard<'_, Vec<Refused>> {
+        // Plain data; a panic elsewhere leaves it usable.
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn resolve(&self, seq: Option<u64>, result: Result<()>) {
+        if let Err(error) = result {
+            self.refused().push(Refused { seq, error });
+            self.any_refused.store(true, Ordering::SeqCst);
+        }
+        if let Some(seq) = seq {
+            self.applied.fetch_max(seq, Ordering::SeqCst);
+            self.waiters.wake_all();
+        }
+    }
+
+    /// Takes the first refusal that `matches`.
+    fn take(&self, matches: impl Fn(&Refused) -> bool) -> Result<()> {
+        if !self.any_refused.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut refused = self.refused();
+        let Some(index) = refused.iter().position(matches) else {
+            return Ok(());
+        };
+        let error = refused.remove(index).error;
+        self.any_refused
+            .store(!refused.is_empty(), Ordering::SeqCst);
+        Err(error)
+    }
+
+    /// The verdict on the awaited command `seq`, once it is applied.
+    fn take_verdict(&self, seq: u64) -> Result<()> {
+        self.take(|refused| refused.seq == Some(seq))
+    }
+
+    /// The first refusal of a command nobody waits for (a [`Sender::try_send`], a
+    /// [`Sink::start_send`]).
+    fn take_unclaimed(&self) -> Result<()> {
+        self.take(|refused| refused.seq.is_none())
     }
 }
 
@@ -87,9 +175,46 @@ impl Parked {
 }
 
 /// The connection's state as the driver last published it.
-const OPEN: u8 = 0;
-const CLOSING: u8 = 1;
-const CLOSED: u8 = 2;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Published {
+    /// Connecting or open: commands are applied.
+    Open,
+    /// A close frame went out or came in.
+    Closing,
+    /// Over, or handed back by [`ReadHalf::reunite`].
+    Closed,
+}
+
+impl Published {
+    fn of(state: State) -> Self {
+        match state {
+            State::Connecting | State::Open => Self::Open,
+            State::Closing => Self::Closing,
+            State::Closed => Self::Closed,
+        }
+    }
+}
+
+/// A [`Published`] state that the driver writes and the halves read without a lock.
+struct AtomicPublished(AtomicU8);
+
+impl AtomicPublished {
+    fn new(state: Published) -> Self {
+        Self(AtomicU8::new(state as u8))
+    }
+
+    fn load(&self) -> Published {
+        match self.0.load(Ordering::SeqCst) {
+            0 => Published::Open,
+            1 => Published::Closing,
+            _ => Published::Closed,
+        }
+    }
+
+    fn store(&self, state: Published) {
+        self.0.store(state as u8, Ordering::SeqCst);
+    }
+}
 
 /// What the halves and the driver share.
 struct Shared {
@@ -103,7 +228,10 @@ struct Shared {
     pending: AtomicUsize,
     /// Messages in the reader's queue.
     unread: AtomicUsize,
-    state: AtomicU8,
+    state: AtomicPublished,
+    /// A sender past the high-water mark under [`BackpressurePolicy::Close`] asks the driver
+    /// to fail the connection: at once, not behind the commands it cannot take.
+    slow_reader: AtomicBool,
     /// How the connection ended, once it has.
     closed: Mutex<Option<ConnectionClosed>>,
     writers: Parked,
@@ -111,8 +239,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn state(&self) -> u8 {
-        self.state.load(Ordering::SeqCst)
+    fn state(&self) -> Published {
+        self.state.load()
     }
 
     fn pending(&self) -> usize {
@@ -143,7 +271,7 @@ impl Shared {
 
 /// The reading half of a split [`WebSocket`]: receives messages from the driver task.
 pub struct ReadHalf<S: AsyncRead + AsyncWrite + Unpin> {
-    inbox: mpsc::UnboundedReceiver<Result<Message>>,
+    inbox: mpsc::UnboundedReceiver<Result<Fragment>>,
     shared: Arc<Shared>,
     driver: JoinHandle<WebSocket<S>>,
     terminated: bool,
@@ -159,12 +287,28 @@ pub struct WriteHalf<S: AsyncRead + AsyncWrite + Unpin> {
 /// A cloneable handle that sends on a split connection, from any number of tasks.
 ///
 /// Messages from one `Sender` go out in the order sent; messages from several interleave
-/// whole (never mixed within a message).
-#[derive(Clone)]
+/// whole (never mixed within a message). Each clone learns the outcome of its own sends.
 pub struct Sender {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Order>,
     shared: Arc<Shared>,
-    close_queued: bool,
+    outcomes: Arc<Outcomes>,
+    /// The number of the last awaited command handed over; locked while one is, so that
+    /// numbers follow the order of the queue.
+    issued: Mutex<u64>,
+    /// The close command of the [`Sink`] impl, once handed over.
+    sink_close: Option<u64>,
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        Self {
+            commands: self.commands.clone(),
+            shared: Arc::clone(&self.shared),
+            outcomes: Arc::default(),
+            issued: Mutex::new(0),
+            sink_close: None,
+        }
+    }
 }
 
 /// [`ReadHalf::reunite`] was given halves of two different connections; here they are back.
@@ -203,7 +347,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
             queued: AtomicUsize::new(0),
             pending: AtomicUsize::new(self.unwritten()),
             unread: AtomicUsize::new(0),
-            state: AtomicU8::new(state_code(self.state())),
+            state: AtomicPublished::new(Published::of(self.state())),
+            slow_reader: AtomicBool::new(false),
             closed: Mutex::new(None),
             writers: Parked::default(),
             driver: Parked::default(),
@@ -227,7 +372,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
             sender: Sender {
                 commands,
                 shared,
-                close_queued: false,
+                outcomes: Arc::default(),
+                issued: Mutex::new(0),
+                sink_close: None,
             },
             stream: PhantomData,
         };
@@ -235,19 +382,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
     }
 }
 
-fn state_code(state: State) -> u8 {
-    match state {
-        State::Connecting | State::Open => OPEN,
-        State::Closing => CLOSING,
-        State::Closed => CLOSED,
-    }
-}
-
 /// The task that owns a split connection.
 struct Driver {
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::UnboundedReceiver<Order>,
     commands_closed: bool,
-    inbox: mpsc::UnboundedSender<Result<Message>>,
+    inbox: mpsc::UnboundedSender<Result<Fragment>>,
     shared: Arc<Shared>,
 }
 
@@ -294,9 +433,7 @@ impl Driver {
             let step = ws.poll_step(cx, policy);
             self.forward(ws);
             self.shared.pending.store(ws.unwritten(), Ordering::SeqCst);
-            self.shared
-                .state
-                .store(state_code(ws.state()), Ordering::SeqCst);
+            self.shared.state.store(Published::of(ws.state()));
             match step {
                 Step::Progress | Step::Wrote => self.shared.writers.wake_all(),
                 Step::Blocked => {
@@ -311,14 +448,15 @@ impl Driver {
         }
     }
 
-    /// Applies writers' commands in order while the send buffer has room. Ready on `Stop`.
+    /// Fails the connection for a slow reader if a sender asked, then applies writers'
+    /// commands in order while the send buffer has room. Ready on `Stop`.
     fn take_commands<S>(&mut self, ws: &mut WebSocket<S>, cx: &mut Context<'_>) -> Poll<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         while !self.commands_closed && ws.pending_send() <= self.shared.send_high_water {
-            let command = match self.commands.poll_recv(cx) {
-                Poll::Ready(Some(command)) => command,
+            let Order { command, ticket } = match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(order)) => order,
                 Poll::Ready(None) => {
                     self.commands_closed = true;
                     break;
@@ -334,11 +472,10 @@ impl Driver {
                 Command::Close(code, reason) => close_if_open(ws.conn_mut(), code, &reason)
                     .map(drop)
                     .map_err(Error::from),
-                Command::Fail(code, reason) => {
-                    ws.conn_mut().fail(code, reason);
-                    Ok(())
+                Command::Stop => {
+                    ticket.resolve(Ok(()));
+                    return Poll::Ready(());
                 }
-                Command::Stop => return Poll::Ready(()),
             };
             if weight > 0 {
                 // Now in the send buffer: counted there before it leaves the queue, so that
@@ -346,9 +483,16 @@ impl Driver {
                 self.shared.pending.store(ws.unwritten(), Ordering::SeqCst);
                 self.shared.queued.fetch_sub(weight, Ordering::SeqCst);
             }
-            if let Err(error) = result {
-                tracing::debug!(%error, "send on a split connection failed");
-            }
+            ticket.resolve(result);
+        }
+        if !self.commands_closed && ws.pending_send() > self.shared.send_high_water {
+            // The command queue is not polled, so its waker is not registered: a slow-reader
+            // request wakes the driver through this one.
+            self.shared.driver.park(cx.waker());
+        }
+        if self.shared.slow_reader.swap(false, Ordering::SeqCst) && ws.state() == State::Open {
+            ws.conn_mut()
+                .fail(CloseCode::POLICY_VIOLATION, SLOW_READER_REASON);
         }
         Poll::Pending
     }
@@ -365,12 +509,12 @@ impl Driver {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let closing = ws.close_sent();
-        while let Some(message) = ws.take_message() {
+        while let Some(fragment) = ws.take_fragment() {
             if closing && !self.reader_has_room() {
-                tracing::debug!(len = message.len(), "message dropped while closing");
+                tracing::debug!(len = fragment.data.len(), "message dropped while closing");
                 continue;
             }
-            if self.inbox.send(Ok(message)).is_ok() {
+            if self.inbox.send(Ok(fragment)).is_ok() {
                 self.shared.unread.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -381,7 +525,7 @@ impl Driver {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        if let Some(Err(error)) = ws.take_outcome() {
+        if let Some(Err(error)) = ws.take_outcome::<Fragment>() {
             // The reader may be gone; then nobody needs to know.
             let _ = self.inbox.send(Err(error));
         }
@@ -390,16 +534,20 @@ impl Driver {
             .closed
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = ws.close_status().cloned();
-        self.shared.state.store(CLOSED, Ordering::SeqCst);
+        self.shared.state.store(Published::Closed);
         self.shared.writers.wake_all();
     }
 }
 
 /// Senders stop once the driver is gone: the connection ended, was reunited, or the driver
-/// panicked.
+/// panicked. Commands still queued are refused, so that nobody waits for their verdict.
 impl Drop for Driver {
     fn drop(&mut self) {
-        self.shared.state.store(CLOSED, Ordering::SeqCst);
+        self.shared.state.store(Published::Closed);
+        self.commands.close();
+        while let Ok(order) = self.commands.try_recv() {
+            order.ticket.resolve(Err(self.shared.not_open()));
+        }
         self.shared.writers.wake_all();
     }
 }
@@ -423,6 +571,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
 
     /// Polls for the next message, as [`recv`](Self::recv).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        self.poll_recv_fragment(cx)
+            .map(|item| item.map(|fragment| fragment.map(|fragment| fragment.data)))
+    }
+
+    /// Receives the next piece of a message with its flags, as
+    /// [`WebSocket::recv_fragment`]: with
+    /// [`Config::deliver_fragments`](crate::proto::Config::deliver_fragments) each frame,
+    /// else each whole message as one `Fragment { first: true, fin: true, .. }`.
+    ///
+    /// Cancel-safe.
+    pub async fn recv_fragment(&mut self) -> Option<Result<Fragment>> {
+        poll_fn(|cx| self.poll_recv_fragment(cx)).await
+    }
+
+    /// Polls for the next piece of a message, as [`recv_fragment`](Self::recv_fragment).
+    pub fn poll_recv_fragment(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Fragment>>> {
         let item = ready!(self.inbox.poll_recv(cx));
         match &item {
             Some(Ok(_)) => {
@@ -459,7 +623,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
             return Err(ReuniteError(self, writer));
         }
         // Queued after every command of the writer; a driver that already ended ignores it.
-        let _ = writer.sender.commands.send(Command::Stop);
+        let _ = writer.sender.enqueue(Command::Stop, false);
         let mut ws = match (&mut self.driver).await {
             Ok(ws) => ws,
             // The driver never aborts itself; a panic is the only way to get here while
@@ -472,8 +636,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         };
         let mut forwarded = Vec::new();
         while let Ok(item) = self.inbox.try_recv() {
-            if let Ok(message) = item {
-                forwarded.push(message);
+            if let Ok(fragment) = item {
+                forwarded.push(fragment);
             }
         }
         ws.push_front_unread(forwarded.into_iter());
@@ -517,6 +681,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
         self.sender.send(message).await
     }
 
+    /// As [`Sender::feed`].
+    ///
+    /// # Errors
+    /// As [`Sender::feed`].
+    pub async fn feed(&self, message: impl Into<Message>) -> Result<()> {
+        self.sender.feed(message).await
+    }
+
     /// As [`Sender::try_send`].
     ///
     /// # Errors
@@ -529,8 +701,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
     ///
     /// # Errors
     /// As [`Sender::pong`].
-    pub fn pong(&self, payload: &[u8]) -> Result<()> {
-        self.sender.pong(payload)
+    pub async fn pong(&self, payload: &[u8]) -> Result<()> {
+        self.sender.pong(payload).await
     }
 
     /// As [`Sender::send_prepared`].
@@ -576,25 +748,47 @@ impl fmt::Debug for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sender")
             .field("pending", &self.shared.pending())
-            .field("closed", &(self.shared.state() != OPEN))
+            .field("state", &self.shared.state())
             .finish_non_exhaustive()
     }
 }
 
 impl Sender {
     /// Sends a message: waits while more than the high-water mark is queued (the writer's
-    /// queue plus the connection's send buffer), then hands it to the driver, which writes
-    /// it in the background.
+    /// queue plus the connection's send buffer), hands it to the driver, and waits until the
+    /// driver has queued it on the connection (it is written in the background).
     ///
-    /// Not cancel-safe: dropped before the message is handed over, it is not sent.
+    /// Not cancel-safe: dropped before the message is handed over, it is not sent; dropped
+    /// after, it is sent and its outcome is lost.
     ///
     /// # Errors
-    /// [`Error::Send`] once the connection is closing or closed; the failure that ended it
-    /// if it failed.
+    /// [`Error::Send`] once the connection is closing or closed, or when the connection
+    /// refused the message (a fragmented message in progress); the failure that ended it if
+    /// it failed. A refusal of an earlier [`try_send`](Self::try_send) from this sender is
+    /// reported instead, and then this message is not sent.
     pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
         let message = message.into();
         poll_fn(|cx| self.poll_room(cx)).await?;
-        self.push(message)
+        let seq = self.push_command(Command::Message(message), true)?;
+        poll_fn(|cx| self.poll_verdict(cx, seq)).await
+    }
+
+    /// Hands a message to the driver after waiting, as [`send`](Self::send), while more than
+    /// the high-water mark is queued, but without waiting for the driver to queue it on the
+    /// connection: a burst of messages costs no round trip to the driver each, which is the
+    /// fast way to send many.
+    ///
+    /// Not cancel-safe, as [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), except that a refusal by the connection is returned by the
+    /// next call on this sender ([`flush`](Self::flush), another `feed`, ...), as for
+    /// [`try_send`](Self::try_send).
+    pub async fn feed(&self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        poll_fn(|cx| self.poll_room(cx)).await?;
+        self.push_command(Command::Message(message), false)
+            .map(drop)
     }
 
     /// Hands a message to the driver if the high-water mark allows, without waiting.
@@ -602,17 +796,23 @@ impl Sender {
     /// # Errors
     /// Past the high-water mark: [`Error::SendBufferFull`] (the message is not sent), and
     /// with [`BackpressurePolicy::Close`] (a server's default) the connection is also failed
-    /// with 1008. Otherwise as [`send`](Self::send).
+    /// with 1008 at once, whatever is queued. Otherwise as [`send`](Self::send), except that
+    /// `try_send` does not wait for the connection's verdict: if it refuses the message, the
+    /// next call on this sender ([`send`](Self::send), [`flush`](Self::flush), another
+    /// `try_send`, ...) returns that error.
     pub fn try_send(&self, message: impl Into<Message>) -> Result<()> {
-        if self.shared.state() == OPEN {
-            let pending = self.shared.pending();
-            let limit = self.shared.send_high_water;
-            apply_backpressure(self.shared.backpressure, pending, limit, |code, reason| {
-                // A driver that is gone has closed the connection already.
-                let _ = self.commands.send(Command::Fail(code, reason));
-            })?;
+        if !self.shared.has_room() && self.shared.state() == Published::Open {
+            if self.shared.backpressure == BackpressurePolicy::Close {
+                self.shared.slow_reader.store(true, Ordering::SeqCst);
+                self.shared.driver.wake_all();
+            }
+            return Err(Error::SendBufferFull {
+                pending: self.shared.pending(),
+                limit: self.shared.send_high_water,
+            });
         }
-        self.push(message.into())
+        self.push_command(Command::Message(message.into()), false)
+            .map(drop)
     }
 
     /// Sends a message encoded once for many connections (a broadcast over many
@@ -622,25 +822,69 @@ impl Sender {
     /// As [`send`](Self::send).
     pub async fn send_prepared(&self, prepared: &PreparedMessage) -> Result<()> {
         poll_fn(|cx| self.poll_room(cx)).await?;
-        self.push_command(Command::Prepared(prepared.clone()))
-    }
-
-    fn push(&self, message: Message) -> Result<()> {
-        self.push_command(Command::Message(message))
+        let seq = self.push_command(Command::Prepared(prepared.clone()), true)?;
+        poll_fn(|cx| self.poll_verdict(cx, seq)).await
     }
 
     /// Hands a command to the driver, counting what it will queue until the driver has.
-    fn push_command(&self, command: Command) -> Result<()> {
-        if self.shared.state() != OPEN {
+    /// `awaited`: whether the caller waits for its verdict; then returns the number to wait
+    /// for, else 0.
+    fn push_command(&self, command: Command, awaited: bool) -> Result<u64> {
+        self.outcomes.take_unclaimed()?;
+        if self.shared.state() != Published::Open {
             return Err(self.shared.not_open());
         }
+        self.enqueue(command, awaited)
+    }
+
+    /// Puts a command in the driver's queue, whatever the connection's state, numbered if
+    /// `awaited`, as [`push_command`](Self::push_command).
+    fn enqueue(&self, command: Command, awaited: bool) -> Result<u64> {
         let weight = command.weight();
         self.shared.queued.fetch_add(weight, Ordering::SeqCst);
-        if self.commands.send(command).is_err() {
+        let outcomes = Arc::clone(&self.outcomes);
+        let queued = if awaited {
+            // Plain data; a panic elsewhere leaves it usable.
+            let mut issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
+            let seq = *issued + 1;
+            let ticket = Ticket {
+                outcomes,
+                seq: Some(seq),
+            };
+            let queued = self.commands.send(Order { command, ticket }).is_ok();
+            if queued {
+                *issued = seq;
+            }
+            queued.then_some(seq)
+        } else {
+            // Nobody waits for it, so it needs no number and no lock.
+            let ticket = Ticket {
+                outcomes,
+                seq: None,
+            };
+            self.commands
+                .send(Order { command, ticket })
+                .is_ok()
+                .then_some(0)
+        };
+        queued.ok_or_else(|| {
             self.shared.queued.fetch_sub(weight, Ordering::SeqCst);
-            return Err(self.shared.not_open());
+            self.shared.not_open()
+        })
+    }
+
+    /// Ready with the verdict on command `seq` once the driver has applied it (or dropped
+    /// it with the connection).
+    fn poll_verdict(&self, cx: &mut Context<'_>, seq: u64) -> Poll<Result<()>> {
+        for parked in [false, true] {
+            if self.outcomes.applied.load(Ordering::SeqCst) >= seq {
+                return Poll::Ready(self.outcomes.take_verdict(seq));
+            }
+            if !parked {
+                self.outcomes.waiters.park(cx.waker());
+            }
         }
-        Ok(())
+        Poll::Pending
     }
 
     /// Ready when a message may be handed over (or the connection is no longer open).
@@ -651,7 +895,7 @@ impl Sender {
     /// Ready once `done` holds or the connection is no longer open (then with its error).
     fn poll_until(&self, cx: &mut Context<'_>, done: fn(&Shared) -> bool) -> Poll<Result<()>> {
         for parked in [false, true] {
-            if self.shared.state() != OPEN {
+            if self.shared.state() != Published::Open {
                 return Poll::Ready(Err(self.shared.not_open()));
             }
             if done(&self.shared) {
@@ -664,14 +908,23 @@ impl Sender {
         Poll::Pending
     }
 
+    /// Ready once everything handed over so far is written, with the first refusal of a
+    /// command nobody waited for.
+    fn poll_written(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let written = ready!(self.poll_until(cx, |shared| shared.pending() == 0));
+        self.outcomes.take_unclaimed()?;
+        Poll::Ready(written)
+    }
+
     /// Waits until everything handed over so far is written to the stream.
     ///
     /// Cancel-safe.
     ///
     /// # Errors
-    /// As [`send`](Self::send).
+    /// As [`send`](Self::send), and the refusal of an earlier [`try_send`](Self::try_send)
+    /// from this sender.
     pub async fn flush(&self) -> Result<()> {
-        poll_fn(|cx| self.poll_until(cx, |shared| shared.pending() == 0)).await
+        poll_fn(|cx| self.poll_written(cx)).await
     }
 
     /// Sends a ping and waits for its pong; returns the round-trip time.
@@ -680,30 +933,24 @@ impl Sender {
     /// [`Error::Timeout`] when no pong arrives within the configuration's `ping_timeout`
     /// (20 s when it is `None`), and as [`send`](Self::send).
     pub async fn ping(&self) -> Result<Duration> {
-        if self.shared.state() != OPEN {
-            return Err(self.shared.not_open());
-        }
         let (waiter, pong) = oneshot::channel();
-        if self.commands.send(Command::Ping(waiter)).is_err() {
-            return Err(self.shared.not_open());
-        }
+        let seq = self.push_command(Command::Ping(waiter), true)?;
+        poll_fn(|cx| self.poll_verdict(cx, seq)).await?;
         match ::tokio::time::timeout(self.shared.pong_wait, pong).await {
             Ok(Ok(latency)) => Ok(latency),
-            Ok(Err(_)) if self.shared.state() != OPEN => Err(self.shared.not_open()),
+            Ok(Err(_)) if self.shared.state() != Published::Open => Err(self.shared.not_open()),
             Ok(Err(_)) | Err(_) => Err(Error::Timeout(crate::proto::Failure::KeepaliveTimeout)),
         }
     }
 
-    /// Sends an unsolicited pong after the messages handed over so far: a one-way heartbeat
-    /// that expects no reply (RFC 6455 §5.5.3).
+    /// Sends an unsolicited pong after the messages handed over so far, a one-way heartbeat
+    /// that expects no reply (RFC 6455 §5.5.3), and waits until the driver has queued it.
     ///
     /// # Errors
     /// [`SendError::ControlPayloadTooLong`] over 125 bytes, else as [`send`](Self::send).
-    pub fn pong(&self, payload: &[u8]) -> Result<()> {
-        if payload.len() > 125 {
-            return Err(SendError::ControlPayloadTooLong(payload.len()).into());
-        }
-        self.push_command(Command::Pong(payload.to_vec()))
+    pub async fn pong(&self, payload: &[u8]) -> Result<()> {
+        let seq = self.push_command(Command::Pong(payload.to_vec()), true)?;
+        poll_fn(|cx| self.poll_verdict(cx, seq)).await
     }
 
     /// Starts the closing handshake (RFC 6455 §7.1.2) after the messages handed over so far,
@@ -716,17 +963,18 @@ impl Sender {
     /// [`Error::Send`] for a code that may not be sent; the failure that ended the
     /// connection if the handshake did not complete cleanly.
     pub async fn close(&self, code: CloseCode, reason: &str) -> Result<()> {
-        if !code.is_valid() && code != CloseCode::NO_STATUS_RECEIVED {
-            return Err(SendError::InvalidCloseCode(code.as_u16()).into());
+        match self.push_command(Command::Close(code, reason.to_owned()), true) {
+            Ok(seq) => poll_fn(|cx| self.poll_verdict(cx, seq)).await?,
+            Err(error) if self.shared.state() == Published::Open => return Err(error),
+            // Closing or closed already: wait for the end.
+            Err(_) => {}
         }
-        // A driver that is gone has closed the connection already.
-        let _ = self.commands.send(Command::Close(code, reason.to_owned()));
         poll_fn(|cx| self.poll_closed(cx)).await
     }
 
     fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         for parked in [false, true] {
-            if self.shared.state() == CLOSED {
+            if self.shared.state() == Published::Closed {
                 return Poll::Ready(match self.shared.closed_status() {
                     Some(closed) if !closed.clean => Err(Error::from_closed(closed)),
                     _ => Ok(()),
@@ -742,7 +990,7 @@ impl Sender {
     /// Whether the connection is closing or closed.
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.shared.state() != OPEN
+        self.shared.state() != Published::Open
     }
 
     /// Bytes handed over and not yet written.
@@ -752,8 +1000,9 @@ impl Sender {
     }
 }
 
-/// Sends messages as [`Sender::send`]; flushing waits until they are written; closing
-/// sends 1000 and waits for the end of the connection.
+/// Sends messages as [`Sender::send`] without waiting for each verdict: flushing waits
+/// until they are written and reports a message the connection refused; closing sends 1000
+/// and waits for the end of the connection.
 impl Sink<Message> for Sender {
     type Error = Error;
 
@@ -762,22 +1011,30 @@ impl Sink<Message> for Sender {
     }
 
     fn start_send(self: Pin<&mut Self>, message: Message) -> Result<()> {
-        self.push(message)
+        self.push_command(Command::Message(message), false)
+            .map(drop)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.poll_until(cx, |shared| shared.pending() == 0)
+        self.poll_written(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        if !this.close_queued {
-            this.close_queued = true;
-            // A driver that is gone has closed the connection already.
-            let _ = this
-                .commands
-                .send(Command::Close(CloseCode::NORMAL, String::new()));
-        }
+        let seq = match this.sink_close {
+            Some(seq) => seq,
+            None => match this.push_command(Command::Close(CloseCode::NORMAL, String::new()), true)
+            {
+                Ok(seq) => *this.sink_close.insert(seq),
+                Err(error) if this.shared.state() == Published::Open => {
+                    return Poll::Ready(Err(error))
+                }
+                // Closing or closed already: nothing to wait for but the end (number 0
+                // counts as applied).
+                Err(_) => *this.sink_close.insert(0),
+            },
+        };
+        ready!(this.poll_verdict(cx, seq))?;
         this.poll_closed(cx)
     }
 }

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
+use std::ops::{Deref, DerefMut};
 use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -22,8 +23,8 @@ use crate::layer::server::{apply_backpressure, SHUTDOWN_REASON};
 use crate::layer::{close_if_open, DEFAULT_PONG_WAIT};
 pub use crate::layer::{DEFAULT_MAX_UNREAD_BYTES, DEFAULT_MAX_UNREAD_MESSAGES};
 use crate::proto::{
-    CloseCode, Config, Connection, ConnectionClosed, Event, Failure, PreparedMessage, Request,
-    Response, Side, State,
+    CloseCode, Config, Connection, ConnectionClosed, Event, Failure, Fragment, PreparedMessage,
+    Request, Response, SendBuffer, Side, State,
 };
 use crate::{BackpressurePolicy, ConnectConfig, Error, Message, Result, ServerConfig};
 
@@ -94,6 +95,170 @@ pub(crate) enum Step {
     Blocked,
     /// The connection is closed and there is nothing left to do.
     Finished,
+}
+
+/// The read direction of the stream.
+#[derive(Debug)]
+enum ReadSide {
+    /// Reads may bring bytes.
+    Open,
+    /// The peer closed its write half: no more bytes will come.
+    Eof,
+    /// The stream failed, reading or writing; the error is kept for the application.
+    Failed(io::Error),
+}
+
+/// The write direction of the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteSide {
+    /// Everything written is flushed.
+    Open,
+    /// Bytes were written since the stream was last flushed: a TLS stream (or any buffering
+    /// one) may still hold them.
+    Unflushed,
+    /// The core asked for the write half to be shut down, and the shutdown is under way.
+    ShuttingDown,
+    /// Shut down, or the stream failed: nothing more can be written.
+    Closed,
+}
+
+/// The core, with its next deadline remembered. Reading the core (`Deref`) keeps the
+/// deadline; any mutable access (`DerefMut`: input, a send, draining output or events)
+/// forgets it, so it is asked of the core again only after the core may have changed, and
+/// no call site has to say so.
+#[derive(Debug)]
+struct Core {
+    conn: Connection,
+    /// `Connection::poll_timeout` as of the last mutable access, once asked.
+    deadline: Option<Option<std::time::Instant>>,
+}
+
+impl Core {
+    fn new(conn: Connection) -> Self {
+        Self {
+            conn,
+            deadline: None,
+        }
+    }
+
+    /// The bytes to write (this shadows `Connection::send_buffer`), without forgetting the
+    /// deadline: taking output moves no timer of
+    /// the core (the shutdown that may follow is asked for through `DerefMut`).
+    fn send_buffer(&mut self) -> &mut SendBuffer {
+        self.conn.send_buffer()
+    }
+
+    /// The next event, if one is there, without forgetting the deadline: asking only while
+    /// [`Connection::has_events`] holds never makes the core act on deferred input (it does
+    /// when `poll_event` returns `None`), so it moves no timer.
+    fn take_event(&mut self) -> Option<Event> {
+        if self.conn.has_events() {
+            self.conn.poll_event()
+        } else {
+            None
+        }
+    }
+
+    /// The core's next deadline (see [`Connection::poll_timeout`]).
+    fn deadline(&mut self) -> Option<std::time::Instant> {
+        *self
+            .deadline
+            .get_or_insert_with(|| self.conn.poll_timeout())
+    }
+}
+
+impl Deref for Core {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Core {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.deadline = None;
+        &mut self.conn
+    }
+}
+
+/// The sleep that wakes the connection at its next deadline. It is polled (which costs)
+/// only when the deadline or the task to wake changes; otherwise checking it is an atomic
+/// load.
+#[derive(Default)]
+struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The deadline the sleep is set to and the task it wakes, once polled for it.
+    armed: Option<(std::time::Instant, Waker)>,
+}
+
+impl Timer {
+    /// Whether `deadline` has passed; if not, the task of `cx` is woken when it does.
+    #[inline]
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>, deadline: std::time::Instant) -> bool {
+        if let (Some(sleep), Some((armed, waker))) = (&self.sleep, &self.armed) {
+            if *armed == deadline && waker.will_wake(cx.waker()) {
+                // Registered already: an atomic load.
+                let elapsed = sleep.is_elapsed();
+                if elapsed {
+                    self.armed = None;
+                }
+                return elapsed;
+            }
+        }
+        self.poll_armed(cx, deadline)
+    }
+
+    /// Sets the sleep to `deadline` (if it is not set to it) and polls it for the task of
+    /// `cx`.
+    fn poll_armed(&mut self, cx: &mut Context<'_>, deadline: std::time::Instant) -> bool {
+        let at = Instant::from_std(deadline);
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
+        if self
+            .armed
+            .as_ref()
+            .is_none_or(|(armed, _)| *armed != deadline)
+        {
+            sleep.as_mut().reset(at);
+        }
+        let elapsed = sleep.as_mut().poll(cx).is_ready();
+        self.armed = (!elapsed).then(|| (deadline, cx.waker().clone()));
+        elapsed
+    }
+}
+
+/// Received messages (or pieces of them) the application has not read yet.
+#[derive(Debug, Default)]
+struct Unread {
+    queue: VecDeque<Fragment>,
+    bytes: usize,
+}
+
+impl Unread {
+    fn push_back(&mut self, fragment: Fragment) {
+        self.bytes += fragment.data.len();
+        self.queue.push_back(fragment);
+    }
+
+    fn push_front(&mut self, fragment: Fragment) {
+        self.bytes += fragment.data.len();
+        self.queue.push_front(fragment);
+    }
+
+    fn pop_front(&mut self) -> Option<Fragment> {
+        let fragment = self.queue.pop_front()?;
+        self.bytes -= fragment.data.len();
+        Some(fragment)
+    }
+}
+
+/// A whole message as the one piece of itself.
+fn whole(message: Message) -> Fragment {
+    Fragment {
+        data: message,
+        first: true,
+        fin: true,
+    }
 }
 
 /// Pings sent by [`WebSocket::ping`] (and split senders) whose pong is awaited.
@@ -182,27 +347,16 @@ impl Pings {
 /// [`close`](Self::close) to complete the closing handshake.
 pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     io: S,
-    conn: Connection,
+    conn: Core,
     limits: Limits,
     read_buf: BytesMut,
-    unread: VecDeque<Message>,
-    unread_bytes: usize,
-    timer: Option<Pin<Box<Sleep>>>,
-    /// The deadline the sleep is set to, and the task it wakes.
-    timer_deadline: Option<std::time::Instant>,
-    timer_waker: Option<Waker>,
-    /// The core's next deadline, recomputed after the core changed.
-    core_deadline: Option<std::time::Instant>,
-    core_changed: bool,
+    unread: Unread,
+    timer: Timer,
     /// Whether events were taken from the core that the application may not have handled.
     unacknowledged: bool,
-    read_closed: bool,
-    /// Whether bytes were written since the stream was last flushed: a TLS stream (or any
-    /// buffering one) may still hold them.
-    unflushed: bool,
-    shutdown_queued: bool,
-    write_closed: bool,
-    io_error: Option<io::Error>,
+    read_side: ReadSide,
+    write_side: WriteSide,
+    /// Whether `recv` has reported the end of the connection.
     outcome_reported: bool,
     pings: Pings,
     request: Option<Request>,
@@ -213,9 +367,10 @@ pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
 impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSocket")
-            .field("conn", &self.conn)
-            .field("unread", &self.unread.len())
-            .field("io_error", &self.io_error)
+            .field("conn", &*self.conn)
+            .field("unread", &self.unread.queue.len())
+            .field("read_side", &self.read_side)
+            .field("write_side", &self.write_side)
             .finish_non_exhaustive()
     }
 }
@@ -224,22 +379,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub(crate) fn new(io: S, conn: Connection, limits: Limits) -> Self {
         Self {
             io,
-            conn,
+            conn: Core::new(conn),
             limits,
             read_buf: BytesMut::new(),
-            unread: VecDeque::new(),
-            unread_bytes: 0,
-            timer: None,
-            timer_deadline: None,
-            timer_waker: None,
-            core_deadline: None,
-            core_changed: true,
+            unread: Unread::default(),
+            timer: Timer::default(),
             unacknowledged: false,
-            read_closed: false,
-            unflushed: false,
-            shutdown_queued: false,
-            write_closed: false,
-            io_error: None,
+            read_side: ReadSide::Open,
+            write_side: WriteSide::Open,
             outcome_reported: false,
             pings: Pings::default(),
             request: None,
@@ -277,7 +424,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
-        self.core_changed = true;
         &mut self.conn
     }
 
@@ -402,6 +548,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// error — the peer's close code ([`Error::ConnectionClosed`]), a protocol violation,
     /// a timeout, or an I/O error — then `None`.
     ///
+    /// With [`Config::deliver_fragments`] each frame of a fragmented message comes as a
+    /// `Message` of its own, with nothing telling where the message starts or ends: use
+    /// [`recv_fragment`](Self::recv_fragment) to get that too.
+    ///
     /// Cancel-safe: a `recv` dropped before it completes loses no message.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         poll_fn(|cx| self.poll_recv(cx)).await
@@ -409,9 +559,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Polls for the next message, as [`recv`](Self::recv).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        self.poll_recv_fragment(cx)
+            .map(|item| item.map(|fragment| fragment.map(|fragment| fragment.data)))
+    }
+
+    /// Receives the next piece of a message with its flags: with
+    /// [`Config::deliver_fragments`] each data frame as it arrives (RFC 6455 §5.4: `first`
+    /// on the frame that starts a message, `fin` on the one that ends it), else each whole
+    /// message as one `Fragment { first: true, fin: true, .. }`. The end of the connection
+    /// is reported as by [`recv`](Self::recv).
+    ///
+    /// Cancel-safe, as [`recv`](Self::recv).
+    pub async fn recv_fragment(&mut self) -> Option<Result<Fragment>> {
+        poll_fn(|cx| self.poll_recv_fragment(cx)).await
+    }
+
+    /// Polls for the next piece of a message, as [`recv_fragment`](Self::recv_fragment).
+    pub fn poll_recv_fragment(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Fragment>>> {
         loop {
-            if let Some(message) = self.take_message() {
-                return Poll::Ready(Some(Ok(message)));
+            if let Some(fragment) = self.take_fragment() {
+                return Poll::Ready(Some(Ok(fragment)));
             }
             // Back for more: the messages before are handled.
             self.acknowledge();
@@ -424,35 +591,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    /// The next message received: those queued first, then those still in the core (a
-    /// read for `recv` leaves its messages there, saving a queue on the hot path).
-    pub(crate) fn take_message(&mut self) -> Option<Message> {
-        if let Some(message) = self.unread.pop_front() {
-            self.unread_bytes -= message.len();
-            return Some(message);
+    /// The next message (or piece of one) received: those queued first, then those still
+    /// in the core (a read for `recv` leaves its messages there, saving a queue on the hot
+    /// path).
+    pub(crate) fn take_fragment(&mut self) -> Option<Fragment> {
+        if let Some(fragment) = self.unread.pop_front() {
+            return Some(fragment);
         }
-        while self.conn.has_events() {
-            let event = self.conn.poll_event()?;
+        while let Some(event) = self.conn.take_event() {
             self.unacknowledged = true;
             match event {
-                Event::Message(message) => return Some(message),
-                Event::Fragment(fragment) => return Some(fragment.data),
+                Event::Message(message) => return Some(whole(message)),
+                Event::Fragment(fragment) => return Some(fragment),
                 event => self.handle_event(event),
             }
         }
         None
     }
 
-    pub(crate) fn push_front_unread(&mut self, messages: impl DoubleEndedIterator<Item = Message>) {
-        for message in messages.rev() {
-            self.unread_bytes += message.len();
-            self.unread.push_front(message);
+    pub(crate) fn push_front_unread(
+        &mut self,
+        fragments: impl DoubleEndedIterator<Item = Fragment>,
+    ) {
+        for fragment in fragments.rev() {
+            self.unread.push_front(fragment);
         }
     }
 
     /// The end of the connection as `recv` reports it: `None` for a normal closure, else the
     /// error, once.
-    pub(crate) fn take_outcome(&mut self) -> Option<Result<Message>> {
+    pub(crate) fn take_outcome<T>(&mut self) -> Option<Result<T>> {
         if std::mem::replace(&mut self.outcome_reported, true) {
             return None;
         }
@@ -466,7 +634,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The error that describes a connection that is over.
     pub(crate) fn closed_error(&self) -> Error {
         let closed = self.conn.close_status();
-        if let (Some(error), false) = (&self.io_error, closed.clean) {
+        if let (ReadSide::Failed(error), false) = (&self.read_side, closed.clean) {
             return Error::Io(io::Error::new(error.kind(), error.to_string()));
         }
         Error::from_closed(closed.clone())
@@ -515,7 +683,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn send_fragmented(&mut self, message: &Message, fragment_size: usize) -> Result<()> {
         for (range, fin) in message.fragment_ranges(fragment_size) {
             poll_fn(|cx| self.poll_send_ready(cx)).await;
-            self.core_changed = true;
             self.conn.send_message_fragment(message, range, fin)?;
         }
         self.flush().await
@@ -544,7 +711,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Errors
     /// As [`send`](Self::send), and for payloads over 125 bytes.
     pub async fn pong(&mut self, payload: &[u8]) -> Result<()> {
-        self.core_changed = true;
         self.conn.send_pong(payload)?;
         self.flush().await
     }
@@ -559,9 +725,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let pending = self.conn.pending_send();
         let limit = self.limits.send_high_water;
         if self.conn.state() == State::Open {
+            let conn = &mut self.conn;
             apply_backpressure(self.limits.backpressure, pending, limit, |code, reason| {
-                self.core_changed = true;
-                self.conn.fail(code, reason);
+                conn.fail(code, reason);
             })?;
         }
         self.queue(message.into())
@@ -569,7 +735,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Queues a message now, whatever the send buffer holds.
     pub(crate) fn queue(&mut self, message: Message) -> Result<()> {
-        self.core_changed = true;
         self.conn.send(message)?;
         Ok(())
     }
@@ -577,12 +742,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Bytes not yet handed to the stream, plus one while the stream may hold written bytes
     /// back (not flushed yet): zero once everything is out.
     pub(crate) fn unwritten(&self) -> usize {
-        self.conn.pending_send() + usize::from(self.unflushed)
+        self.conn.pending_send() + usize::from(self.write_side == WriteSide::Unflushed)
     }
 
     /// Queues a prepared message now, whatever the send buffer holds.
     pub(crate) fn queue_prepared(&mut self, prepared: &PreparedMessage) -> Result<()> {
-        self.core_changed = true;
         self.conn.send_prepared(prepared)?;
         Ok(())
     }
@@ -618,12 +782,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Polls for the send buffer to be written, as [`flush`](Self::flush).
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.unread.is_empty() {
+        if self.unread.queue.is_empty() {
             // Every message was taken and what answers them is queued.
             self.acknowledge();
         }
         loop {
-            if self.conn.pending_send() == 0 && !self.shutdown_queued && !self.unflushed {
+            if self.conn.pending_send() == 0
+                && matches!(self.write_side, WriteSide::Open | WriteSide::Closed)
+            {
                 return Poll::Ready(Ok(()));
             }
             match self.poll_step(cx, ReadPolicy::Bounded) {
@@ -674,7 +840,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Err(crate::proto::SendError::Closed.into());
         }
         let payload = self.pings.start(waiter);
-        self.core_changed = true;
         self.conn.send_ping(&payload)?;
         Ok(())
     }
@@ -692,7 +857,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// stream failed). Closing a connection that closed normally is not an error.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.acknowledge();
-        self.core_changed = true;
         close_if_open(&mut self.conn, code, reason)?;
         poll_fn(|cx| self.poll_closed(cx)).await
     }
@@ -739,7 +903,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn may_read(&self, policy: ReadPolicy) -> bool {
-        if self.read_closed
+        if !matches!(self.read_side, ReadSide::Open)
             || self.conn.is_closed()
             || self.conn.pending_send() > self.limits.send_high_water
         {
@@ -753,8 +917,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn unread_full(&self) -> bool {
-        self.unread.len() >= self.limits.max_unread_messages
-            || self.unread_bytes >= self.limits.max_unread_bytes
+        self.unread.queue.len() >= self.limits.max_unread_messages
+            || self.unread.bytes >= self.limits.max_unread_bytes
     }
 
     /// Starts the closing handshake with 1001 once the server shuts down.
@@ -766,47 +930,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return false;
         }
         self.going_away = None;
-        self.core_changed = true;
         // 1001 with a short reason may be sent.
         close_if_open(&mut self.conn, CloseCode::GOING_AWAY, SHUTDOWN_REASON) == Ok(true)
     }
 
-    /// Fires the core's timers that are due, and arms the sleep for the next of them. The sleep is polled (which costs) only when
-    /// its deadline or its task changes; otherwise checking it is an atomic load.
+    /// Fires the core's timers that are due, and arms the sleep for the next of them. The
+    /// core's deadline is asked for again only after the core was changed (see [`Core`]).
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
         let mut fired = false;
         loop {
-            if self.core_changed {
-                self.core_changed = false;
-                self.core_deadline = self.conn.poll_timeout();
-            }
-            let Some(deadline) = self.core_deadline else {
+            let core_deadline = self.conn.deadline();
+            let Some(deadline) = core_deadline else {
                 break;
             };
-            let at = Instant::from_std(deadline);
-            let timer = self.timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
-            let registered = self.timer_deadline == Some(deadline)
-                && self
-                    .timer_waker
-                    .as_ref()
-                    .is_some_and(|waker| waker.will_wake(cx.waker()));
-            let elapsed = if registered {
-                timer.is_elapsed()
-            } else {
-                if self.timer_deadline != Some(deadline) {
-                    timer.as_mut().reset(at);
-                    self.timer_deadline = Some(deadline);
-                }
-                self.timer_waker = Some(cx.waker().clone());
-                timer.as_mut().poll(cx).is_ready()
-            };
-            if !elapsed {
+            if !self.timer.poll_elapsed(cx, deadline) {
                 break;
             }
-            self.timer_deadline = None;
             let now = Instant::now().into_std();
-            if self.core_deadline.is_some_and(|core| core <= now) {
-                self.core_changed = true;
+            if core_deadline.is_some_and(|core| core <= now) {
                 self.conn.handle_timeout(now);
                 self.drain_events();
             }
@@ -821,7 +962,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         loop {
-            if self.write_closed {
+            if self.write_side == WriteSide::Closed {
                 // Nothing can be written any more: drop what is queued.
                 let out = self.conn.send_buffer();
                 let queued = out.remaining();
@@ -829,10 +970,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return progress;
             }
             if self.conn.pending_send() == 0 {
-                if self.unflushed {
+                if self.write_side == WriteSide::Unflushed {
                     match Pin::new(&mut self.io).poll_flush(cx) {
                         Poll::Pending => return progress,
-                        Poll::Ready(Ok(())) => self.unflushed = false,
+                        Poll::Ready(Ok(())) => self.write_side = WriteSide::Open,
                         Poll::Ready(Err(error)) => {
                             self.fail_io(error);
                             return true;
@@ -840,9 +981,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     }
                 }
                 if self.conn.poll_shutdown() {
-                    self.shutdown_queued = true;
+                    self.write_side = WriteSide::ShuttingDown;
                 }
-                if !self.shutdown_queued {
+                if self.write_side != WriteSide::ShuttingDown {
                     return progress;
                 }
                 let Poll::Ready(result) = Pin::new(&mut self.io).poll_shutdown(cx) else {
@@ -852,8 +993,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     // The peer may be gone already; there is nothing left to tell it.
                     tracing::debug!(%error, "shutting down the write half failed");
                 }
-                self.shutdown_queued = false;
-                self.write_closed = true;
+                self.write_side = WriteSide::Closed;
                 return true;
             }
             let vectored = self.io.is_write_vectored();
@@ -870,7 +1010,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             });
             match written {
                 Ok(_) => {
-                    self.unflushed = true;
+                    if self.write_side == WriteSide::Open {
+                        // A shutdown under way flushes what it finds.
+                        self.write_side = WriteSide::Unflushed;
+                    }
                     progress = true;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return progress,
@@ -896,14 +1039,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         match read {
             Poll::Pending => false,
             Poll::Ready(Ok(0)) => {
-                self.read_closed = true;
-                self.core_changed = true;
+                self.read_side = ReadSide::Eof;
                 self.conn.handle_eof();
                 self.drain_events();
                 true
             }
             Poll::Ready(Ok(_)) => {
-                self.core_changed = true;
                 self.conn.handle_data(&self.read_buf);
                 self.read_buf.clear();
                 if policy != ReadPolicy::Receive || self.conn.state() == State::Connecting {
@@ -922,14 +1063,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The stream failed: the connection is over.
     fn fail_io(&mut self, error: io::Error) {
         tracing::debug!(side = ?self.conn.side(), %error, "stream failed");
-        self.io_error.get_or_insert(error);
-        self.read_closed = true;
-        self.write_closed = true;
-        self.shutdown_queued = false;
+        if !matches!(self.read_side, ReadSide::Failed(_)) {
+            // The first failure is the one to report.
+            self.read_side = ReadSide::Failed(error);
+        }
+        self.write_side = WriteSide::Closed;
         let out = self.conn.send_buffer();
         let queued = out.remaining();
         out.advance(queued);
-        self.core_changed = true;
         self.conn.handle_eof();
         self.drain_events();
     }
@@ -938,11 +1079,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// events that are there: asking for more would tell the core that the application has
     /// handled them (see [`acknowledge`](Self::acknowledge)).
     fn drain_events(&mut self) {
-        while self.conn.has_events() {
-            if let Some(event) = self.conn.poll_event() {
-                self.unacknowledged = true;
-                self.handle_event(event);
-            }
+        while let Some(event) = self.conn.take_event() {
+            self.unacknowledged = true;
+            self.handle_event(event);
         }
     }
 
@@ -955,7 +1094,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if !self.unacknowledged {
             return;
         }
-        self.core_changed = true;
         while let Some(event) = self.conn.poll_event() {
             self.handle_event(event);
         }
@@ -968,8 +1106,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     fn handle_event(&mut self, event: Event) {
         match event {
-            Event::Message(message) => self.push_unread(message),
-            Event::Fragment(fragment) => self.push_unread(fragment.data),
+            Event::Message(message) => self.push_unread(whole(message)),
+            Event::Fragment(fragment) => self.push_unread(fragment),
             Event::Pong(payload) => self.pings.answer(&payload),
             Event::Request(request) => self.request = Some(request),
             Event::Response(response) => self.response = Some(response),
@@ -977,13 +1115,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    fn push_unread(&mut self, message: Message) {
+    fn push_unread(&mut self, fragment: Fragment) {
         if self.close_sent() && self.unread_full() {
-            tracing::debug!(len = message.len(), "message dropped while closing");
+            tracing::debug!(len = fragment.data.len(), "message dropped while closing");
             return;
         }
-        self.unread_bytes += message.len();
-        self.unread.push_back(message);
+        self.unread.push_back(fragment);
     }
 }
 
@@ -1006,7 +1143,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Drop for WebSocket<S> {
         };
         // Both codes may be sent.
         let _ = close_if_open(&mut self.conn, code, "");
-        if (self.conn.pending_send() > 0 || self.unflushed) && !self.write_closed {
+        let unwritten = self.conn.pending_send() > 0 || self.write_side == WriteSide::Unflushed;
+        if unwritten && self.write_side != WriteSide::Closed {
             // Writes what the stream takes now; nothing will poll this connection again.
             let mut cx = Context::from_waker(Waker::noop());
             self.poll_write(&mut cx);
