@@ -920,6 +920,86 @@ async fn what_is_written_through_a_buffering_stream_is_flushed() {
     .await;
 }
 
+/// A stream whose flush completes only 20 ms after a write (as a TLS stream's does while the
+/// socket is full), waking its task then.
+struct SlowFlush {
+    inner: tokio::io::DuplexStream,
+    flushed_at: Option<tokio::time::Instant>,
+}
+
+impl tokio::io::AsyncRead for SlowFlush {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SlowFlush {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let at = tokio::time::Instant::now() + Duration::from_millis(20);
+        self.flushed_at.get_or_insert(at);
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.flushed_at {
+            Some(at) if at > tokio::time::Instant::now() => {
+                let waker = cx.waker().clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    waker.wake();
+                });
+                std::task::Poll::Pending
+            }
+            _ => {
+                self.flushed_at = None;
+                std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A flush that completed on a later poll was not counted as progress, so `send` stayed
+/// pending with nothing left to wake it (seen as a TLS echo stalling until keepalive, or
+/// forever without it).
+#[tokio::test]
+async fn send_returns_once_a_flush_that_was_pending_completes() {
+    bounded(async {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let mut config = Config::default();
+        config.ping_interval = None;
+        let stream = SlowFlush {
+            inner: client_io,
+            flushed_at: None,
+        };
+        let mut ws = WebSocket::from_upgraded(stream, Side::Client, config.clone(), &[]);
+        let mut peer = WebSocket::from_upgraded(server_io, Side::Server, config, &[]);
+        for i in 0..10 {
+            ws.send(format!("message {i}")).await.unwrap();
+            let echoed = peer.recv().await.unwrap().unwrap();
+            assert_eq!(echoed, Message::text(format!("message {i}")));
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn from_upgraded_reads_the_bytes_read_past_the_handshake_first() {
     bounded(async {

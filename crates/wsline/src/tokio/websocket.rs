@@ -973,7 +973,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 if self.write_side == WriteSide::Unflushed {
                     match Pin::new(&mut self.io).poll_flush(cx) {
                         Poll::Pending => return progress,
-                        Poll::Ready(Ok(())) => self.write_side = WriteSide::Open,
+                        Poll::Ready(Ok(())) => {
+                            // Completing the flush is progress: a caller waiting for it is
+                            // done, and nothing else will wake it.
+                            self.write_side = WriteSide::Open;
+                            progress = true;
+                        }
                         Poll::Ready(Err(error)) => {
                             self.fail_io(error);
                             return true;
