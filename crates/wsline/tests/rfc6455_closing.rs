@@ -668,3 +668,131 @@ mod timeouts {
         assert_eq!(server.close_status().failure, None);
     }
 }
+
+/// RFC 6455 §5.5.1 asks for the close reply "as soon as practical"; the core sends it once the
+/// application has acknowledged the events before the close frame
+/// (`Connection::acknowledge_events`), or once `Config::acknowledge_timeout` has passed, so
+/// that replies to those messages go out first. On a fake clock.
+mod acknowledging_events {
+    use super::*;
+    use common::{client_frame, server};
+
+    #[test]
+    fn reply_to_a_message_goes_out_before_the_close_reply_that_came_in_the_same_chunk() {
+        let mut conn = server();
+        let mut input = client_frame(Opcode::Text, true, b"Hello");
+        input.extend(client_frame(Opcode::Close, true, &[0x03, 0xe8]));
+        conn.handle_data(&input);
+        let Some(Event::Message(message)) = conn.poll_event() else {
+            panic!("the message comes first");
+        };
+        conn.send(message).unwrap();
+        assert!(conn.poll_event().is_none());
+        conn.acknowledge_events();
+        assert_eq!(written(&mut conn).bytes, b"\x81\x05Hello\x88\x02\x03\xe8");
+        assert_eq!(conn.state(), State::Closing);
+    }
+
+    #[test]
+    fn reply_to_a_message_goes_out_before_failing_on_the_bad_frame_after_it() {
+        let mut conn = server();
+        let mut input = client_frame(Opcode::Text, true, b"Hello");
+        input.extend([0x8E, 0x80, 0, 0, 0, 0]); // reserved opcode 0xE
+        conn.handle_data(&input);
+        let Some(Event::Message(message)) = conn.poll_event() else {
+            panic!("the message comes first");
+        };
+        conn.send(message).unwrap();
+        assert!(conn.poll_event().is_none());
+        conn.acknowledge_events();
+        let out = written(&mut conn).bytes;
+        assert_eq!(&out[..7], b"\x81\x05Hello");
+        assert_eq!(&out[7..8], b"\x88");
+        assert_eq!(&out[9..11], b"\x03\xea"); // close 1002, then a reason
+    }
+
+    #[test]
+    fn close_waits_for_the_events_before_it_to_be_acknowledged() {
+        let mut conn = server();
+        let mut input = client_frame(Opcode::Text, true, b"Hello");
+        input.extend(client_frame(Opcode::Close, true, &[0x03, 0xe8]));
+        conn.handle_data(&input);
+        assert!(matches!(conn.poll_event(), Some(Event::Message(_))));
+        assert!(conn.poll_event().is_none());
+        assert!(
+            written(&mut conn).bytes.is_empty(),
+            "taking events is not acknowledging them"
+        );
+        assert_eq!(conn.state(), State::Open);
+        conn.acknowledge_events();
+        assert_eq!(written(&mut conn).bytes, b"\x88\x02\x03\xe8");
+    }
+
+    #[test]
+    fn acknowledging_with_events_still_queued_keeps_the_close_waiting() {
+        let mut conn = server();
+        let mut input = client_frame(Opcode::Text, true, b"one");
+        input.extend(client_frame(Opcode::Text, true, b"two"));
+        input.extend(client_frame(Opcode::Close, true, &[0x03, 0xe8]));
+        conn.handle_data(&input);
+        assert!(conn.poll_event().is_some());
+        conn.acknowledge_events();
+        assert!(
+            written(&mut conn).bytes.is_empty(),
+            "the second message is not taken yet"
+        );
+        assert!(conn.poll_event().is_some());
+        conn.acknowledge_events();
+        assert_eq!(written(&mut conn).bytes, b"\x88\x02\x03\xe8");
+    }
+
+    #[test]
+    fn close_is_answered_once_the_acknowledge_timeout_passes_on_a_fake_clock() {
+        let start = Instant::now();
+        let config = Config {
+            acknowledge_timeout: Some(Duration::from_millis(100)),
+            ..Config::default()
+        };
+        let mut conn = Connection::after_handshake(Side::Server, config, start);
+        let mut input = client_frame(Opcode::Text, true, b"Hello");
+        input.extend(client_frame(Opcode::Close, true, &[0x03, 0xe8]));
+        conn.handle_data(&input);
+        assert!(conn.poll_event().is_some());
+        conn.handle_timeout(start); // arms the timer
+        assert_eq!(
+            conn.poll_timeout(),
+            Some(start + Duration::from_millis(100)),
+            "the acknowledge timeout is the next deadline"
+        );
+        conn.handle_timeout(start + Duration::from_millis(99));
+        assert!(written(&mut conn).bytes.is_empty());
+        conn.handle_timeout(start + Duration::from_millis(100));
+        assert_eq!(written(&mut conn).bytes, b"\x88\x02\x03\xe8");
+        assert_eq!(conn.state(), State::Closing);
+    }
+
+    #[test]
+    fn without_an_acknowledge_timeout_the_close_waits_for_the_acknowledgement() {
+        let start = Instant::now();
+        let config = Config {
+            acknowledge_timeout: None,
+            ..Config::default()
+        };
+        let mut conn = Connection::after_handshake(Side::Server, config, start);
+        let mut input = client_frame(Opcode::Text, true, b"Hello");
+        input.extend(client_frame(Opcode::Close, true, &[0x03, 0xe8]));
+        conn.handle_data(&input);
+        assert!(conn.poll_event().is_some());
+        conn.handle_timeout(start + Duration::from_secs(3600));
+        assert!(written(&mut conn).bytes.is_empty());
+        conn.acknowledge_events();
+        assert_eq!(written(&mut conn).bytes, b"\x88\x02\x03\xe8");
+    }
+
+    #[test]
+    fn close_is_answered_at_once_when_no_event_is_waiting() {
+        let mut conn = server();
+        conn.handle_data(&client_frame(Opcode::Close, true, &[0x03, 0xe8]));
+        assert_eq!(written(&mut conn).bytes, b"\x88\x02\x03\xe8");
+    }
+}
