@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command, and what CI runs (.ci/run):
 #   1. the gates: cargo fmt --check, cargo clippy -D warnings on every target and feature,
-#      and cargo doc with warnings denied;
+#      and the library's rustdoc (cargo doc -p wsline) with warnings denied;
 #   2. every unit, integration, interop and doc test (cargo test --workspace), with
 #      WSLINE_REQUIRE_INTEROP=1 so that an interop test whose peer is missing fails instead
 #      of passing with a skip note;
@@ -90,7 +90,7 @@ step install_node_ws
 
 step cargo fmt --all --check
 step cargo clippy --workspace --all-targets --all-features -- -D warnings
-step env RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --all-features --no-deps
+step env RUSTDOCFLAGS=-Dwarnings cargo doc -p wsline --all-features --no-deps
 step cargo test --workspace --all-features
 
 cargo build --release -p wsline-cli
