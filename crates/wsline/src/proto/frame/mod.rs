@@ -79,7 +79,11 @@ impl Frame {
         }
     }
 
-    /// Takes one whole frame off the front of `buf`, unmasking its payload in place.
+    /// Takes one whole frame off the front of `buf`, unmasking its payload in place: a
+    /// frame-level decoder for tools, tests and fuzzing. A [`Connection`](crate::proto::Connection)
+    /// does not use it: it reads incrementally (payloads stream into the message being
+    /// reassembled, through the extension that decodes it); both parse headers with
+    /// [`FrameHeader::parse`], which is where the RFC's header rules live.
     ///
     /// Returns `Ok(None)` and leaves `buf` untouched until the whole frame is there.
     ///
