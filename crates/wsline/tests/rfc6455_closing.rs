@@ -772,6 +772,33 @@ mod acknowledging_events {
     }
 
     #[test]
+    fn the_acknowledge_timeout_runs_from_when_the_last_event_before_the_close_is_taken() {
+        let start = Instant::now();
+        let config = Config {
+            acknowledge_timeout: Some(Duration::from_millis(100)),
+            ..Config::default()
+        };
+        let mut conn = Connection::after_handshake(Side::Server, config, start);
+        let mut input = client_frame(Opcode::Text, true, b"one");
+        input.extend(client_frame(Opcode::Text, true, b"two"));
+        input.extend(client_frame(Opcode::Close, true, &[0x03, 0xe8]));
+        conn.handle_data(&input);
+        assert!(conn.poll_event().is_some());
+        conn.handle_timeout(start + Duration::from_millis(150));
+        assert!(
+            written(&mut conn).bytes.is_empty(),
+            "the second message is not taken yet: no timeout runs"
+        );
+        let taken = start + Duration::from_millis(150);
+        assert!(conn.poll_event().is_some());
+        conn.handle_timeout(taken);
+        conn.handle_timeout(taken + Duration::from_millis(99));
+        assert!(written(&mut conn).bytes.is_empty());
+        conn.handle_timeout(taken + Duration::from_millis(100));
+        assert_eq!(written(&mut conn).bytes, b"\x88\x02\x03\xe8");
+    }
+
+    #[test]
     fn without_an_acknowledge_timeout_the_close_waits_for_the_acknowledgement() {
         let start = Instant::now();
         let config = Config {

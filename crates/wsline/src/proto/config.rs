@@ -52,9 +52,9 @@ pub struct Config {
     pub close_timeout: Option<Duration>,
     /// How long a close frame or protocol error from the peer waits, at most, for the
     /// application to acknowledge the events received before it
-    /// ([`Connection::acknowledge_events`](crate::proto::Connection::acknowledge_events))
-    /// before the connection acts on it anyway. Default: 100 ms. `None` waits for the
-    /// acknowledgement.
+    /// ([`Connection::acknowledge_events`](crate::proto::Connection::acknowledge_events)),
+    /// counted from when it took the last of them, before the connection acts on it anyway
+    /// (replies queued later fail). Default: 100 ms. `None` waits for the acknowledgement.
     pub acknowledge_timeout: Option<Duration>,
     /// Send a keepalive ping after this long without one. Default: 20 s. `None` disables
     /// keepalive.

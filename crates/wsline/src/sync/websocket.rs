@@ -71,7 +71,16 @@ impl Inner {
     }
 
     fn take_events(&mut self) {
-        while let Some(event) = self.conn.poll_event() {
+        loop {
+            // While a close frame or protocol error from the peer waits for the messages
+            // before it, hand those over one at a time, as the application comes back for
+            // them: the core's acknowledge timeout then runs from when it took the last.
+            if self.conn.awaits_acknowledgement() && (!self.messages.is_empty() || self.handling) {
+                return;
+            }
+            let Some(event) = self.conn.poll_event() else {
+                return;
+            };
             match event {
                 Event::Message(message) => {
                     self.queued_bytes += message.len();
@@ -334,6 +343,7 @@ impl WebSocket {
             // Every message read has been handled: the core may act on a close frame or a
             // protocol error that followed them.
             let state = inner.conn.state();
+            let timeout = inner.conn.poll_timeout();
             inner.handling = false;
             inner.dispatch_events();
             if inner.conn.state() != state {
@@ -341,6 +351,13 @@ impl WebSocket {
                     inner.fail_io(&error);
                 }
                 self.shared.wake_driver();
+            } else if inner.conn.poll_timeout() != timeout {
+                // Taking the last message before a peer's close started the acknowledge
+                // timeout: the driver must wait for it.
+                self.shared.wake_driver();
+            }
+            if !inner.messages.is_empty() {
+                continue;
             }
             if let Some(error) = closed_error(&inner) {
                 return Err(error);

@@ -149,15 +149,24 @@ impl Connection {
     }
 
     /// Acts on the peer's close frame or protocol error at once if every event before it
-    /// has been acknowledged, else holds it until then (or the acknowledge timeout), so
-    /// that replies to those messages go out before the close frame.
+    /// has been acknowledged, else holds it until then, so that replies to those messages
+    /// go out before the close frame. The acknowledge timeout runs from when the last of
+    /// those events is taken (see [`events_taken`](Self::events_taken)).
     pub(super) fn defer(&mut self, deferred: Deferred) {
         if let Some(input) = self.lifecycle.input_mut() {
             *input = Input::Waiting(deferred);
         }
         if self.events.is_empty() && !self.unacknowledged {
             self.run_deferred();
-        } else {
+        } else if self.events.is_empty() {
+            self.events_taken();
+        }
+    }
+
+    /// Every event before a held close frame or protocol error has been taken: the
+    /// application has `acknowledge_timeout` to handle them.
+    pub(super) fn events_taken(&mut self) {
+        if self.awaits_acknowledgement() {
             self.timers
                 .start(Expired::Acknowledge, self.config.acknowledge_timeout);
         }
@@ -242,9 +251,14 @@ impl Connection {
         }
         // "An endpoint MUST NOT continue to attempt to process data (including a responding
         // Close frame) from the remote endpoint after being instructed to _Fail the WebSocket
-        // Connection_."
+        // Connection_." A close frame that had arrived is still what the peer said.
         if let Some(input) = self.lifecycle.input_mut() {
-            *input = Input::Discard;
+            if let Input::Waiting(Deferred::Close(close, _)) =
+                std::mem::replace(input, Input::Discard)
+            {
+                self.closed.received = Some(close);
+                self.closed.clean = true;
+            }
         }
         self.timers.stop(Expired::Acknowledge);
         if self.side == Side::Server {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use self::lifecycle::{Deferred, Lifecycle, Shutdown};
+use self::lifecycle::{Deferred, Input, Lifecycle, Shutdown};
 use self::opening::{Answer, Opening, Progress};
 use self::reader::{Context, Incoming, Reader};
 use self::timers::{Expired, Keepalive, Timers};
@@ -343,9 +343,28 @@ impl Connection {
     /// [`acknowledge_events`](Self::acknowledge_events).
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.events.pop_front();
-        self.unacknowledged |= event.is_some();
-        event
+        let event = self.events.pop_front()?;
+        self.unacknowledged = true;
+        if self.events.is_empty() {
+            self.events_taken();
+        }
+        Some(event)
+    }
+
+    /// Whether a close frame or protocol error from the peer waits for the events before it
+    /// to be acknowledged ([`acknowledge_events`](Self::acknowledge_events)). A layer that
+    /// queues messages for its application hands them over one at a time meanwhile, so
+    /// that [`Config::acknowledge_timeout`] runs from when the application took the last.
+    #[must_use]
+    pub fn awaits_acknowledgement(&self) -> bool {
+        matches!(
+            self.lifecycle,
+            Lifecycle::Open {
+                input: Input::Waiting(_)
+            } | Lifecycle::Closing {
+                input: Input::Waiting(_)
+            }
+        )
     }
 
     /// Whether an event is waiting.
@@ -357,8 +376,9 @@ impl Connection {
     /// Tells the connection that the application has handled every event it has taken
     /// (replies to those messages are queued). A close frame from the peer is answered,
     /// and a protocol error fails the connection, only once the events that came before it
-    /// are taken and acknowledged — or once [`Config::acknowledge_timeout`] has passed — so
-    /// that replies to those messages go out before the close frame.
+    /// are taken and acknowledged — or once [`Config::acknowledge_timeout`] has passed since
+    /// the last of them was taken — so that replies to those messages go out before the
+    /// close frame.
     ///
     /// Call it after each batch of events: an event loop after running its handlers, a
     /// blocking or async receiver when the application comes back for the next message.
@@ -448,7 +468,9 @@ impl Connection {
                 subprotocol,
                 rest,
             } => {
-                self.extensions = extensions;
+                if let Some(extensions) = extensions {
+                    self.extensions = extensions;
+                }
                 self.subprotocol = subprotocol;
                 self.open_with(&rest);
             }

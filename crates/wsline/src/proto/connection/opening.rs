@@ -59,10 +59,11 @@ pub(super) enum Progress {
 
 /// What the server's response decided.
 pub(super) enum Answer {
-    /// 101: the connection opens with these extensions and subprotocol; `rest` are the
-    /// bytes that came after the request head.
+    /// 101: the connection opens with these extensions (`None`: none were negotiated here,
+    /// keep those installed) and subprotocol; `rest` are the bytes that came after the
+    /// request head.
     Open {
-        extensions: Vec<Box<dyn Extension>>,
+        extensions: Option<Vec<Box<dyn Extension>>>,
         subprotocol: Option<String>,
         rest: BytesMut,
     },
@@ -171,17 +172,14 @@ impl Opening {
         let named =
             handshake::parse_extensions(response.headers.get_all("Sec-WebSocket-Extensions"))
                 .unwrap_or_default();
-        let extensions = negotiated
-            .take()
-            .map(|negotiated| {
-                negotiated
-                    .extensions
-                    .into_iter()
-                    .filter(|(_, extension)| named.iter().any(|n| n.name == extension.name()))
-                    .map(|(_, extension)| extension)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let extensions = negotiated.take().map(|negotiated| {
+            negotiated
+                .extensions
+                .into_iter()
+                .filter(|(_, extension)| named.iter().any(|n| n.name == extension.name()))
+                .map(|(_, extension)| extension)
+                .collect()
+        });
         Ok(Answer::Open {
             extensions,
             subprotocol: response
