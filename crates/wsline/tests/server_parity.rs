@@ -323,6 +323,19 @@ fn handler_returning_ok_waits_for_the_close_reply_on_the_tokio_server() {
     assert_server_waits_for_the_close_reply(&tokio_server(done, server_config()));
 }
 
+#[test]
+fn handler_panic_closes_with_1011_and_no_details_on_the_tokio_server() {
+    let _shared = support::shared();
+    async fn panicking(mut ws: wsline::tokio::WebSocket<MaybeTlsStream>) -> wsline::Result<()> {
+        ws.recv().await.transpose()?;
+        panic!("secret detail");
+    }
+    assert_handler_error_closes_with_1011_without_details(&tokio_server(
+        panicking,
+        server_config(),
+    ));
+}
+
 /// A handler that splits the connection and returns hands it back through the driver: the
 /// server closes it, with 1011 after an `Err`.
 #[test]

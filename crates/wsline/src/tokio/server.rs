@@ -1,10 +1,13 @@
 //! The server: [`serve`] a [`Handler`] on a port, or [`accept`] one connection on any stream.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use ::tokio::io::{AsyncRead, AsyncWrite};
@@ -33,8 +36,9 @@ use crate::{Error, Result, ServerConfig};
 /// the handler returned `Ok`, 1001 (going away) while the server shuts down, and 1011
 /// (internal error) with an empty reason when it returned an `Err` — the error is logged on
 /// the server, and the peer learns no details of it. An `Err` that is the end of the
-/// connection itself (it closed, or a send found the buffer full) sends nothing more. Call
-/// [`WebSocket::close`] before returning for another code or reason.
+/// connection itself (it closed, or a send found the buffer full) sends nothing more. A
+/// handler that panics gets 1011 too. Call [`WebSocket::close`] before returning for
+/// another code or reason.
 ///
 /// A connection the handler [`split`](WebSocket::split) goes back to the server once both
 /// halves (and every clone of the writer's [`Sender`](super::Sender)) are dropped;
@@ -532,26 +536,40 @@ async fn connection<H: Handler>(
     };
     let (hand_back, returned) = oneshot::channel();
     ws.set_hand_back(hand_back);
-    let outcome = handler.handle(ws).await;
-    // The connection comes back once the handler, or whatever task it gave the connection
-    // to, drops it. A sender gone without it means the connection ended elsewhere.
-    let Ok(returned) = returned.await else {
-        return;
+    let outcome = {
+        let mut handling = pin!(handler.handle(ws));
+        // A panic is caught only to close the connection with 1011 (the handler's future is
+        // dropped, and never polled again), then resumed.
+        poll_fn(|cx| {
+            panic::catch_unwind(AssertUnwindSafe(|| handling.as_mut().poll(cx)))
+                .map_or_else(|panic| Poll::Ready(Err(panic)), |poll| poll.map(Ok))
+        })
+        .await
     };
-    let mut ws = WebSocket::from_returned(returned);
     let done = if shared.shutdown.is_raised() {
         CloseCode::GOING_AWAY
     } else {
         CloseCode::NORMAL
     };
-    let code = match outcome {
-        Ok(()) => done,
-        Err(error) => tracing::info_span!("connection", %peer)
-            .in_scope(|| handler_error_close(&error))
+    let code = match &outcome {
+        Ok(Ok(())) => done,
+        Ok(Err(error)) => tracing::info_span!("connection", %peer)
+            .in_scope(|| handler_error_close(error))
             .unwrap_or(done),
+        // The panic is reported with the task's.
+        Err(_) => CloseCode::INTERNAL_ERROR,
     };
-    // Either code may be sent; closing a connection that is closing already waits for it.
-    if let Err(error) = ws.close(code, "").await {
-        tracing::debug!(%peer, %error, "the closing handshake did not complete");
+    // The connection comes back once the handler, or whatever task it gave the connection
+    // to, drops it. A sender gone without it means the connection ended elsewhere.
+    if let Ok(returned) = returned.await {
+        let mut ws = WebSocket::from_returned(returned);
+        // Every code above may be sent; closing a connection that is closing already waits
+        // for the end of the closing handshake.
+        if let Err(error) = ws.close(code, "").await {
+            tracing::debug!(%peer, %error, "the closing handshake did not complete");
+        }
+    }
+    if let Err(panic) = outcome {
+        panic::resume_unwind(panic);
     }
 }

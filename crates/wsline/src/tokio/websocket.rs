@@ -1220,7 +1220,11 @@ fn is_normal_closure(closed: &ConnectionClosed) -> bool {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Drop for WebSocket<S> {
     fn drop(&mut self) {
-        if let (Some(slot), Some(link)) = (self.hand_back.take(), self.conn.link.take()) {
+        if let Some(slot) = self.hand_back.take() {
+            // Always there: only this takes it.
+            let Some(link) = self.conn.link.take() else {
+                return;
+            };
             let returned = Returned {
                 link,
                 limits: self.limits,
@@ -1291,5 +1295,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
         ws.acknowledge();
         close_if_open(&mut ws.conn, CloseCode::NORMAL, "")?;
         ws.poll_closed(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ::tokio::io::{duplex, AsyncReadExt, DuplexStream};
+
+    use super::*;
+
+    /// A server connection over an in-memory stream, and the client's end of that stream.
+    fn server_over_duplex() -> (WebSocket<DuplexStream>, DuplexStream) {
+        let (client, server) = duplex(1 << 16);
+        let ws = WebSocket::from_upgraded(server, Side::Server, Config::default(), &[]);
+        (ws, client)
+    }
+
+    /// A server's close frame with code 1000 and no reason.
+    const NORMAL_CLOSE: [u8; 4] = [0x88, 0x02, 0x03, 0xE8];
+
+    #[tokio::test]
+    async fn a_dropped_server_connection_goes_back_to_its_server_unclosed() {
+        let (mut ws, mut client) = server_over_duplex();
+        let (slot, mut returned) = oneshot::channel();
+        ws.set_hand_back(slot);
+        drop(ws);
+        let returned = returned.try_recv().expect("the connection came back");
+        let mut ws = WebSocket::from_returned(returned);
+        assert_eq!(ws.state(), State::Open);
+        ws.queue(Message::text("after")).unwrap();
+        ws.flush().await.unwrap();
+        let mut frame = [0; 7];
+        client.read_exact(&mut frame).await.unwrap();
+        assert_eq!(frame, *b"\x81\x05after");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_server_connection_whose_server_is_gone_closes_on_its_own() {
+        let (mut ws, mut client) = server_over_duplex();
+        let (slot, returned) = oneshot::channel();
+        ws.set_hand_back(slot);
+        drop(returned);
+        drop(ws);
+        let mut written = Vec::new();
+        client.read_to_end(&mut written).await.unwrap();
+        assert_eq!(written, NORMAL_CLOSE);
     }
 }
