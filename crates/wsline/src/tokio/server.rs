@@ -561,8 +561,7 @@ async fn connection<H: Handler>(
     };
     // The connection comes back once the handler, or whatever task it gave the connection
     // to, drops it. A sender gone without it means the connection ended elsewhere.
-    if let Ok(returned) = returned.await {
-        let mut ws = WebSocket::from_returned(returned);
+    if let Ok(mut ws) = returned.await {
         // Every code above may be sent; closing a connection that is closing already waits
         // for the end of the closing handshake.
         if let Err(error) = ws.close(code, "").await {

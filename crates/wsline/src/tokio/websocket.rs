@@ -127,8 +127,8 @@ enum WriteSide {
 /// draining output or events) forgets it, so it is asked of the core again only after the
 /// core may have changed, and no call site has to say so.
 ///
-/// The stream and the core are one [`Link`], so that a server's connection can hand both
-/// back at once when its handler drops it (see [`WebSocket::set_hand_back`]).
+/// The stream and the core are one [`Link`], so that a server's connection can move both
+/// to the server when its handler drops it (see [`WebSocket::set_hand_back`]).
 #[derive(Debug)]
 struct Core<S> {
     /// Present from construction until a dropped server connection hands it back: nothing
@@ -218,17 +218,6 @@ impl<S> DerefMut for Core<S> {
         self.deadline = None;
         &mut self.link_mut().conn
     }
-}
-
-/// A server's connection as its handler's `WebSocket` hands it back on being dropped: what
-/// the server needs to close it ([`WebSocket::from_returned`]).
-#[derive(Debug)]
-pub(crate) struct Returned<S> {
-    link: Link<S>,
-    limits: Limits,
-    unacknowledged: bool,
-    read_side: ReadSide,
-    write_side: WriteSide,
 }
 
 /// The sleep that wakes the connection at its next deadline. It is polled (which costs)
@@ -413,7 +402,7 @@ pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     response: Option<Response>,
     going_away: Option<Listener>,
     /// Set on a server's connection: where it goes when dropped, for the server to close.
-    hand_back: Option<oneshot::Sender<Returned<S>>>,
+    hand_back: Option<oneshot::Sender<WebSocket<S>>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for WebSocket<S> {
@@ -447,22 +436,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    /// A connection a dropped server `WebSocket` handed back, to be closed by the server.
-    pub(crate) fn from_returned(returned: Returned<S>) -> Self {
-        let Returned {
-            link: Link { io, conn },
-            limits,
-            unacknowledged,
-            read_side,
-            write_side,
-        } = returned;
-        let mut ws = Self::new(io, conn, limits);
-        ws.unacknowledged = unacknowledged;
-        ws.read_side = read_side;
-        ws.write_side = write_side;
-        ws
-    }
-
     /// A connection over a stream whose opening handshake happened elsewhere (an HTTP
     /// server that did the upgrade itself), with `leftover`: the bytes that server read past
     /// the handshake head, if any. No extension is in use.
@@ -487,10 +460,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.going_away = Some(listener);
     }
 
-    /// Makes this a server's connection: dropped, it goes to `slot` instead of closing on
-    /// its own, and the server closes it (with the code its handler's outcome calls for).
-    /// Should the server be gone, it closes on its own after all.
-    pub(crate) fn set_hand_back(&mut self, slot: oneshot::Sender<Returned<S>>) {
+    /// Makes this a server's connection: dropped, it goes to `slot` (as a `WebSocket` that
+    /// closes on its own when dropped) instead of closing, and the server closes it with the
+    /// code its handler's outcome calls for. Should the server be gone, or drop it unread,
+    /// it closes on its own after all.
+    pub(crate) fn set_hand_back(&mut self, slot: oneshot::Sender<WebSocket<S>>) {
         self.hand_back = Some(slot);
     }
 
@@ -1225,21 +1199,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Drop for WebSocket<S> {
             let Some(link) = self.conn.link.take() else {
                 return;
             };
-            let returned = Returned {
-                link,
+            let returned = WebSocket {
+                conn: Core {
+                    link: Some(link),
+                    deadline: self.conn.deadline,
+                },
                 limits: self.limits,
+                read_buf: std::mem::take(&mut self.read_buf),
+                unread: std::mem::take(&mut self.unread),
+                timer: std::mem::take(&mut self.timer),
                 unacknowledged: self.unacknowledged,
                 read_side: std::mem::replace(&mut self.read_side, ReadSide::Open),
                 write_side: self.write_side,
+                outcome_reported: self.outcome_reported,
+                pings: std::mem::take(&mut self.pings),
+                request: self.request.take(),
+                response: self.response.take(),
+                going_away: self.going_away.take(),
+                hand_back: None,
             };
-            match slot.send(returned) {
-                Ok(()) => return,
-                // The server is gone: close here, as any other connection does.
-                Err(returned) => {
-                    self.conn.link = Some(returned.link);
-                    self.read_side = returned.read_side;
-                }
-            }
+            // Should the server be gone, the connection comes back and closes as it drops.
+            let _ = slot.send(returned);
+            return;
         }
         let shutting_down = self.going_away.as_ref().is_some_and(Listener::is_raised);
         let code = if shutting_down {
@@ -1320,14 +1301,25 @@ mod tests {
         let (slot, mut returned) = oneshot::channel();
         ws.set_hand_back(slot);
         drop(ws);
-        let returned = returned.try_recv().expect("the connection came back");
-        let mut ws = WebSocket::from_returned(returned);
+        let mut ws = returned.try_recv().expect("the connection came back");
         assert_eq!(ws.state(), State::Open);
         ws.queue(Message::text("after")).unwrap();
         ws.flush().await.unwrap();
         let mut frame = [0; 7];
         client.read_exact(&mut frame).await.unwrap();
         assert_eq!(frame, *b"\x81\x05after");
+    }
+
+    #[tokio::test]
+    async fn a_server_connection_its_server_drops_unread_closes_on_its_own() {
+        let (mut ws, mut client) = server_over_duplex();
+        let (slot, returned) = oneshot::channel();
+        ws.set_hand_back(slot);
+        drop(ws);
+        drop(returned);
+        let mut written = Vec::new();
+        client.read_to_end(&mut written).await.unwrap();
+        assert_eq!(written, NORMAL_CLOSE);
     }
 
     #[tokio::test]
