@@ -983,8 +983,10 @@ impl tokio::io::AsyncWrite for SlowFlush {
 async fn send_returns_once_a_flush_that_was_pending_completes() {
     bounded(async {
         let (client_io, server_io) = tokio::io::duplex(1 << 16);
-        let mut config = Config::default();
-        config.ping_interval = None;
+        let config = Config {
+            ping_interval: None,
+            ..Config::default()
+        };
         let stream = SlowFlush {
             inner: client_io,
             flushed_at: None,
