@@ -380,11 +380,12 @@ impl Pings {
 ///
 /// # Dropping
 ///
-/// Dropping an open `WebSocket` queues a close frame (1000) and writes what the socket takes
-/// without waiting; call [`close`](Self::close) to complete the closing handshake. A
-/// connection that a [`serve`](super::serve) server gave its [`Handler`](super::Handler)
-/// goes back to the server instead, which closes it according to the handler's outcome
-/// and completes the closing handshake (see [`Handler`](super::Handler)).
+/// Dropping an open `WebSocket` queues a close frame (1000, or 1001 when its server is
+/// shutting down) and writes what the socket takes without waiting; call
+/// [`close`](Self::close) to complete the closing handshake. A connection that a
+/// [`serve`](super::serve) server gave its [`Handler`](super::Handler) goes back to the
+/// server instead, which closes it according to the handler's outcome and completes the
+/// closing handshake (see [`Handler`](super::Handler)).
 pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     conn: Core<S>,
     limits: Limits,
