@@ -6,8 +6,10 @@
 
 mod support;
 
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use wsline::proto::{ConnectionClosed, HandshakeError, Request, Response};
 use wsline::sync::client::connect_with;
@@ -16,7 +18,10 @@ use wsline::sync::WebSocket;
 use wsline::tokio::MaybeTlsStream;
 use wsline::{BackpressurePolicy, CloseCode, Error, Message, ServerConfig};
 
-use support::{client_config, server_config, start, url, DEADLINE};
+use support::{
+    client_config, close_frame, frame, is_timeout, server_config, start, url, RawClient, DEADLINE,
+    TEXT,
+};
 
 /// A running server of any kind, kept alive for as long as the value lives.
 enum Running {
@@ -191,6 +196,157 @@ fn handler_error_closes_with_1011_and_no_details_on_the_thread_per_connection_se
         Err(secret_fault())
     };
     assert_handler_error_closes_with_1011_without_details(&blocking(failing, server_config()));
+}
+
+#[test]
+fn handler_error_closes_with_1011_and_no_details_on_the_tokio_server() {
+    let _shared = support::shared();
+    let failing = |mut ws: wsline::tokio::WebSocket<MaybeTlsStream>| async move {
+        ws.recv().await.transpose()?;
+        Err::<(), Error>(secret_fault())
+    };
+    assert_handler_error_closes_with_1011_without_details(&tokio_server(failing, server_config()));
+}
+
+/// A handler that fails on the first message while the client keeps sending still gets
+/// 1011 with no details to the client: the server reads past the messages that keep coming
+/// until the client's close frame answers its own.
+fn assert_handler_error_closes_with_1011_while_the_client_sends(server: &Running) {
+    let ws = connect_with(&url(server.addr()), client_config()).expect("connect");
+    for _ in 0..256 {
+        if ws.send_binary(&[7; 4096]).is_err() {
+            // The server's close frame arrived while sending.
+            break;
+        }
+    }
+    let closed = closed_by_server(&ws);
+    assert_eq!(closed.code(), CloseCode::INTERNAL_ERROR);
+    assert_eq!(closed.reason(), "");
+    assert!(closed.clean, "{closed:?}");
+}
+
+#[test]
+fn handler_error_while_the_client_sends_closes_with_1011_on_the_thread_per_connection_server() {
+    let _shared = support::shared();
+    let failing = |ws: &WebSocket| -> wsline::Result<()> {
+        ws.recv_timeout(DEADLINE)?;
+        Err(secret_fault())
+    };
+    assert_handler_error_closes_with_1011_while_the_client_sends(&blocking(
+        failing,
+        server_config(),
+    ));
+}
+
+#[test]
+fn handler_error_while_the_client_sends_closes_with_1011_on_the_tokio_server() {
+    let _shared = support::shared();
+    let failing = |mut ws: wsline::tokio::WebSocket<MaybeTlsStream>| async move {
+        ws.recv().await.transpose()?;
+        Err::<(), Error>(secret_fault())
+    };
+    assert_handler_error_closes_with_1011_while_the_client_sends(&tokio_server(
+        failing,
+        server_config(),
+    ));
+}
+
+/// A handler that returns `Ok` without closing leaves the server to close: 1000 and a
+/// complete closing handshake.
+fn assert_handler_done_closes_with_a_clean_1000(server: &Running) {
+    let ws = connect_with(&url(server.addr()), client_config()).expect("connect");
+    ws.send_text("done").unwrap();
+    let closed = closed_by_server(&ws);
+    assert_eq!(closed.code(), CloseCode::NORMAL);
+    assert!(closed.clean, "{closed:?}");
+    assert_eq!(ws.close_status(), Some(closed));
+}
+
+#[test]
+fn handler_returning_ok_closes_cleanly_with_1000_on_the_thread_per_connection_server() {
+    let _shared = support::shared();
+    let done = |ws: &WebSocket| -> wsline::Result<()> {
+        ws.recv_timeout(DEADLINE)?;
+        Ok(())
+    };
+    assert_handler_done_closes_with_a_clean_1000(&blocking(done, server_config()));
+}
+
+#[test]
+fn handler_returning_ok_closes_cleanly_with_1000_on_the_tokio_server() {
+    let _shared = support::shared();
+    let done = |mut ws: wsline::tokio::WebSocket<MaybeTlsStream>| async move {
+        ws.recv().await.transpose()?;
+        Ok::<(), Error>(())
+    };
+    assert_handler_done_closes_with_a_clean_1000(&tokio_server(done, server_config()));
+}
+
+/// A handler that returns `Ok` leaves the server to run the closing handshake: after its
+/// 1000 the server waits for the client's close frame instead of dropping the connection.
+fn assert_server_waits_for_the_close_reply(server: &Running) {
+    let mut client = RawClient::open(server.addr());
+    client.send(&frame(TEXT, true, b"done"));
+    let close = client.read_close().expect("the server's close frame");
+    assert_eq!(close.close_code(), Some(1000));
+    client.stream.set_read_timeout(Some(REPLY_WAIT)).unwrap();
+    let early = client.stream.read(&mut [0; 1]);
+    assert!(
+        early.as_ref().is_err_and(is_timeout),
+        "the server ended the connection before the client's close frame: {early:?}"
+    );
+    client.stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    client.send(&close_frame(1000, ""));
+    client.expect_eof();
+}
+
+/// How long the client waits before answering the server's close frame.
+const REPLY_WAIT: Duration = Duration::from_millis(300);
+
+#[test]
+fn handler_returning_ok_waits_for_the_close_reply_on_the_thread_per_connection_server() {
+    let _shared = support::shared();
+    let done = |ws: &WebSocket| -> wsline::Result<()> {
+        ws.recv_timeout(DEADLINE)?;
+        Ok(())
+    };
+    assert_server_waits_for_the_close_reply(&blocking(done, server_config()));
+}
+
+#[test]
+fn handler_returning_ok_waits_for_the_close_reply_on_the_tokio_server() {
+    let _shared = support::shared();
+    let done = |mut ws: wsline::tokio::WebSocket<MaybeTlsStream>| async move {
+        ws.recv().await.transpose()?;
+        Ok::<(), Error>(())
+    };
+    assert_server_waits_for_the_close_reply(&tokio_server(done, server_config()));
+}
+
+#[test]
+fn handler_panic_closes_with_1011_and_no_details_on_the_tokio_server() {
+    let _shared = support::shared();
+    async fn panicking(mut ws: wsline::tokio::WebSocket<MaybeTlsStream>) -> wsline::Result<()> {
+        ws.recv().await.transpose()?;
+        panic!("secret detail");
+    }
+    assert_handler_error_closes_with_1011_without_details(&tokio_server(
+        panicking,
+        server_config(),
+    ));
+}
+
+/// A handler that splits the connection and returns hands it back through the driver: the
+/// server closes it, with 1011 after an `Err`.
+#[test]
+fn handler_error_after_a_split_closes_with_1011_on_the_tokio_server() {
+    let _shared = support::shared();
+    let failing = |ws: wsline::tokio::WebSocket<MaybeTlsStream>| async move {
+        let (mut reader, _writer) = ws.split();
+        reader.recv().await.transpose()?;
+        Err::<(), Error>(secret_fault())
+    };
+    assert_handler_error_closes_with_1011_without_details(&tokio_server(failing, server_config()));
 }
 
 // ----- Backpressure and its close reason -----

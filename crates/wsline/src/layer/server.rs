@@ -65,10 +65,6 @@ pub(crate) fn answer_handshake(
 /// nothing to tell the peer: the error is the end of the connection itself, or a full send
 /// buffer, which [`apply_backpressure`] has dealt with (under
 /// [`BackpressurePolicy::Close`] the connection is already failing with 1008).
-///
-/// The tokio server cannot apply it yet: its handler owns the connection and drops it (with
-/// a 1000 close frame) before the error reaches the server.
-#[cfg(feature = "sync")]
 #[must_use]
 pub(crate) fn handler_error_close(error: &Error) -> Option<CloseCode> {
     if matches!(error, Error::SendBufferFull { .. }) || error.is_closed() {
@@ -160,7 +156,6 @@ mod tests {
         assert_eq!(answer, Ok(Answer::Rejected { status: 426 }));
     }
 
-    #[cfg(feature = "sync")]
     #[test]
     fn handler_error_closes_with_1011_unless_it_is_the_connections_own_end() {
         let fault = Error::Io(std::io::Error::other("database down"));

@@ -25,7 +25,9 @@
 //! ```
 //!
 //! Each connection runs its [`Handler`] in a task of its own, inline with the connection's
-//! I/O: a message goes from the socket to the handler and back without a channel. Shutting
+//! I/O: a message goes from the socket to the handler and back without a channel. When the
+//! handler is done, the server closes the connection and completes the closing handshake:
+//! 1000 after `Ok`, 1011 with no details after an `Err` (which it logs). Shutting
 //! down ([`Server::shutdown`], [`ServerHandle::shutdown`], or dropping the [`Server`]) stops
 //! accepting, closes every connection with 1001, and waits up to
 //! [`ServerConfig::shutdown_timeout`](crate::ServerConfig::shutdown_timeout). Use

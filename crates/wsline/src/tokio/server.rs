@@ -1,23 +1,26 @@
 //! The server: [`serve`] a [`Handler`] on a port, or [`accept`] one connection on any stream.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use ::tokio::io::{AsyncRead, AsyncWrite};
 use ::tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use ::tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use ::tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use ::tokio::task::{JoinError, JoinSet};
 use ::tokio::time::Instant;
 
 use super::signal::{Listener, Signal};
 use super::stream::MaybeTlsStream;
 use super::websocket::{Limits, WebSocket};
-use crate::layer::server::{answer_handshake, ACCEPT_RETRY_PAUSE};
-use crate::proto::{Config, Connection, Request, Response};
+use crate::layer::server::{answer_handshake, handler_error_close, ACCEPT_RETRY_PAUSE};
+use crate::proto::{CloseCode, Config, Connection, Request, Response};
 use crate::{Error, Result, ServerConfig};
 
 /// What a server does with each connection.
@@ -27,10 +30,20 @@ use crate::{Error, Result, ServerConfig};
 /// its I/O — no channel between the socket and the handler. Implement the trait on a struct
 /// to share state between connections (a chat room) or to inspect the handshake.
 ///
-/// When the handler returns, the connection is dropped: an open connection gets a close
-/// frame (1000) without waiting for the reply, also when the handler returns an `Err`
-/// (which the server logs). Call [`WebSocket::close`] first for another code (1011 for an
-/// internal fault) or a complete closing handshake.
+/// When the handler is done with the connection (it returned, and dropped the
+/// `WebSocket`), the server takes the connection back and closes it, completing the closing
+/// handshake within the configuration's `close_timeout`: with 1000 (normal closure) when
+/// the handler returned `Ok`, 1001 (going away) while the server shuts down, and 1011
+/// (internal error) with an empty reason when it returned an `Err` — the error is logged on
+/// the server, and the peer learns no details of it. An `Err` that is the end of the
+/// connection itself (it closed, or a send found the buffer full) sends nothing more. A
+/// handler that panics gets 1011 too. Call [`WebSocket::close`] before returning for
+/// another code or reason.
+///
+/// A connection the handler [`split`](WebSocket::split) goes back to the server once both
+/// halves (and every clone of the writer's [`Sender`](super::Sender)) are dropped;
+/// [`reunite`](super::ReadHalf::reunite)d, it is a whole `WebSocket` again. A connection
+/// the handler passes to another task stays open, and counted, until that task drops it.
 pub trait Handler: Send + Sync + 'static {
     /// Inspects the handshake request and may alter the response before it is sent: add
     /// headers, or refuse by replacing it (e.g. with [`Response::text`]`(403, "…")`).
@@ -514,16 +527,48 @@ async fn connection<H: Handler>(
     let hook = |request: &Request, response: &mut Response| {
         handler.on_handshake(request, response);
     };
-    let ws = match server_handshake(ws, Some(peer), hook).await {
+    let mut ws = match server_handshake(ws, Some(peer), hook).await {
         Ok(ws) => ws,
         Err(error) => {
             tracing::debug!(%peer, %error, "handshake failed");
             return;
         }
     };
-    if let Err(error) = handler.handle(ws).await {
-        // The handler owned the connection and dropped it before returning, so its close
-        // frame (1000) is already out: the handler-error policy (1011) cannot apply here.
-        tracing::warn!(%peer, %error, "handler failed");
+    let (hand_back, returned) = oneshot::channel();
+    ws.set_hand_back(hand_back);
+    let outcome = {
+        let mut handling = pin!(handler.handle(ws));
+        // A panic is caught only to close the connection with 1011 (the handler's future is
+        // dropped, and never polled again), then resumed.
+        poll_fn(|cx| {
+            panic::catch_unwind(AssertUnwindSafe(|| handling.as_mut().poll(cx)))
+                .map_or_else(|panic| Poll::Ready(Err(panic)), |poll| poll.map(Ok))
+        })
+        .await
+    };
+    let done = if shared.shutdown.is_raised() {
+        CloseCode::GOING_AWAY
+    } else {
+        CloseCode::NORMAL
+    };
+    let code = match &outcome {
+        Ok(Ok(())) => done,
+        Ok(Err(error)) => tracing::info_span!("connection", %peer)
+            .in_scope(|| handler_error_close(error))
+            .unwrap_or(done),
+        // The panic is reported with the task's.
+        Err(_) => CloseCode::INTERNAL_ERROR,
+    };
+    // The connection comes back once the handler, or whatever task it gave the connection
+    // to, drops it. A sender gone without it means the connection ended elsewhere.
+    if let Ok(mut ws) = returned.await {
+        // Every code above may be sent; closing a connection that is closing already waits
+        // for the end of the closing handshake.
+        if let Err(error) = ws.close(code, "").await {
+            tracing::debug!(%peer, %error, "the closing handshake did not complete");
+        }
+    }
+    if let Err(panic) = outcome {
+        panic::resume_unwind(panic);
     }
 }

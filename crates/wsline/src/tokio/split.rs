@@ -415,6 +415,12 @@ impl Driver {
                 ws.acknowledge();
             }
             if self.commands_closed && self.inbox.is_closed() {
+                if ws.hands_back() {
+                    // Nobody can read or write any more: a server's connection goes back
+                    // to the server (when the task drops it), which closes it according
+                    // to its handler's outcome.
+                    return Poll::Ready(());
+                }
                 // Nobody can read or write any more: close (1000 may be sent).
                 let _ = close_if_open(ws.conn_mut(), CloseCode::NORMAL, "");
             }

@@ -122,38 +122,73 @@ enum WriteSide {
     Closed,
 }
 
-/// The core, with its next deadline remembered. Reading the core (`Deref`) keeps the
-/// deadline; any mutable access (`DerefMut`: input, a send, draining output or events)
-/// forgets it, so it is asked of the core again only after the core may have changed, and
-/// no call site has to say so.
+/// The core and the stream it runs over, with the core's next deadline remembered. Reading
+/// the core (`Deref`) keeps the deadline; any mutable access (`DerefMut`: input, a send,
+/// draining output or events) forgets it, so it is asked of the core again only after the
+/// core may have changed, and no call site has to say so.
+///
+/// The stream and the core are one [`Link`], so that a server's connection can move both
+/// to the server when its handler drops it (see [`WebSocket::set_hand_back`]).
 #[derive(Debug)]
-struct Core {
-    conn: Connection,
+struct Core<S> {
+    /// Present from construction until a dropped server connection hands it back: nothing
+    /// uses a `WebSocket` after that.
+    link: Option<Link<S>>,
     /// `Connection::poll_timeout` as of the last mutable access, once asked.
     deadline: Option<Option<std::time::Instant>>,
 }
 
-impl Core {
-    fn new(conn: Connection) -> Self {
+/// A connection's stream and its protocol core.
+#[derive(Debug)]
+struct Link<S> {
+    io: S,
+    conn: Connection,
+}
+
+/// Why [`Core::link`] may be unwrapped.
+const LINKED: &str = "a WebSocket holds its stream and core until it is dropped";
+
+impl<S> Core<S> {
+    fn new(io: S, conn: Connection) -> Self {
         Self {
-            conn,
+            link: Some(Link { io, conn }),
             deadline: None,
         }
+    }
+
+    fn link(&self) -> &Link<S> {
+        self.link.as_ref().expect(LINKED)
+    }
+
+    fn link_mut(&mut self) -> &mut Link<S> {
+        self.link.as_mut().expect(LINKED)
+    }
+
+    /// The stream. Using it moves no timer of the core.
+    fn io(&mut self) -> &mut S {
+        &mut self.link_mut().io
+    }
+
+    /// The stream and the bytes to write to it, at once.
+    fn io_and_send_buffer(&mut self) -> (&mut S, &mut SendBuffer) {
+        let link = self.link_mut();
+        (&mut link.io, link.conn.send_buffer())
     }
 
     /// The bytes to write (this shadows `Connection::send_buffer`), without forgetting the
     /// deadline: taking output moves no timer of
     /// the core (the shutdown that may follow is asked for through `DerefMut`).
     fn send_buffer(&mut self) -> &mut SendBuffer {
-        self.conn.send_buffer()
+        self.link_mut().conn.send_buffer()
     }
 
     /// The next event, if one is there, without forgetting the deadline: asking only while
     /// [`Connection::has_events`] holds never makes the core act on deferred input (it does
     /// when `poll_event` returns `None`), so it moves no timer.
     fn take_event(&mut self) -> Option<Event> {
-        if self.conn.has_events() {
-            self.conn.poll_event()
+        let conn = &mut self.link_mut().conn;
+        if conn.has_events() {
+            conn.poll_event()
         } else {
             None
         }
@@ -161,24 +196,27 @@ impl Core {
 
     /// The core's next deadline (see [`Connection::poll_timeout`]).
     fn deadline(&mut self) -> Option<std::time::Instant> {
-        *self
-            .deadline
-            .get_or_insert_with(|| self.conn.poll_timeout())
+        if let Some(deadline) = self.deadline {
+            return deadline;
+        }
+        let deadline = self.link().conn.poll_timeout();
+        self.deadline = Some(deadline);
+        deadline
     }
 }
 
-impl Deref for Core {
+impl<S> Deref for Core<S> {
     type Target = Connection;
 
     fn deref(&self) -> &Connection {
-        &self.conn
+        &self.link().conn
     }
 }
 
-impl DerefMut for Core {
+impl<S> DerefMut for Core<S> {
     fn deref_mut(&mut self) -> &mut Connection {
         self.deadline = None;
-        &mut self.conn
+        &mut self.link_mut().conn
     }
 }
 
@@ -344,10 +382,12 @@ impl Pings {
 ///
 /// Dropping an open `WebSocket` queues a close frame (1000, or 1001 when its server is
 /// shutting down) and writes what the socket takes without waiting; call
-/// [`close`](Self::close) to complete the closing handshake.
+/// [`close`](Self::close) to complete the closing handshake. A connection that a
+/// [`serve`](super::serve) server gave its [`Handler`](super::Handler) goes back to the
+/// server instead, which closes it according to the handler's outcome and completes the
+/// closing handshake (see [`Handler`](super::Handler)).
 pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
-    io: S,
-    conn: Core,
+    conn: Core<S>,
     limits: Limits,
     read_buf: BytesMut,
     unread: Unread,
@@ -362,6 +402,8 @@ pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     request: Option<Request>,
     response: Option<Response>,
     going_away: Option<Listener>,
+    /// Set on a server's connection: where it goes when dropped, for the server to close.
+    hand_back: Option<oneshot::Sender<WebSocket<S>>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for WebSocket<S> {
@@ -378,8 +420,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for WebSocket<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub(crate) fn new(io: S, conn: Connection, limits: Limits) -> Self {
         Self {
-            io,
-            conn: Core::new(conn),
+            conn: Core::new(io, conn),
             limits,
             read_buf: BytesMut::new(),
             unread: Unread::default(),
@@ -392,6 +433,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             request: None,
             response: None,
             going_away: None,
+            hand_back: None,
         }
     }
 
@@ -417,6 +459,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     pub(crate) fn set_going_away(&mut self, listener: Listener) {
         self.going_away = Some(listener);
+    }
+
+    /// Makes this a server's connection: dropped, it goes to `slot` (as a `WebSocket` that
+    /// closes on its own when dropped) instead of closing, and the server closes it with the
+    /// code its handler's outcome calls for. Should the server be gone, or drop it unread,
+    /// it closes on its own after all.
+    pub(crate) fn set_hand_back(&mut self, slot: oneshot::Sender<WebSocket<S>>) {
+        self.hand_back = Some(slot);
+    }
+
+    /// Whether dropping this connection hands it back to its server.
+    pub(crate) fn hands_back(&self) -> bool {
+        self.hand_back.is_some()
     }
 
     pub(crate) fn set_request(&mut self, request: Request) {
@@ -496,13 +551,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The underlying stream.
     #[must_use]
     pub fn get_ref(&self) -> &S {
-        &self.io
+        &self.conn.link().io
     }
 
     /// The underlying stream, mutably. Reading from or writing to it directly corrupts the
     /// connection; use it for socket options.
     pub fn get_mut(&mut self) -> &mut S {
-        &mut self.io
+        self.conn.io()
     }
 
     /// Sets the bounds of the queue of received messages that the application has not read
@@ -971,7 +1026,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             if self.conn.pending_send() == 0 {
                 if self.write_side == WriteSide::Unflushed {
-                    match Pin::new(&mut self.io).poll_flush(cx) {
+                    match Pin::new(self.conn.io()).poll_flush(cx) {
                         Poll::Pending => return progress,
                         Poll::Ready(Ok(())) => {
                             // Completing the flush is progress: a caller waiting for it is
@@ -991,7 +1046,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 if self.write_side != WriteSide::ShuttingDown {
                     return progress;
                 }
-                let Poll::Ready(result) = Pin::new(&mut self.io).poll_shutdown(cx) else {
+                let Poll::Ready(result) = Pin::new(self.conn.io()).poll_shutdown(cx) else {
                     return progress;
                 };
                 if let Err(error) = result {
@@ -1001,9 +1056,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 self.write_side = WriteSide::Closed;
                 return true;
             }
-            let vectored = self.io.is_write_vectored();
-            let stream = &mut self.io;
-            let written = write_queued(self.conn.send_buffer(), vectored, |slices| {
+            let (stream, out) = self.conn.io_and_send_buffer();
+            let vectored = stream.is_write_vectored();
+            let written = write_queued(out, vectored, |slices| {
                 let written = match slices {
                     [one] => Pin::new(&mut *stream).poll_write(cx, one),
                     many => Pin::new(&mut *stream).poll_write_vectored(cx, many),
@@ -1038,7 +1093,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.read_buf.reserve(self.limits.read_buffer_size);
         }
         let read = {
-            let read = pin!(self.io.read_buf(&mut self.read_buf));
+            let read = pin!(self.conn.io().read_buf(&mut self.read_buf));
             read.poll(cx)
         };
         match read {
@@ -1140,6 +1195,34 @@ fn is_normal_closure(closed: &ConnectionClosed) -> bool {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Drop for WebSocket<S> {
     fn drop(&mut self) {
+        if let Some(slot) = self.hand_back.take() {
+            // Always there: only this takes it.
+            let Some(link) = self.conn.link.take() else {
+                return;
+            };
+            let returned = WebSocket {
+                conn: Core {
+                    link: Some(link),
+                    deadline: self.conn.deadline,
+                },
+                limits: self.limits,
+                read_buf: std::mem::take(&mut self.read_buf),
+                unread: std::mem::take(&mut self.unread),
+                timer: std::mem::take(&mut self.timer),
+                unacknowledged: self.unacknowledged,
+                read_side: std::mem::replace(&mut self.read_side, ReadSide::Open),
+                write_side: self.write_side,
+                outcome_reported: self.outcome_reported,
+                pings: std::mem::take(&mut self.pings),
+                request: self.request.take(),
+                response: self.response.take(),
+                going_away: self.going_away.take(),
+                hand_back: None,
+            };
+            // Should the server be gone, the connection comes back and closes as it drops.
+            let _ = slot.send(returned);
+            return;
+        }
         let shutting_down = self.going_away.as_ref().is_some_and(Listener::is_raised);
         let code = if shutting_down {
             CloseCode::GOING_AWAY
@@ -1194,5 +1277,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
         ws.acknowledge();
         close_if_open(&mut ws.conn, CloseCode::NORMAL, "")?;
         ws.poll_closed(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ::tokio::io::{duplex, AsyncReadExt, DuplexStream};
+
+    use super::*;
+
+    /// A server connection over an in-memory stream, and the client's end of that stream.
+    fn server_over_duplex() -> (WebSocket<DuplexStream>, DuplexStream) {
+        let (client, server) = duplex(1 << 16);
+        let ws = WebSocket::from_upgraded(server, Side::Server, Config::default(), &[]);
+        (ws, client)
+    }
+
+    /// A server's close frame with code 1000 and no reason.
+    const NORMAL_CLOSE: [u8; 4] = [0x88, 0x02, 0x03, 0xE8];
+
+    #[tokio::test]
+    async fn a_dropped_server_connection_goes_back_to_its_server_unclosed() {
+        let (mut ws, mut client) = server_over_duplex();
+        let (slot, mut returned) = oneshot::channel();
+        ws.set_hand_back(slot);
+        drop(ws);
+        let mut ws = returned.try_recv().expect("the connection came back");
+        assert_eq!(ws.state(), State::Open);
+        ws.queue(Message::text("after")).unwrap();
+        ws.flush().await.unwrap();
+        let mut frame = [0; 7];
+        client.read_exact(&mut frame).await.unwrap();
+        assert_eq!(frame, *b"\x81\x05after");
+    }
+
+    #[tokio::test]
+    async fn a_server_connection_its_server_drops_unread_closes_on_its_own() {
+        let (mut ws, mut client) = server_over_duplex();
+        let (slot, returned) = oneshot::channel();
+        ws.set_hand_back(slot);
+        drop(ws);
+        drop(returned);
+        let mut written = Vec::new();
+        client.read_to_end(&mut written).await.unwrap();
+        assert_eq!(written, NORMAL_CLOSE);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_server_connection_whose_server_is_gone_closes_on_its_own() {
+        let (mut ws, mut client) = server_over_duplex();
+        let (slot, returned) = oneshot::channel();
+        ws.set_hand_back(slot);
+        drop(returned);
+        drop(ws);
+        let mut written = Vec::new();
+        client.read_to_end(&mut written).await.unwrap();
+        assert_eq!(written, NORMAL_CLOSE);
     }
 }
