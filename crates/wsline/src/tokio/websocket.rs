@@ -182,16 +182,29 @@ impl<S> Core<S> {
         self.link_mut().conn.send_buffer()
     }
 
-    /// The next event, if one is there, without forgetting the deadline: asking only while
-    /// [`Connection::has_events`] holds never makes the core act on deferred input (it does
-    /// when `poll_event` returns `None`), so it moves no timer.
+    /// The next event, if one is there, forgetting the deadline only when taking it moved a
+    /// timer: taking the last event before a peer's held close starts the core's
+    /// acknowledge timeout.
     fn take_event(&mut self) -> Option<Event> {
         let conn = &mut self.link_mut().conn;
-        if conn.has_events() {
-            conn.poll_event()
-        } else {
-            None
+        let event = conn.poll_event()?;
+        if conn.awaits_acknowledgement() && !conn.has_events() {
+            self.deadline = None;
         }
+        Some(event)
+    }
+
+    /// Tells the core the events taken were handled (this shadows
+    /// `Connection::acknowledge_events`), forgetting the deadline only when the core had a
+    /// peer's close or error waiting, which may act now. Returns whether one was waiting.
+    fn acknowledge_events(&mut self) -> bool {
+        let conn = &mut self.link_mut().conn;
+        let waiting = conn.awaits_acknowledgement();
+        conn.acknowledge_events();
+        if waiting {
+            self.deadline = None;
+        }
+        waiting
     }
 
     /// The core's next deadline (see [`Connection::poll_timeout`]).
@@ -1154,14 +1167,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if !self.unacknowledged {
             return;
         }
-        while let Some(event) = self.conn.poll_event() {
+        while let Some(event) = self.conn.take_event() {
             self.handle_event(event);
         }
-        self.conn.acknowledge_events();
+        let waiting = self.conn.acknowledge_events();
         self.unacknowledged = false;
-        // What the core did on its deferred input (a Closed event) is taken too.
-        self.drain_events();
-        self.unacknowledged = false;
+        if waiting {
+            // What the core did on its deferred input (a Closed event) is taken too.
+            self.drain_events();
+            self.unacknowledged = false;
+        }
     }
 
     fn handle_event(&mut self, event: Event) {

@@ -174,13 +174,13 @@ impl Connection {
 
     /// Acts on what [`defer`](Self::defer) held.
     pub(super) fn run_deferred(&mut self) {
-        self.timers.stop(Expired::Acknowledge);
         let Some(input @ Input::Waiting(_)) = self.lifecycle.input_mut() else {
             return;
         };
         let Input::Waiting(deferred) = std::mem::replace(input, Input::Discard) else {
             return;
         };
+        self.timers.stop(Expired::Acknowledge);
         match deferred {
             Deferred::Close(close, payload) => self.answer_close(close, &payload),
             Deferred::Failure(error) => {

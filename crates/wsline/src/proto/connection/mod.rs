@@ -510,7 +510,9 @@ impl Connection {
 
     fn handle_frames(&mut self, mut input: &[u8]) {
         self.reader.reclaim();
-        while self.lifecycle.reads_frames() {
+        // A frame completed by the last byte is returned by the read that took that byte,
+        // so nothing is left to do once the input is used up.
+        while !input.is_empty() && self.lifecycle.reads_frames() {
             let mut cx = Context {
                 side: self.side,
                 config: &self.config,
