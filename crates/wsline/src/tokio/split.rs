@@ -18,9 +18,9 @@ use std::fmt;
 use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{ready, Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use ::tokio::io::{AsyncRead, AsyncWrite};
@@ -29,192 +29,14 @@ use ::tokio::task::JoinHandle;
 use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
 
+mod verdict;
+
+use self::verdict::{AtomicPublished, Command, Order, Outcomes, Parked, Published, Ticket};
 use super::websocket::{ReadPolicy, Step, WebSocket};
 use crate::layer::server::SLOW_READER_REASON;
 use crate::layer::{close_if_open, DEFAULT_PONG_WAIT};
 use crate::proto::{CloseCode, ConnectionClosed, Fragment, PreparedMessage, SendError, State};
 use crate::{BackpressurePolicy, Error, Message, Result};
-
-/// What writers ask of the driver, in order.
-enum Command {
-    Message(Message),
-    Prepared(PreparedMessage),
-    Pong(Vec<u8>),
-    Ping(oneshot::Sender<Duration>),
-    Close(CloseCode, String),
-    /// Hand the connection back ([`ReadHalf::reunite`]).
-    Stop,
-}
-
-impl Command {
-    /// What the command adds to the send buffer, as counted until the driver has queued it:
-    /// the payload plus one, so that an empty message or a pong counts too (a flush waits
-    /// for it).
-    fn weight(&self) -> usize {
-        match self {
-            Self::Message(message) => message.len() + 1,
-            Self::Prepared(prepared) => prepared.message().len() + 1,
-            Self::Pong(payload) => payload.len() + 1,
-            Self::Ping(_) | Self::Close(..) | Self::Stop => 0,
-        }
-    }
-}
-
-/// A command on its way to the driver, with where its verdict goes.
-struct Order {
-    command: Command,
-    ticket: Ticket,
-}
-
-/// Where the driver reports what became of one command.
-struct Ticket {
-    outcomes: Arc<Outcomes>,
-    /// The number its sender waits for, from 1, among the sender's awaited commands; `None`
-    /// when nobody waits (a refusal is then reported by the sender's next call).
-    seq: Option<u64>,
-}
-
-impl Ticket {
-    fn resolve(self, result: Result<()>) {
-        self.outcomes.resolve(self.seq, result);
-    }
-}
-
-/// A command the connection refused, with its ticket's number.
-struct Refused {
-    seq: Option<u64>,
-    error: Error,
-}
-
-/// What became of the commands one [`Sender`] handed over. The driver applies them in the
-/// order they were numbered, so "applied up to `seq`" is one counter; refusals are rare and
-/// kept aside until their sender takes them.
-#[derive(Default)]
-struct Outcomes {
-    /// The number of the last command applied (or dropped with the connection).
-    applied: AtomicU64,
-    /// Whether `refused` holds anything; checking it is an atomic load.
-    any_refused: AtomicBool,
-    refused: Mutex<Vec<Refused>>,
-    waiters: Parked,
-}
-
-impl Outcomes {
-    fn refused(&self) -> MutexGuard<'_, Vec<Refused>> {
-        // Plain data; a panic elsewhere leaves it usable.
-        self.refused.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn resolve(&self, seq: Option<u64>, result: Result<()>) {
-        if let Err(error) = result {
-            self.refused().push(Refused { seq, error });
-            self.any_refused.store(true, Ordering::SeqCst);
-        }
-        if let Some(seq) = seq {
-            self.applied.fetch_max(seq, Ordering::SeqCst);
-            self.waiters.wake_all();
-        }
-    }
-
-    /// Takes the first refusal that `matches`.
-    fn take(&self, matches: impl Fn(&Refused) -> bool) -> Result<()> {
-        if !self.any_refused.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let mut refused = self.refused();
-        let Some(index) = refused.iter().position(matches) else {
-            return Ok(());
-        };
-        let error = refused.remove(index).error;
-        self.any_refused
-            .store(!refused.is_empty(), Ordering::SeqCst);
-        Err(error)
-    }
-
-    /// The verdict on the awaited command `seq`, once it is applied.
-    fn take_verdict(&self, seq: u64) -> Result<()> {
-        self.take(|refused| refused.seq == Some(seq))
-    }
-
-    /// The first refusal of a command nobody waits for (a [`Sender::try_send`], a
-    /// [`Sink::start_send`]).
-    fn take_unclaimed(&self) -> Result<()> {
-        self.take(|refused| refused.seq.is_none())
-    }
-}
-
-/// Tasks parked until something changes; waking them is an atomic load when none is.
-#[derive(Default)]
-struct Parked {
-    any: AtomicBool,
-    wakers: Mutex<Vec<Waker>>,
-}
-
-impl Parked {
-    fn lock(&self) -> MutexGuard<'_, Vec<Waker>> {
-        // Wakers are plain data; a panic elsewhere leaves them usable.
-        self.wakers.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Parks the task of `waker`; the caller checks its condition again afterwards.
-    fn park(&self, waker: &Waker) {
-        let mut wakers = self.lock();
-        if !wakers.iter().any(|parked| parked.will_wake(waker)) {
-            wakers.push(waker.clone());
-        }
-        self.any.store(true, Ordering::SeqCst);
-    }
-
-    fn wake_all(&self) {
-        if self.any.load(Ordering::SeqCst) && self.any.swap(false, Ordering::SeqCst) {
-            for waker in self.lock().drain(..) {
-                waker.wake();
-            }
-        }
-    }
-}
-
-/// The connection's state as the driver last published it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Published {
-    /// Connecting or open: commands are applied.
-    Open,
-    /// A close frame went out or came in.
-    Closing,
-    /// Over, or handed back by [`ReadHalf::reunite`].
-    Closed,
-}
-
-impl Published {
-    fn of(state: State) -> Self {
-        match state {
-            State::Connecting | State::Open => Self::Open,
-            State::Closing => Self::Closing,
-            State::Closed => Self::Closed,
-        }
-    }
-}
-
-/// A [`Published`] state that the driver writes and the halves read without a lock.
-struct AtomicPublished(AtomicU8);
-
-impl AtomicPublished {
-    fn new(state: Published) -> Self {
-        Self(AtomicU8::new(state as u8))
-    }
-
-    fn load(&self) -> Published {
-        match self.0.load(Ordering::SeqCst) {
-            0 => Published::Open,
-            1 => Published::Closing,
-            _ => Published::Closed,
-        }
-    }
-
-    fn store(&self, state: Published) {
-        self.0.store(state as u8, Ordering::SeqCst);
-    }
-}
 
 /// What the halves and the driver share.
 struct Shared {

@@ -1,22 +1,24 @@
 //! [`WebSocket`]: one connection over any async byte stream, driven by the calls the
 //! application makes.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::ops::{Deref, DerefMut};
 use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use ::tokio::sync::oneshot;
-use ::tokio::time::{sleep_until, Instant, Sleep};
+use ::tokio::time::Instant;
 use bytes::{Buf, BytesMut};
 use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
 
+mod parts;
+
+use self::parts::{whole, Core, Pings, ReadSide, Timer, Unread, WriteSide};
+pub(crate) use self::parts::{Limits, ReadPolicy, Step};
 use super::signal::Listener;
 use crate::layer::io::write_queued;
 use crate::layer::server::{apply_backpressure, SHUTDOWN_REASON};
@@ -24,335 +26,9 @@ use crate::layer::{close_if_open, DEFAULT_PONG_WAIT};
 pub use crate::layer::{DEFAULT_MAX_UNREAD_BYTES, DEFAULT_MAX_UNREAD_MESSAGES};
 use crate::proto::{
     CloseCode, Config, Connection, ConnectionClosed, Event, Failure, Fragment, PreparedMessage,
-    Request, Response, SendBuffer, Side, State,
+    Request, Response, Side, State,
 };
-use crate::{BackpressurePolicy, ConnectConfig, Error, Message, Result, ServerConfig};
-
-/// Ping payloads sent by [`WebSocket::ping`] whose pong is still awaited, at most.
-const MAX_PINGS_IN_FLIGHT: usize = 64;
-
-/// The I/O layer's limits for one connection.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Limits {
-    pub(crate) read_buffer_size: usize,
-    pub(crate) send_high_water: usize,
-    pub(crate) backpressure: BackpressurePolicy,
-    pub(crate) max_unread_messages: usize,
-    pub(crate) max_unread_bytes: usize,
-}
-
-impl Limits {
-    fn new(read_buffer_size: usize, send_high_water: usize) -> Self {
-        Self {
-            read_buffer_size: read_buffer_size.max(1),
-            send_high_water,
-            backpressure: BackpressurePolicy::Error,
-            max_unread_messages: DEFAULT_MAX_UNREAD_MESSAGES,
-            max_unread_bytes: DEFAULT_MAX_UNREAD_BYTES,
-        }
-    }
-}
-
-impl From<&ServerConfig> for Limits {
-    fn from(config: &ServerConfig) -> Self {
-        Self {
-            backpressure: config.backpressure,
-            ..Self::new(config.io.read_buffer_size, config.io.send_high_water)
-        }
-    }
-}
-
-impl From<&ConnectConfig> for Limits {
-    fn from(config: &ConnectConfig) -> Self {
-        Self::new(config.io.read_buffer_size, config.io.send_high_water)
-    }
-}
-
-/// When a step may read from the socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ReadPolicy {
-    /// The caller waits for a message: read.
-    Receive,
-    /// The caller waits for something else (room to send, a flush, a pong): read only while
-    /// the queue of unread messages is below its limits, so that pings and close frames are
-    /// answered without buffering without bound.
-    Bounded,
-    /// The caller waits for the closing handshake: read whatever comes; messages past the
-    /// queue's limits are dropped.
-    Closing,
-    /// Do not read (a split connection whose reader is behind).
-    Never,
-}
-
-/// What one step of progress achieved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// Something happened: bytes arrived, a timer fired, the state changed.
-    Progress,
-    /// Bytes were written, nothing else happened; every source of progress has a waker.
-    Wrote,
-    /// Nothing can happen until a waker registered by the step fires.
-    Blocked,
-    /// The connection is closed and there is nothing left to do.
-    Finished,
-}
-
-/// The read direction of the stream.
-#[derive(Debug)]
-enum ReadSide {
-    /// Reads may bring bytes.
-    Open,
-    /// The peer closed its write half: no more bytes will come.
-    Eof,
-    /// The stream failed, reading or writing; the error is kept for the application.
-    Failed(io::Error),
-}
-
-/// The write direction of the stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WriteSide {
-    /// Everything written is flushed.
-    Open,
-    /// Bytes were written since the stream was last flushed: a TLS stream (or any buffering
-    /// one) may still hold them.
-    Unflushed,
-    /// The core asked for the write half to be shut down, and the shutdown is under way.
-    ShuttingDown,
-    /// Shut down, or the stream failed: nothing more can be written.
-    Closed,
-}
-
-/// The core and the stream it runs over, with the core's next deadline remembered. Reading
-/// the core (`Deref`) keeps the deadline; any mutable access (`DerefMut`: input, a send,
-/// draining output or events) forgets it, so it is asked of the core again only after the
-/// core may have changed, and no call site has to say so.
-///
-/// The stream and the core are one [`Link`], so that a server's connection can move both
-/// to the server when its handler drops it (see [`WebSocket::set_hand_back`]).
-#[derive(Debug)]
-struct Core<S> {
-    /// Present from construction until a dropped server connection hands it back: nothing
-    /// uses a `WebSocket` after that.
-    link: Option<Link<S>>,
-    /// `Connection::poll_timeout` as of the last mutable access, once asked.
-    deadline: Option<Option<std::time::Instant>>,
-}
-
-/// A connection's stream and its protocol core.
-#[derive(Debug)]
-struct Link<S> {
-    io: S,
-    conn: Connection,
-}
-
-/// Why [`Core::link`] may be unwrapped.
-const LINKED: &str = "a WebSocket holds its stream and core until it is dropped";
-
-impl<S> Core<S> {
-    fn new(io: S, conn: Connection) -> Self {
-        Self {
-            link: Some(Link { io, conn }),
-            deadline: None,
-        }
-    }
-
-    fn link(&self) -> &Link<S> {
-        self.link.as_ref().expect(LINKED)
-    }
-
-    fn link_mut(&mut self) -> &mut Link<S> {
-        self.link.as_mut().expect(LINKED)
-    }
-
-    /// The stream. Using it moves no timer of the core.
-    fn io(&mut self) -> &mut S {
-        &mut self.link_mut().io
-    }
-
-    /// The stream and the bytes to write to it, at once.
-    fn io_and_send_buffer(&mut self) -> (&mut S, &mut SendBuffer) {
-        let link = self.link_mut();
-        (&mut link.io, link.conn.send_buffer())
-    }
-
-    /// The bytes to write (this shadows `Connection::send_buffer`), without forgetting the
-    /// deadline: taking output moves no timer of
-    /// the core (the shutdown that may follow is asked for through `DerefMut`).
-    fn send_buffer(&mut self) -> &mut SendBuffer {
-        self.link_mut().conn.send_buffer()
-    }
-
-    /// The next event, if one is there, forgetting the deadline only when taking it moved a
-    /// timer: taking the last event before a peer's held close starts the core's
-    /// acknowledge timeout.
-    fn take_event(&mut self) -> Option<Event> {
-        let conn = &mut self.link_mut().conn;
-        let event = conn.poll_event()?;
-        if conn.awaits_acknowledgement() && !conn.has_events() {
-            self.deadline = None;
-        }
-        Some(event)
-    }
-
-    /// Tells the core the events taken were handled (this shadows
-    /// `Connection::acknowledge_events`), forgetting the deadline only when the core had a
-    /// peer's close or error waiting, which may act now. Returns whether one was waiting.
-    fn acknowledge_events(&mut self) -> bool {
-        let conn = &mut self.link_mut().conn;
-        let waiting = conn.awaits_acknowledgement();
-        conn.acknowledge_events();
-        if waiting {
-            self.deadline = None;
-        }
-        waiting
-    }
-
-    /// The core's next deadline (see [`Connection::poll_timeout`]).
-    fn deadline(&mut self) -> Option<std::time::Instant> {
-        if let Some(deadline) = self.deadline {
-            return deadline;
-        }
-        let deadline = self.link().conn.poll_timeout();
-        self.deadline = Some(deadline);
-        deadline
-    }
-}
-
-impl<S> Deref for Core<S> {
-    type Target = Connection;
-
-    fn deref(&self) -> &Connection {
-        &self.link().conn
-    }
-}
-
-impl<S> DerefMut for Core<S> {
-    fn deref_mut(&mut self) -> &mut Connection {
-        self.deadline = None;
-        &mut self.link_mut().conn
-    }
-}
-
-/// The sleep that wakes the connection at its next deadline. It is polled (which costs)
-/// only when the deadline or the task to wake changes; otherwise checking it is an atomic
-/// load.
-#[derive(Default)]
-struct Timer {
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// The deadline the sleep is set to and the task it wakes, once polled for it.
-    armed: Option<(std::time::Instant, Waker)>,
-}
-
-impl Timer {
-    /// Whether `deadline` has passed; if not, the task of `cx` is woken when it does.
-    #[inline]
-    fn poll_elapsed(&mut self, cx: &mut Context<'_>, deadline: std::time::Instant) -> bool {
-        if let (Some(sleep), Some((armed, waker))) = (&self.sleep, &self.armed) {
-            if *armed == deadline && waker.will_wake(cx.waker()) {
-                // Registered already: an atomic load.
-                let elapsed = sleep.is_elapsed();
-                if elapsed {
-                    self.armed = None;
-                }
-                return elapsed;
-            }
-        }
-        self.poll_armed(cx, deadline)
-    }
-
-    /// Sets the sleep to `deadline` (if it is not set to it) and polls it for the task of
-    /// `cx`.
-    fn poll_armed(&mut self, cx: &mut Context<'_>, deadline: std::time::Instant) -> bool {
-        let at = Instant::from_std(deadline);
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
-        if self
-            .armed
-            .as_ref()
-            .is_none_or(|(armed, _)| *armed != deadline)
-        {
-            sleep.as_mut().reset(at);
-        }
-        let elapsed = sleep.as_mut().poll(cx).is_ready();
-        self.armed = (!elapsed).then(|| (deadline, cx.waker().clone()));
-        elapsed
-    }
-}
-
-/// Received messages (or pieces of them) the application has not read yet.
-#[derive(Debug, Default)]
-struct Unread {
-    queue: VecDeque<Fragment>,
-    bytes: usize,
-}
-
-impl Unread {
-    fn push_back(&mut self, fragment: Fragment) {
-        self.bytes += fragment.data.len();
-        self.queue.push_back(fragment);
-    }
-
-    fn push_front(&mut self, fragment: Fragment) {
-        self.bytes += fragment.data.len();
-        self.queue.push_front(fragment);
-    }
-
-    fn pop_front(&mut self) -> Option<Fragment> {
-        let fragment = self.queue.pop_front()?;
-        self.bytes -= fragment.data.len();
-        Some(fragment)
-    }
-}
-
-/// A whole message as the one piece of itself.
-fn whole(message: Message) -> Fragment {
-    Fragment {
-        data: message,
-        first: true,
-        fin: true,
-    }
-}
-
-/// Pings sent by [`WebSocket::ping`] (and split senders) whose pong is awaited.
-#[derive(Debug, Default)]
-struct Pings {
-    next_id: u64,
-    in_flight: VecDeque<(u64, std::time::Instant, oneshot::Sender<Duration>)>,
-}
-
-impl Pings {
-    /// Records a ping; returns its payload.
-    fn start(&mut self, waiter: oneshot::Sender<Duration>) -> [u8; 8] {
-        if self.in_flight.len() == MAX_PINGS_IN_FLIGHT {
-            // Its caller sees the ping fail; an unanswered ping is not worth memory.
-            self.in_flight.pop_front();
-        }
-        self.next_id += 1;
-        let now = Instant::now().into_std();
-        self.in_flight.push_back((self.next_id, now, waiter));
-        self.next_id.to_be_bytes()
-    }
-
-    /// A pong arrived: it answers its ping and every earlier one (RFC 6455 §5.5.3: "If an
-    /// endpoint receives a Ping frame and has not yet sent Pong frame(s) in response to
-    /// previous Ping frame(s), the endpoint MAY elect to send a Pong frame for only the most
-    /// recently processed Ping frame.")
-    fn answer(&mut self, payload: &[u8]) {
-        let Ok(id) = <[u8; 8]>::try_from(payload).map(u64::from_be_bytes) else {
-            return;
-        };
-        if !self.in_flight.iter().any(|(sent_id, _, _)| *sent_id == id) {
-            return;
-        }
-        let now = Instant::now().into_std();
-        while let Some((sent_id, sent_at, waiter)) = self.in_flight.pop_front() {
-            // The caller may have given up waiting; then nobody needs the latency.
-            let _ = waiter.send(now.saturating_duration_since(sent_at));
-            if sent_id == id {
-                break;
-            }
-        }
-    }
-}
+use crate::{Error, Message, Result};
 
 /// A WebSocket connection over a byte stream `S`: a [`TcpStream`](::tokio::net::TcpStream)
 /// from [`connect`](super::connect) or a server, or any `AsyncRead + AsyncWrite + Unpin`
@@ -378,7 +54,7 @@ impl Pings {
 ///
 /// Outgoing bytes wait in the connection's send buffer. [`feed`](Self::feed) (and the
 /// [`Sink`] impl's readiness) waits while more than the high-water mark
-/// (`send_high_water` of [`ServerConfig`] / [`ConnectConfig`]) is pending;
+/// (`send_high_water` of [`IoConfig`](crate::IoConfig) in [`ServerConfig`](crate::ServerConfig) / [`ConnectConfig`](crate::ConnectConfig)) is pending;
 /// [`send`](Self::send) also waits until the message is written. Reading stops while the
 /// send buffer is above the mark, so a peer that sends without reading cannot make the
 /// connection buffer without bound.
@@ -787,7 +463,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ///
     /// # Errors
     /// Past the high-water mark: [`Error::SendBufferFull`] (the message is not queued), and
-    /// with [`BackpressurePolicy::Close`] (a server's default) the connection is also failed
+    /// with [`BackpressurePolicy::Close`](crate::BackpressurePolicy::Close) (a server's default) the connection is also failed
     /// with 1008 (policy violation). Otherwise as [`send`](Self::send).
     pub fn try_send(&mut self, message: impl Into<Message>) -> Result<()> {
         let pending = self.conn.pending_send();
