@@ -4,6 +4,9 @@
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct InvalidUtf8;
 
+/// Text up to this long is first checked for plain ASCII.
+const SHORT_TEXT: usize = 256;
+
 /// Validates `buf[from..]`, where `buf[..from]` is already known to be valid UTF-8.
 ///
 /// Returns how far `buf` is now known to be valid. When `complete` is false, a character cut
@@ -12,6 +15,11 @@ pub(crate) struct InvalidUtf8;
 /// message is complete.
 pub(crate) fn validate_utf8(buf: &[u8], from: usize, complete: bool) -> Result<usize, InvalidUtf8> {
     let pending = &buf[from..];
+    // Short ASCII text (most chat and JSON messages) is checked a word at a time, without
+    // the set-up cost of the SIMD validator.
+    if pending.len() <= SHORT_TEXT && pending.is_ascii() {
+        return Ok(buf.len());
+    }
     if simdutf8::basic::from_utf8(pending).is_ok() {
         return Ok(buf.len());
     }

@@ -839,12 +839,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// to those messages thus go out before the close frame: RFC 6455 §5.5.1 asks for the
     /// close reply "as soon as practical", and the core waits for this signal (or for its
     /// `acknowledge_timeout` to pass).
+    #[inline]
     pub(crate) fn acknowledge(&mut self) {
-        if !self.unacknowledged {
-            return;
+        if self.unacknowledged {
+            self.acknowledge_taken();
         }
-        while let Some(event) = self.conn.take_event() {
-            self.handle_event(event);
+    }
+
+    fn acknowledge_taken(&mut self) {
+        if self.conn.has_events() {
+            self.drain_events();
         }
         let waiting = self.conn.acknowledge_events();
         self.unacknowledged = false;

@@ -165,6 +165,7 @@ impl Connection {
 
     /// Every event before a held close frame or protocol error has been taken: the
     /// application has `acknowledge_timeout` to handle them.
+    #[cold]
     pub(super) fn events_taken(&mut self) {
         if self.awaits_acknowledgement() {
             self.timers

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use self::lifecycle::{Deferred, Input, Lifecycle, Shutdown};
 use self::opening::{Answer, Opening, Progress};
-use self::reader::{Context, Incoming, Reader};
+use self::reader::{Context, Control, Reader};
 use self::timers::{Expired, Keepalive, Timers};
 use self::writer::{into_parts, Writer};
 pub use self::writer::{PreparedMessage, RandomSource, SendOptions};
@@ -342,10 +342,11 @@ impl Connection {
     /// from the peer that came after them waits for
     /// [`acknowledge_events`](Self::acknowledge_events).
     #[must_use]
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front()?;
         self.unacknowledged = true;
-        if self.events.is_empty() {
+        if self.events.is_empty() && self.awaits_acknowledgement() {
             self.events_taken();
         }
         Some(event)
@@ -356,6 +357,7 @@ impl Connection {
     /// queues messages for its application hands them over one at a time meanwhile, so
     /// that [`Config::acknowledge_timeout`] runs from when the application took the last.
     #[must_use]
+    #[inline]
     pub fn awaits_acknowledgement(&self) -> bool {
         matches!(
             self.lifecycle,
@@ -382,9 +384,10 @@ impl Connection {
     ///
     /// Call it after each batch of events: an event loop after running its handlers, a
     /// blocking or async receiver when the application comes back for the next message.
+    #[inline]
     pub fn acknowledge_events(&mut self) {
         self.unacknowledged = false;
-        if self.events.is_empty() {
+        if self.events.is_empty() && self.awaits_acknowledgement() {
             self.run_deferred();
         }
     }
@@ -508,6 +511,7 @@ impl Connection {
 
     // ----- Frames in -----
 
+    #[inline]
     fn handle_frames(&mut self, mut input: &[u8]) {
         self.reader.reclaim();
         // A frame completed by the last byte is returned by the read that took that byte,
@@ -517,20 +521,19 @@ impl Connection {
                 side: self.side,
                 config: &self.config,
                 extensions: &mut self.extensions,
+                events: &mut self.events,
             };
             match self.reader.read(&mut input, &mut cx) {
-                Ok(Some(incoming)) => self.receive(incoming),
+                Ok(Some(control)) => self.receive_control(control),
                 Ok(None) => return,
                 Err(error) => return self.defer(Deferred::Failure(error)),
             }
         }
     }
 
-    fn receive(&mut self, incoming: Incoming) {
-        let event = match incoming {
-            Incoming::Message(message) => Event::Message(message),
-            Incoming::Fragment(fragment) => Event::Fragment(fragment),
-            Incoming::Ping(payload) => {
+    fn receive_control(&mut self, control: Control) {
+        let event = match control {
+            Control::Ping(payload) => {
                 // RFC 6455 §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong
                 // frame in response, unless it already received a Close frame."
                 if self.closed.received.is_none() && self.shutdown == Shutdown::NotYet {
@@ -538,13 +541,13 @@ impl Connection {
                 }
                 Event::Ping(payload)
             }
-            Incoming::Pong(payload) => {
+            Control::Pong(payload) => {
                 if self.keepalive.answered_by(&payload) {
                     self.timers.stop(Expired::Pong);
                 }
                 Event::Pong(payload)
             }
-            Incoming::Close(close, payload) => {
+            Control::Close(close, payload) => {
                 tracing::debug!(side = ?self.side, code = %close.code, "close frame received");
                 // RFC 6455 §1.4: after a close frame, no more data is processed.
                 return self.defer(Deferred::Close(close, payload));

@@ -1,13 +1,16 @@
 //! The frame reader (RFC 6455 §5): parses frame headers, buffering a partial one across
 //! reads; unmasks payloads; passes them through the extension that decodes their message;
-//! validates text as it streams in; and reassembles messages. It knows nothing of events,
-//! replies or the connection's state: it turns bytes into [`Incoming`] items or a
-//! [`ProtocolError`].
+//! validates text as it streams in; and reassembles messages. It knows nothing of replies
+//! or the connection's state: it appends the messages (or fragments) it completes to the
+//! event queue, where they go unchanged, and returns each control frame as a [`Control`]
+//! for the connection to act on, or a [`ProtocolError`].
+
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::proto::error::ProtocolError;
-use crate::proto::event::{Fragment, Side};
+use crate::proto::event::{Event, Fragment, Side};
 use crate::proto::extension::Extension;
 use crate::proto::frame::{apply_mask, CloseFrame, FrameHeader, Opcode};
 use crate::proto::message::{Message, Utf8Bytes};
@@ -26,13 +29,9 @@ const MAX_RESERVE_AHEAD: usize = 64 << 10;
 /// (each message is a slice of it) instead of taking one allocation each.
 const MIN_BUFFER_GROWTH: usize = 4 << 10;
 
-/// Something complete that the peer sent.
+/// A control frame the peer sent (RFC 6455 §5.5).
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Incoming {
-    /// A whole data message.
-    Message(Message),
-    /// A data frame, with `Config::deliver_fragments`.
-    Fragment(Fragment),
+pub(super) enum Control {
     /// A ping, with its payload.
     Ping(Bytes),
     /// A pong, with its payload.
@@ -46,6 +45,8 @@ pub(super) struct Context<'a> {
     pub(super) side: Side,
     pub(super) config: &'a Config,
     pub(super) extensions: &'a mut [Box<dyn Extension>],
+    /// Where completed messages (or fragments) go: the connection's event queue.
+    pub(super) events: &'a mut VecDeque<Event>,
 }
 
 /// The kind of data message being received.
@@ -111,8 +112,10 @@ impl Reader {
         }
     }
 
-    /// Reads from `input` until one thing is complete, and returns it; `Ok(None)` once
-    /// `input` is used up (a partial header or payload is kept for the next call).
+    /// Reads from `input` until a control frame is complete, and returns it, queueing the
+    /// data messages completed on the way (on the hot path nothing comes back: messages
+    /// go to the queue unmoved); `Ok(None)` once `input` is used up (a partial header or
+    /// payload is kept for the next call).
     ///
     /// # Errors
     /// The protocol error that fails the connection; the reader is then unusable.
@@ -120,9 +123,9 @@ impl Reader {
         &mut self,
         input: &mut &[u8],
         cx: &mut Context<'_>,
-    ) -> Result<Option<Incoming>, ProtocolError> {
+    ) -> Result<Option<Control>, ProtocolError> {
         loop {
-            let Some(frame) = self.frame else {
+            let Some(remaining) = self.frame.as_ref().map(|frame| frame.remaining) else {
                 let Some((header, used)) = self.read_header(input)? else {
                     *input = &[];
                     return Ok(None);
@@ -131,13 +134,13 @@ impl Reader {
                 self.start_frame(header, cx)?;
                 continue;
             };
-            if frame.remaining > 0 {
+            if remaining > 0 {
                 if input.is_empty() {
                     return Ok(None);
                 }
                 let take = input
                     .len()
-                    .min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
+                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
                 let (chunk, rest) = input.split_at(take);
                 *input = rest;
                 self.receive_payload(chunk, cx)?;
@@ -145,8 +148,8 @@ impl Reader {
                     continue;
                 }
             }
-            if let Some(incoming) = self.finish_frame(cx)? {
-                return Ok(Some(incoming));
+            if let Some(control) = self.finish_frame(cx)? {
+                return Ok(Some(control));
             }
         }
     }
@@ -310,39 +313,41 @@ impl Reader {
                 cx.extensions[index].decode(&self.raw, &mut self.data, room)?;
             }
         }
-        if message.kind == Kind::Text {
+        // Text fails fast, before its message is complete (RFC 6455 §8.1); the last frame
+        // of a message is validated once, complete, as it finishes.
+        let last = frame.remaining == 0 && frame.fin;
+        if message.kind == Kind::Text && !last {
             message.utf8_valid = validate_utf8(&self.data, message.utf8_valid, false)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         Ok(())
     }
 
-    fn finish_frame(&mut self, cx: &mut Context<'_>) -> Result<Option<Incoming>, ProtocolError> {
+    fn finish_frame(&mut self, cx: &mut Context<'_>) -> Result<Option<Control>, ProtocolError> {
         let Some(frame) = self.frame.take() else {
             return Ok(None);
         };
-        let incoming = match frame.opcode {
+        let control = match frame.opcode {
             Opcode::Close => {
                 let close = CloseFrame::parse(&self.control)?;
-                Incoming::Close(close, std::mem::take(&mut self.control))
+                Control::Close(close, std::mem::take(&mut self.control))
             }
-            Opcode::Ping => Incoming::Ping(Bytes::copy_from_slice(&self.control)),
-            Opcode::Pong => Incoming::Pong(Bytes::copy_from_slice(&self.control)),
+            Opcode::Ping => Control::Ping(Bytes::copy_from_slice(&self.control)),
+            Opcode::Pong => Control::Pong(Bytes::copy_from_slice(&self.control)),
             Opcode::Text | Opcode::Binary | Opcode::Continuation => {
-                return self.finish_data_frame(frame.fin, cx)
+                self.finish_data_frame(frame.fin, cx)?;
+                return Ok(None);
             }
         };
-        Ok(Some(incoming))
+        Ok(Some(control))
     }
 
-    fn finish_data_frame(
-        &mut self,
-        fin: bool,
-        cx: &mut Context<'_>,
-    ) -> Result<Option<Incoming>, ProtocolError> {
+    /// Ends a data frame: queues its message once `fin`, or the frame as a fragment with
+    /// `Config::deliver_fragments`.
+    fn finish_data_frame(&mut self, fin: bool, cx: &mut Context<'_>) -> Result<(), ProtocolError> {
         let limit = cx.config.max_message_size.unwrap_or(usize::MAX);
         let Some(message) = &mut self.message else {
-            return Ok(None);
+            return Ok(());
         };
         if fin {
             if let Some(index) = message.decoder {
@@ -356,7 +361,7 @@ impl Reader {
         }
         let deliver_fragments = cx.config.deliver_fragments;
         if !fin && !deliver_fragments {
-            return Ok(None);
+            return Ok(());
         }
         let message = *message;
         if fin {
@@ -381,15 +386,16 @@ impl Reader {
             Kind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
             Kind::Binary => Message::Binary(payload),
         };
-        Ok(Some(if deliver_fragments {
-            Incoming::Fragment(Fragment {
+        cx.events.push_back(if deliver_fragments {
+            Event::Fragment(Fragment {
                 data,
                 first: !message.delivered,
                 fin,
             })
         } else {
-            Incoming::Message(data)
-        }))
+            Event::Message(data)
+        });
+        Ok(())
     }
 }
 
@@ -412,16 +418,30 @@ fn check_message_size(config: &Config, size: usize, frame_len: u64) -> Result<()
 mod tests {
     use super::*;
 
+    /// What the reader made of `input`, in order: control frames and queued events.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Read {
+        Control(Control),
+        Event(Event),
+    }
+
     /// Reads everything in `input` as a server with `config`.
-    fn read_all(reader: &mut Reader, config: &Config, mut input: &[u8]) -> Vec<Incoming> {
-        let mut cx = Context {
-            side: Side::Server,
-            config,
-            extensions: &mut [],
-        };
+    fn read_all(reader: &mut Reader, config: &Config, mut input: &[u8]) -> Vec<Read> {
+        let mut events = VecDeque::new();
         let mut out = Vec::new();
-        while let Some(incoming) = reader.read(&mut input, &mut cx).expect("valid input") {
-            out.push(incoming);
+        loop {
+            let mut cx = Context {
+                side: Side::Server,
+                config,
+                extensions: &mut [],
+                events: &mut events,
+            };
+            let control = reader.read(&mut input, &mut cx).expect("valid input");
+            out.extend(events.drain(..).map(Read::Event));
+            match control {
+                Some(control) => out.push(Read::Control(control)),
+                None => break,
+            }
         }
         assert!(input.is_empty());
         out
@@ -437,7 +457,7 @@ mod tests {
         for byte in frame {
             out.extend(read_all(&mut reader, &config, std::slice::from_ref(byte)));
         }
-        assert_eq!(out, [Incoming::Message(Message::text("Hello"))]);
+        assert_eq!(out, [Read::Event(Event::Message(Message::text("Hello")))]);
     }
 
     #[test]
@@ -455,8 +475,8 @@ mod tests {
         assert_eq!(
             out,
             [
-                Incoming::Ping(Bytes::from_static(b"x")),
-                Incoming::Message(Message::text("Hello")),
+                Read::Control(Control::Ping(Bytes::from_static(b"x"))),
+                Read::Event(Event::Message(Message::text("Hello"))),
             ]
         );
     }
@@ -469,6 +489,7 @@ mod tests {
             side: Side::Server,
             config: &config,
             extensions: &mut [],
+            events: &mut VecDeque::new(),
         };
         let mut input = &b"\x81\x05Hello"[..];
         assert_eq!(
@@ -488,6 +509,7 @@ mod tests {
             side: Side::Client,
             config: &config,
             extensions: &mut [],
+            events: &mut VecDeque::new(),
         };
         let mut input = &b"\x82\x05"[..]; // the header alone: 5 bytes announced
         assert_eq!(

@@ -38,7 +38,7 @@ impl Timer {
     }
 }
 
-/// Which timer expired.
+/// Which timer expired, in order of precedence when several have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Expired {
     /// The opening handshake took too long (`Config::open_timeout`).
@@ -54,77 +54,72 @@ pub(super) enum Expired {
     Ping,
 }
 
-/// The timers, by what they guard; each `None` or [`Timer::Off`] when not running.
-#[derive(Clone, Copy, Debug, Default)]
+impl Expired {
+    const ALL: [Self; 5] = [
+        Self::Open,
+        Self::Close,
+        Self::Acknowledge,
+        Self::Pong,
+        Self::Ping,
+    ];
+}
+
+/// The timers, indexed by what they guard ([`Expired`]); [`Timer::Off`] when not running.
+/// The earliest deadline is a scan of five slots: the I/O layers ask for it after every
+/// command, so it is kept branch-light rather than cached.
+#[derive(Clone, Copy, Debug)]
 pub(super) struct Timers {
-    open: Option<Timer>,
-    close: Option<Timer>,
-    acknowledge: Option<Timer>,
-    pong: Option<Timer>,
-    ping: Option<Timer>,
+    slots: [Timer; 5],
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self {
+            slots: [Timer::Off; 5],
+        }
+    }
 }
 
 impl Timers {
     /// Timers of a new connection: the open timeout, running from `now`.
     pub(super) fn opening(open_timeout: Option<Duration>, now: Instant) -> Self {
-        let open = open_timeout.map_or(Timer::Off, |timeout| Timer::At(now + timeout));
-        Self {
-            open: Some(open),
-            ..Self::default()
+        let mut timers = Self::default();
+        if let Some(timeout) = open_timeout {
+            timers.slots[Expired::Open as usize] = Timer::At(now + timeout);
         }
-    }
-
-    fn slot(&mut self, which: Expired) -> &mut Option<Timer> {
-        match which {
-            Expired::Open => &mut self.open,
-            Expired::Close => &mut self.close,
-            Expired::Acknowledge => &mut self.acknowledge,
-            Expired::Pong => &mut self.pong,
-            Expired::Ping => &mut self.ping,
-        }
+        timers
     }
 
     /// Starts `which` to expire `duration` after the next time it is told (`None`: never).
     pub(super) fn start(&mut self, which: Expired, duration: Option<Duration>) {
-        *self.slot(which) = Some(Timer::new(duration));
+        self.slots[which as usize] = Timer::new(duration);
     }
 
     pub(super) fn stop(&mut self, which: Expired) {
-        *self.slot(which) = None;
+        self.slots[which as usize] = Timer::Off;
     }
 
     /// The earliest deadline; a timer waiting to be armed is due at `now`.
+    #[inline]
     pub(super) fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        [
-            self.open,
-            self.close,
-            self.acknowledge,
-            self.pong,
-            self.ping,
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(|timer| timer.deadline(now))
-        .min()
+        let mut next: Option<Instant> = None;
+        for timer in &self.slots {
+            if let Some(deadline) = timer.deadline(now) {
+                next = Some(next.map_or(deadline, |next| next.min(deadline)));
+            }
+        }
+        next
     }
 
     /// Arms the timers waiting for a time, then stops and returns the first that has
     /// expired at `now`, in order of precedence: open, close, acknowledge, pong, ping.
     pub(super) fn expire(&mut self, now: Instant) -> Option<Expired> {
         let mut first = None;
-        for which in [
-            Expired::Open,
-            Expired::Close,
-            Expired::Acknowledge,
-            Expired::Pong,
-            Expired::Ping,
-        ] {
-            let slot = self.slot(which);
-            if let Some(timer) = slot {
-                if timer.tick(now) && first.is_none() {
-                    *slot = None;
-                    first = Some(which);
-                }
+        for which in Expired::ALL {
+            let slot = &mut self.slots[which as usize];
+            if slot.tick(now) && first.is_none() {
+                *slot = Timer::Off;
+                first = Some(which);
             }
         }
         first

@@ -41,7 +41,12 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
         lane.copy_from_slice(&value.to_ne_bytes());
     }
     // Every block above was a multiple of 4 bytes long, so the key phase is unchanged.
-    apply_mask_scalar(lanes.into_remainder(), key, 0);
+    let rest = lanes.into_remainder();
+    let (word4, tail) = rest.split_at_mut(rest.len() & !3);
+    if let Ok(lane) = <&mut [u8; 4]>::try_from(word4) {
+        *lane = (u32::from_ne_bytes(*lane) ^ u32::from_ne_bytes(key)).to_ne_bytes();
+    }
+    apply_mask_scalar(tail, key, 0);
 }
 
 /// The byte-at-a-time twin of [`apply_mask`]: same result, kept as the reference.
