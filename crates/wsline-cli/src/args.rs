@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Seconds between keepalive pings (0 disables keepalive).
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub ping_interval: u64,
+    /// Seconds to wait for the pong of a keepalive ping before closing with 1011 (0 waits
+    /// forever): a dead peer is closed within ping-interval + ping-timeout.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    pub ping_timeout: u64,
     /// Serve wss:// with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -22,7 +22,8 @@ fn preview(message: &Message) -> String {
     }
 }
 
-/// Serves until Ctrl-C, then shuts down gracefully (close 1001, bounded wait).
+/// Serves until SIGINT (Ctrl-C) or SIGTERM, then shuts down gracefully (close 1001, bounded
+/// wait).
 pub fn run(settings: &ServeSettings) -> Result<(), Failure> {
     if settings.tokio {
         return serve_tokio(settings);
@@ -35,7 +36,8 @@ pub fn run(settings: &ServeSettings) -> Result<(), Failure> {
     let handle = server.handle();
     ctrlc::set_handler(move || handle.shutdown())
         .map_err(|error| wsline::Error::Io(std::io::Error::other(error)))?;
-    // Announced once Ctrl-C is handled: a script may send SIGINT as soon as it reads this.
+    // Announced once SIGINT and SIGTERM are handled: a script may send either as soon as it
+    // reads this.
     println!(
         "Listening on {}://{}",
         settings.scheme(),
@@ -64,6 +66,8 @@ fn serve_tokio(settings: &ServeSettings) -> Result<(), Failure> {
             settings.config.clone(),
         )
         .await?;
+        // Installed before the banner: a script may signal as soon as it reads it.
+        let signal = wsline::tokio::shutdown_signal()?;
         println!(
             "Listening on {}://{}",
             settings.scheme(),
@@ -71,7 +75,7 @@ fn serve_tokio(settings: &ServeSettings) -> Result<(), Failure> {
         );
         tokio::select! {
             result = server.serve_forever() => result?,
-            _ = tokio::signal::ctrl_c() => server.shutdown().await?,
+            () = signal => server.shutdown().await?,
         }
         Ok(())
     })

@@ -83,9 +83,6 @@ impl Handler for Chat {
 
 fn main() -> wsline::Result<()> {
     let server = serve(Chat::default(), "127.0.0.1", 8002)?;
-    let handle = server.handle();
-    ctrlc::set_handler(move || handle.shutdown())
-        .map_err(|error| wsline::Error::Io(std::io::Error::other(error)))?;
     println!("Chat on ws://{}", server.local_addr());
-    server.serve_forever()
+    server.serve_until_signal()
 }

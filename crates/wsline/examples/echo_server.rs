@@ -16,7 +16,6 @@ fn on_message(conn: &mut Connection, msg: Message) -> wsline::Result<()> {
 fn main() -> wsline::Result<()> {
     let server = serve(on_message, "127.0.0.1", 8001)?;
     println!("Listening on ws://{}", server.local_addr());
-    let handle = server.handle();
-    ctrlc::set_handler(move || handle.shutdown()).expect("install the Ctrl-C handler");
-    server.serve_forever()
+    // Ctrl-C or SIGTERM: every connection is closed with 1001, then this returns.
+    server.serve_until_signal()
 }

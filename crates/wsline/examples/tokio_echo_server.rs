@@ -20,8 +20,6 @@ async fn echo(mut ws: WebSocket<MaybeTlsStream>) -> wsline::Result<()> {
 async fn main() -> wsline::Result<()> {
     let server = serve(echo, "127.0.0.1", 8001).await?;
     println!("Listening on ws://{}", server.local_addr());
-    tokio::select! {
-        result = server.serve_forever() => result,
-        _ = tokio::signal::ctrl_c() => server.shutdown().await,
-    }
+    // Ctrl-C or SIGTERM: every connection is closed with 1001, then this returns.
+    server.serve_until_signal().await
 }

@@ -106,8 +106,8 @@ mod websocket;
 
 pub use client::{connect, connect_on, connect_with, reconnecting, Reconnect};
 pub use server::{
-    accept, accept_with, accept_with_hook, serve, serve_on, serve_with, Handler, Server,
-    ServerHandle,
+    accept, accept_with, accept_with_hook, serve, serve_on, serve_with, shutdown_signal, Handler,
+    Server, ServerHandle,
 };
 pub use split::{ReadHalf, ReuniteError, Sender, WriteHalf};
 pub use stream::MaybeTlsStream;

@@ -262,11 +262,76 @@ impl Server {
     pub async fn serve_forever(&self) -> Result<()> {
         self.shared.finished().await
     }
+
+    /// Serves until the process gets SIGINT (Ctrl-C) or SIGTERM (how systemd, Docker and
+    /// Kubernetes stop a service) — on other platforms, Ctrl-C — then shuts down gracefully
+    /// as [`shutdown`](Self::shutdown) does and returns once it completes.
+    ///
+    /// ```no_run
+    /// # async fn run(server: wsline::tokio::Server) -> wsline::Result<()> {
+    /// server.serve_until_signal().await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the signal handlers cannot be installed; else as
+    /// [`serve_forever`](Self::serve_forever).
+    pub async fn serve_until_signal(&self) -> Result<()> {
+        let signal = shutdown_signal()?;
+        ::tokio::select! {
+            result = self.serve_forever() => result,
+            () = signal => self.shutdown().await,
+        }
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.shared.shutdown();
+    }
+}
+
+/// Installs handlers for SIGINT (Ctrl-C) and SIGTERM (how systemd, Docker and Kubernetes
+/// stop a service) and returns a future that resolves when either arrives — on other
+/// platforms, on Ctrl-C. For a server of the application's own (an axum app, say), or a
+/// `tokio::select!` beside [`Server::serve_forever`]. The handlers are in place when this
+/// returns (on Unix), so a supervisor may signal as soon as the server says it is ready.
+///
+/// ```no_run
+/// # async fn run(server: wsline::tokio::Server) -> wsline::Result<()> {
+/// let signal = wsline::tokio::shutdown_signal()?;
+/// println!("ready");
+/// signal.await;
+/// server.shutdown().await
+/// # }
+/// ```
+///
+/// # Errors
+/// [`Error::Io`] when the signal handlers cannot be installed.
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use ::tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            ::tokio::select! {
+                _ = interrupt.recv() => tracing::info!("SIGINT received"),
+                _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            if let Err(error) = ::tokio::signal::ctrl_c().await {
+                tracing::error!(%error, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 

@@ -62,11 +62,21 @@ impl Process {
 
     /// Sends SIGINT, what Ctrl-C sends.
     pub fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    /// Sends SIGTERM, what systemd, Docker and Kubernetes send to stop a service.
+    pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal named `name` (`INT`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-INT", &self.id().to_string()])
+            .args([&format!("-{name}"), &self.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -INT {}", self.id());
+        assert!(status.success(), "kill -{name} {}", self.id());
     }
 
     /// Waits at most `timeout` for the child to exit.

@@ -21,6 +21,7 @@ mod blocking;
 mod event_loop;
 
 use std::fmt;
+use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -452,6 +453,33 @@ impl Server {
     /// When a server thread panicked.
     pub fn serve_forever(mut self) -> Result<()> {
         self.join()
+    }
+
+    /// Serves until the process gets SIGINT (Ctrl-C), SIGTERM (how systemd, Docker and
+    /// Kubernetes stop a service) or SIGHUP — on Windows, Ctrl-C or Ctrl-Break — then shuts
+    /// down gracefully as [`shutdown`](Self::shutdown) does and returns once it completes.
+    ///
+    /// ```no_run
+    /// use wsline::sync::server::{serve, Connection};
+    /// use wsline::Message;
+    ///
+    /// fn echo(conn: &mut Connection, message: Message) -> wsline::Result<()> {
+    ///     conn.send(message)
+    /// }
+    ///
+    /// serve(echo, "127.0.0.1", 8001)?.serve_until_signal()?;
+    /// # Ok::<(), wsline::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the signal handler cannot be installed (a process has one: another
+    /// server, or the application's own); then install yours and call
+    /// [`ServerHandle::shutdown`] from it. Else as [`serve_forever`](Self::serve_forever).
+    pub fn serve_until_signal(self) -> Result<()> {
+        let handle = self.handle();
+        ctrlc::set_handler(move || handle.shutdown())
+            .map_err(|error| Error::Io(io::Error::other(error)))?;
+        self.serve_forever()
     }
 
     fn join(&mut self) -> Result<()> {
