@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// forever): a dead peer is closed within ping-interval + ping-timeout.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub ping_timeout: u64,
+    /// Most bytes queued for one connection: past it the server stops reading that
+    /// connection until its peer reads (default: the library's `DEFAULT_SEND_HIGH_WATER`).
+    #[arg(long, value_name = "BYTES")]
+    pub send_high_water: Option<usize>,
     /// Serve wss:// with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -34,6 +34,9 @@ impl TryFrom<ServeArgs> for ServeSettings {
             (args.ping_interval > 0).then(|| Duration::from_secs(args.ping_interval));
         config.protocol.ping_timeout =
             (args.ping_timeout > 0).then(|| Duration::from_secs(args.ping_timeout));
+        if let Some(bytes) = args.send_high_water {
+            config.io.send_high_water = bytes;
+        }
         if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
             config.tls = Some(wsline::tls::server_config_from_pem(cert, key)?);
         }

@@ -1,15 +1,13 @@
 //! The `wsline` binary as a shell user runs it: the echo server, the scripted client, exit
 //! codes and messages, and Ctrl-C.
 
-#[path = "../../wsline/tests/support/process.rs"]
-mod process;
+mod common;
 #[path = "../../wsline/tests/support/proxy.rs"]
 mod proxy;
 #[path = "../../wsline/tests/support/tls.rs"]
 mod tls;
 
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wsline::proto::{Request, Response};
@@ -17,23 +15,8 @@ use wsline::sync::client::connect_with;
 use wsline::sync::server::{serve_on, Connection, Handler};
 use wsline::{CloseCode, ConnectConfig, Error, Message, ServerConfig};
 
-use process::{Process, DEADLINE};
-
-fn wsline() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wsline"))
-}
-
-/// Starts `wsline serve` with `args` on a free port; returns it with the address it printed.
-fn serve(args: &[&str]) -> (Process, SocketAddr) {
-    let (process, banner) = Process::start(wsline().args(["serve", "--port", "0"]).args(args));
-    let addr = banner
-        .strip_prefix("Listening on ws://")
-        .or_else(|| banner.strip_prefix("Listening on wss://"))
-        .unwrap_or_else(|| panic!("unexpected first line {banner:?}"))
-        .parse()
-        .expect("an address");
-    (process, addr)
-}
+use common::process::{self, DEADLINE};
+use common::{serve, wsline};
 
 /// Runs `wsline connect URL` with `input` on stdin, bounded by [`DEADLINE`].
 fn connect(url: &str, extra: &[&str], input: &str) -> process::Finished {

@@ -19,8 +19,8 @@ use wsline::tokio::MaybeTlsStream;
 use wsline::{BackpressurePolicy, CloseCode, Error, Message, ServerConfig};
 
 use support::{
-    client_config, close_frame, frame, is_timeout, server_config, start, url, RawClient, DEADLINE,
-    TEXT,
+    client_config, close_frame, echo, frame, is_timeout, server_config, start, url, RawClient,
+    BINARY, DEADLINE, TEXT,
 };
 
 /// A running server of any kind, kept alive for as long as the value lives.
@@ -394,4 +394,51 @@ fn slow_reader_close_reason_is_the_same_on_the_sync_and_tokio_servers() {
     let tokio = assert_slow_reader_close(&tokio_server(flood_tokio, slow_reader_config()));
     assert!(!sync.reason().is_empty());
     assert_eq!(sync.reason(), tokio.reason());
+}
+
+/// The sync server closed a client that pipelined a message larger than the high-water
+/// mark and a small one in the same write: the echo of the first passed the mark before
+/// the server had tried to write it, and the echo of the second was refused as if the
+/// client read too slowly (1008). The mark is for peers that do not read, so a send past it
+/// first writes what the socket takes.
+fn assert_a_burst_past_the_mark_is_echoed(server: &Running) {
+    let mut client = RawClient::open(server.addr());
+    let big = vec![7u8; 300 << 10];
+    let mut burst = frame(BINARY, true, &big);
+    burst.extend_from_slice(&frame(TEXT, true, b"right after"));
+    client.send(&burst);
+    let first = client.read_frame().expect("the echo of the big message");
+    assert_eq!((first.opcode, first.payload.len()), (BINARY, big.len()));
+    let second = client.read_frame().expect("the echo of the small one");
+    assert_eq!(
+        (second.opcode, second.payload.as_slice()),
+        (TEXT, &b"right after"[..])
+    );
+}
+
+#[test]
+fn a_burst_past_the_high_water_mark_is_echoed_not_closed_on_the_event_loop_server() {
+    let _shared = support::shared();
+    assert_a_burst_past_the_mark_is_echoed(&Running::Sync(start(echo, slow_reader_config())));
+}
+
+#[test]
+fn a_burst_past_the_high_water_mark_is_echoed_not_closed_on_the_thread_per_connection_server() {
+    let _shared = support::shared();
+    let echo_blocking = |ws: &WebSocket| -> wsline::Result<()> {
+        for message in ws {
+            ws.send(message?)?;
+        }
+        Ok(())
+    };
+    assert_a_burst_past_the_mark_is_echoed(&blocking(echo_blocking, slow_reader_config()));
+}
+
+#[test]
+fn a_burst_past_the_high_water_mark_is_echoed_not_closed_on_the_tokio_server() {
+    let _shared = support::shared();
+    assert_a_burst_past_the_mark_is_echoed(&tokio_server(
+        support::tokio_common::echo,
+        slow_reader_config(),
+    ));
 }

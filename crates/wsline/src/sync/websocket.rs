@@ -226,7 +226,7 @@ impl WebSocket {
     /// A connection over a TCP stream whose opening handshake happened elsewhere (an HTTP
     /// server that did the upgrade itself), with `leftover`: the bytes that server read past
     /// the handshake head, if any. No extension is in use; the send high-water mark is the
-    /// default (4 MiB).
+    /// default (256 KiB).
     ///
     /// # Errors
     /// [`Error::Io`] when the stream cannot be set up for the driver thread, or the thread

@@ -268,8 +268,18 @@ impl Server {
     /// as [`shutdown`](Self::shutdown) does and returns once it completes.
     ///
     /// ```no_run
-    /// # async fn run(server: wsline::tokio::Server) -> wsline::Result<()> {
-    /// server.serve_until_signal().await
+    /// use wsline::tokio::{serve, MaybeTlsStream, WebSocket};
+    ///
+    /// async fn echo(mut ws: WebSocket<MaybeTlsStream>) -> wsline::Result<()> {
+    ///     while let Some(message) = ws.recv().await {
+    ///         ws.send(message?).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> wsline::Result<()> {
+    /// serve(echo, "127.0.0.1", 8001).await?.serve_until_signal().await
     /// # }
     /// ```
     ///
@@ -298,9 +308,12 @@ impl Drop for Server {
 /// returns (on Unix), so a supervisor may signal as soon as the server says it is ready.
 ///
 /// ```no_run
-/// # async fn run(server: wsline::tokio::Server) -> wsline::Result<()> {
+/// # #[tokio::main]
+/// # async fn main() -> wsline::Result<()> {
+/// # let handler = |_: wsline::tokio::WebSocket<wsline::tokio::MaybeTlsStream>| async { Ok(()) };
+/// let server = wsline::tokio::serve(handler, "127.0.0.1", 8001).await?;
 /// let signal = wsline::tokio::shutdown_signal()?;
-/// println!("ready");
+/// println!("ready"); // a supervisor may signal from here on
 /// signal.await;
 /// server.shutdown().await
 /// # }
@@ -509,6 +522,30 @@ async fn accept_loop<H: Handler>(
     finished.send_replace(true);
 }
 
+/// The close code for how a handler ended: `done` (1000, or 1001 while shutting down) when
+/// it returned `Ok` or its error was the end of the connection itself (`ended`: the stream
+/// failed or the connection closed, and nothing can be sent any more), the handler-error
+/// policy's code otherwise, 1011 for a panic.
+fn close_code(
+    outcome: &std::thread::Result<Result<()>>,
+    ended: bool,
+    done: CloseCode,
+    peer: SocketAddr,
+) -> CloseCode {
+    match outcome {
+        Ok(Ok(())) => done,
+        Ok(Err(error)) if ended => {
+            tracing::debug!(%peer, %error, "handler ended with its connection");
+            done
+        }
+        Ok(Err(error)) => tracing::info_span!("connection", %peer)
+            .in_scope(|| handler_error_close(error))
+            .unwrap_or(done),
+        // The panic is reported with the task's.
+        Err(_) => CloseCode::INTERNAL_ERROR,
+    }
+}
+
 /// Logs a connection task that panicked.
 fn report(result: std::result::Result<(), JoinError>) {
     if let Err(error) = result {
@@ -616,21 +653,20 @@ async fn connection<H: Handler>(
     } else {
         CloseCode::NORMAL
     };
-    let code = match &outcome {
-        Ok(Ok(())) => done,
-        Ok(Err(error)) => tracing::info_span!("connection", %peer)
-            .in_scope(|| handler_error_close(error))
-            .unwrap_or(done),
-        // The panic is reported with the task's.
-        Err(_) => CloseCode::INTERNAL_ERROR,
-    };
     // The connection comes back once the handler, or whatever task it gave the connection
     // to, drops it. A sender gone without it means the connection ended elsewhere.
-    if let Ok(mut ws) = returned.await {
-        // Every code above may be sent; closing a connection that is closing already waits
-        // for the end of the closing handshake.
-        if let Err(error) = ws.close(code, "").await {
-            tracing::debug!(%peer, %error, "the closing handshake did not complete");
+    match returned.await {
+        Ok(mut ws) => {
+            let code = close_code(&outcome, ws.is_closed(), done, peer);
+            // Every code above may be sent; closing a connection that is closing already
+            // waits for the end of the closing handshake.
+            if let Err(error) = ws.close(code, "").await {
+                tracing::debug!(%peer, %error, "the closing handshake did not complete");
+            }
+        }
+        // Nothing to close; the error is still reported.
+        Err(_) => {
+            close_code(&outcome, false, done, peer);
         }
     }
     if let Err(panic) = outcome {

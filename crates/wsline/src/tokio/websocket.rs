@@ -130,7 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// server that did the upgrade itself), with `leftover`: the bytes that server read past
     /// the handshake head, if any. No extension is in use.
     ///
-    /// The read buffer and send high-water mark take their defaults (64 KiB, 4 MiB).
+    /// The read buffer and send high-water mark take their defaults (64 KiB, 256 KiB).
     #[must_use]
     pub fn from_upgraded(stream: S, side: Side, config: Config, leftover: &[u8]) -> Self {
         let conn = Connection::after_handshake(side, config, Instant::now().into_std());

@@ -51,6 +51,12 @@ struct Conn<S> {
     closed_at: Option<Instant>,
     /// Whether the socket failed; nothing more can be written.
     broken: bool,
+    /// Bytes queued that the socket had not taken when this turn (a read's handlers, a
+    /// timer, a command) began: what the backpressure policy judges the peer by.
+    backlog: usize,
+    /// Payload bytes of the messages handed to the handler this turn: how far the turn's
+    /// replies may pass the high-water mark before they count against the peer.
+    received: usize,
     /// Whether more bytes may be waiting in the socket after this turn.
     more_to_read: bool,
     /// Whether readiness reported the peer's end of stream: a short read then leaves it
@@ -313,6 +319,8 @@ impl<H: Handler> Running<'_, H> {
             shut_down: false,
             closed_at: None,
             broken: false,
+            backlog: 0,
+            received: 0,
             more_to_read: true,
             peer_closed: false,
         });
@@ -400,6 +408,10 @@ impl<H: Handler> Running<'_, H> {
     /// handled (handlers run inline: their replies are queued), which may bring more: the
     /// answer to a close frame that came after them.
     fn dispatch(&mut self, key: usize, now: Instant) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.backlog = conn.core.pending_send();
+            conn.received = 0;
+        }
         loop {
             self.run_handler(key, now);
             let Some(conn) = self.conns.get_mut(key) else {
@@ -435,14 +447,20 @@ impl<H: Handler> Running<'_, H> {
                     conn.opened = true;
                     handler.on_open(&mut view(conn, self.index, key, &self.queue, self.config))
                 }
-                Event::Message(message) => handler.on_message(
-                    &mut view(conn, self.index, key, &self.queue, self.config),
-                    message,
-                ),
-                Event::Fragment(fragment) => handler.on_message(
-                    &mut view(conn, self.index, key, &self.queue, self.config),
-                    fragment.data,
-                ),
+                Event::Message(message) => {
+                    conn.received += message.len();
+                    handler.on_message(
+                        &mut view(conn, self.index, key, &self.queue, self.config),
+                        message,
+                    )
+                }
+                Event::Fragment(fragment) => {
+                    conn.received += fragment.data.len();
+                    handler.on_message(
+                        &mut view(conn, self.index, key, &self.queue, self.config),
+                        fragment.data,
+                    )
+                }
                 Event::Closed(closed) => {
                     tracing::info!(peer_addr = ?conn.peer_addr, %closed, "connection closed");
                     if conn.opened {
@@ -561,6 +579,8 @@ impl<H: Handler> Running<'_, H> {
         if conn.generation != id.generation || id.worker != self.index {
             return;
         }
+        conn.backlog = conn.core.pending_send();
+        conn.received = 0;
         let result = match action {
             Action::Send(message) => {
                 view(conn, self.index, key, &self.queue, self.config).send(message)
@@ -653,6 +673,8 @@ fn view<'a, S>(
         request: conn.request.as_deref(),
         queue,
         config,
+        backlog: conn.backlog,
+        received: conn.received,
     }
 }
 

@@ -113,6 +113,10 @@ pub struct Connection<'a, S = ()> {
     request: Option<&'a Request>,
     queue: &'a Arc<WorkerQueue>,
     config: &'a ServerConfig,
+    /// Bytes the socket had not taken when this turn began.
+    backlog: usize,
+    /// Payload bytes of the messages this turn brought.
+    received: usize,
 }
 
 impl<S> Connection<'_, S> {
@@ -232,14 +236,24 @@ impl<S> Connection<'_, S> {
         Ok(self.core.send_close(code, reason)?)
     }
 
+    /// Applies the backpressure policy before a send. The peer is judged by what it had
+    /// not taken when this turn began: the replies of a turn are written when it ends, so a
+    /// client that pipelined a large message and a small one in one write is not a slow
+    /// reader. The turn's replies may pass the mark by as much as the turn received before
+    /// they count too, which bounds a handler that floods from one callback to the mark
+    /// plus one message.
     fn check_high_water(&mut self) -> Result<()> {
+        let mark = self.config.io.send_high_water;
         let core = &mut *self.core;
-        apply_backpressure(
-            self.config.backpressure,
-            core.pending_send(),
-            self.config.io.send_high_water,
-            |code, reason| core.fail(code, reason),
-        )
+        let pending = core.pending_send();
+        let judged = if pending > mark.saturating_add(self.received) {
+            pending
+        } else {
+            self.backlog
+        };
+        apply_backpressure(self.config.backpressure, judged, mark, |code, reason| {
+            core.fail(code, reason);
+        })
     }
 }
 
