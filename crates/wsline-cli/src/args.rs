@@ -62,6 +62,11 @@ pub struct ServeArgs {
     /// connection until its peer reads (default: the library's `DEFAULT_SEND_HIGH_WATER`).
     #[arg(long, value_name = "BYTES")]
     pub send_high_water: Option<usize>,
+    /// Most bytes queued for all connections together (0: no budget); past it the
+    /// connections holding the most are held back (default: the library's
+    /// `DEFAULT_SEND_BUDGET`).
+    #[arg(long, value_name = "BYTES")]
+    pub send_budget: Option<usize>,
     /// Serve wss:// with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -37,6 +37,9 @@ impl TryFrom<ServeArgs> for ServeSettings {
         if let Some(bytes) = args.send_high_water {
             config.io.send_high_water = bytes;
         }
+        if let Some(bytes) = args.send_budget {
+            config.send_budget = limit(bytes);
+        }
         if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
             config.tls = Some(wsline::tls::server_config_from_pem(cert, key)?);
         }

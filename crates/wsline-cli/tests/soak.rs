@@ -87,11 +87,14 @@ fn client_config() -> ConnectConfig {
 /// a normal client measures its echo latency. Reading a connection stops once its unread
 /// echoes reach the high-water mark, so the server's memory is bounded by the clients times
 /// that mark (and a message in flight each), and the normal client stays fast.
-fn slow_readers(args: &[&str]) {
+/// With a `budget` (bytes), the server's queued output stays near it: the bound is the
+/// budget instead of the clients times the mark.
+fn slow_readers(args: &[&str], budget: Option<usize>) {
     let slow = scaled(300);
     let message = 64 << 10;
     let high_water = wsline::DEFAULT_SEND_HIGH_WATER;
-    let mut all_args = vec!["--no-compression"];
+    let budget_arg = budget.unwrap_or(0).to_string();
+    let mut all_args = vec!["--no-compression", "--send-budget", &budget_arg];
     all_args.extend_from_slice(args);
     let (server, addr) = serve(&all_args);
     let pid = server.id();
@@ -165,7 +168,8 @@ fn slow_readers(args: &[&str]) {
         .map(|(at, rss)| format!("{:.1}s:{}MiB", (*at - started).as_secs_f64(), rss >> 10))
         .collect();
     println!(
-        "slow readers {args:?}: {slow} clients × {message} B messages, high-water {high_water} B: \
+        "slow readers {args:?}: {slow} clients × {message} B messages, high-water {high_water} B, \
+         budget {budget:?}: \
          RSS {} → peak {} KiB ({per_client:.0} KiB per slow client), {} KiB after they left; \
          curve {}; normal client p50 {p50:?} p99 {p99:?} over {} echoes; {} MiB flooded",
         baseline,
@@ -175,22 +179,36 @@ fn slow_readers(args: &[&str]) {
         latencies.len(),
         flooded >> 20,
     );
-    // Per slow client: the mark, an echo queued past it, the message being read, and a
-    // read buffer — and some slack for the allocator. At the old 4 MiB mark the same run
-    // held 4.2 MiB per client.
-    let bound_kib = (high_water + 4 * message) >> 10;
+    // The queued output (the clients times the mark, or the budget), and per slow client
+    // what input and turn overshoot hold: the message being read, the buffer it was read
+    // into, an echo queued past the mark that still pins its message's buffer — with slack
+    // for the allocator. At the old 4 MiB mark and no budget the same run held 4.2 MiB per
+    // client, 1.25 GiB in all.
+    let queued = budget.map_or(slow * high_water, |budget| budget.min(slow * high_water));
+    let bound_kib = (queued + slow * 6 * message) >> 10;
+    let grown_kib = peak - baseline;
     assert!(
-        per_client <= bound_kib as f64,
-        "{per_client:.0} KiB per slow client, over {bound_kib} KiB"
+        grown_kib <= bound_kib,
+        "the server grew by {grown_kib} KiB, over {bound_kib} KiB"
     );
 }
 
 #[test]
 fn slow_readers_keep_the_memory_of_the_sync_server_bounded() {
-    slow_readers(&[]);
+    slow_readers(&[], None);
 }
 
 #[test]
 fn slow_readers_keep_the_memory_of_the_tokio_server_bounded() {
-    slow_readers(&["--tokio"]);
+    slow_readers(&["--tokio"], None);
+}
+
+#[test]
+fn slow_readers_keep_the_sync_server_within_its_send_budget() {
+    slow_readers(&[], Some(16 << 20));
+}
+
+#[test]
+fn slow_readers_keep_the_tokio_server_within_its_send_budget() {
+    slow_readers(&["--tokio"], Some(16 << 20));
 }

@@ -17,6 +17,10 @@ pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 << 10;
 /// a larger mark buys nothing for a peer that does.
 pub const DEFAULT_SEND_HIGH_WATER: usize = 256 << 10;
 
+/// The default budget of bytes queued for all of a server's connections together: 512 MiB,
+/// some 2,000 connections at the default high-water mark.
+pub const DEFAULT_SEND_BUDGET: usize = 512 << 20;
+
 /// What a server does when a connection's outgoing bytes pass the high-water mark
 /// (a client that reads too slowly).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -94,6 +98,15 @@ pub struct ServerConfig {
     pub io: IoConfig,
     /// What happens past the high-water mark. Default: close the connection.
     pub backpressure: BackpressurePolicy,
+    /// Most bytes queued for all connections together (output their sockets have not taken
+    /// yet). Past it, a connection holding more than its fair share (the budget divided
+    /// among the open connections) is treated as past its own high-water mark: it is not
+    /// read, and [`ServerConfig::backpressure`] applies to its sends. So the connections
+    /// holding the most are the ones held back, and the server's output memory stays near
+    /// the budget however many peers stop reading. Input is bounded per connection instead
+    /// (`max_message_size`, the read buffer). `None`: no budget. Default: 512 MiB
+    /// ([`DEFAULT_SEND_BUDGET`]).
+    pub send_budget: Option<usize>,
     /// How long a shutdown waits for connections to finish their closing handshake before
     /// dropping them. Default: 5 s.
     pub shutdown_timeout: Duration,
@@ -124,6 +137,7 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             io: IoConfig::default(),
             backpressure: BackpressurePolicy::default(),
+            send_budget: Some(DEFAULT_SEND_BUDGET),
             shutdown_timeout: Duration::from_secs(5),
             #[cfg(feature = "rustls")]
             tls: None,

@@ -6,8 +6,10 @@
 //!   backpressure and its close reason.
 //! - [`client`]: the client's request and the redirect loop.
 //! - [`io`]: the write path over the core's vectored send buffer.
+//! - [`budget`]: the server-wide budget of queued output.
 //! - Here: close-if-open and the limits the layers share.
 
+pub(crate) mod budget;
 pub(crate) mod client;
 pub(crate) mod io;
 pub(crate) mod server;

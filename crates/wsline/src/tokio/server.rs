@@ -19,6 +19,7 @@ use ::tokio::time::Instant;
 use super::signal::{Listener, Signal};
 use super::stream::MaybeTlsStream;
 use super::websocket::{Limits, WebSocket};
+use crate::layer::budget::{SendBudget, Share};
 use crate::layer::server::{answer_handshake, handler_error_close, ACCEPT_RETRY_PAUSE};
 use crate::proto::{CloseCode, Config, Connection, Request, Response};
 use crate::{Error, Result, ServerConfig};
@@ -177,6 +178,7 @@ struct Settings {
     nodelay: bool,
     max_connections: usize,
     shutdown_timeout: Duration,
+    budget: Option<Arc<SendBudget>>,
     #[cfg(feature = "rustls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -443,6 +445,7 @@ pub fn serve_on<H: Handler>(
         nodelay: config.io.nodelay,
         max_connections: config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
         shutdown_timeout: config.shutdown_timeout,
+        budget: config.send_budget.map(SendBudget::new),
         #[cfg(feature = "rustls")]
         tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
         protocol: Arc::new(config.protocol),
@@ -626,6 +629,9 @@ async fn connection<H: Handler>(
     let conn = Connection::server(Arc::clone(&settings.protocol), accepted.into_std());
     let mut ws = WebSocket::new(stream, conn, settings.limits);
     ws.set_going_away(Listener::new(Arc::clone(&shared.shutdown)));
+    if let Some(budget) = &settings.budget {
+        ws.set_budget_share(Share::new(budget));
+    }
     let hook = |request: &Request, response: &mut Response| {
         handler.on_handshake(request, response);
     };

@@ -282,7 +282,7 @@ impl Driver {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        while !self.commands_closed && ws.pending_send() <= self.shared.send_high_water {
+        while !self.commands_closed && ws.pending_send() <= ws.send_mark() {
             let Order { command, ticket } = match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(order)) => order,
                 Poll::Ready(None) => {
@@ -313,7 +313,7 @@ impl Driver {
             }
             ticket.resolve(result);
         }
-        if !self.commands_closed && ws.pending_send() > self.shared.send_high_water {
+        if !self.commands_closed && ws.pending_send() > ws.send_mark() {
             // The command queue is not polled, so its waker is not registered: a slow-reader
             // request wakes the driver through this one.
             self.shared.driver.park(cx.waker());

@@ -20,6 +20,7 @@ mod parts;
 use self::parts::{whole, Core, Pings, ReadSide, Timer, Unread, WriteSide};
 pub(crate) use self::parts::{Limits, ReadPolicy, Step};
 use super::signal::Listener;
+use crate::layer::budget::{self, Share};
 use crate::layer::io::write_queued;
 use crate::layer::server::{apply_backpressure, SHUTDOWN_REASON};
 use crate::layer::{close_if_open, DEFAULT_PONG_WAIT};
@@ -93,6 +94,8 @@ pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     going_away: Option<Listener>,
     /// Set on a server's connection: where it goes when dropped, for the server to close.
     hand_back: Option<oneshot::Sender<WebSocket<S>>>,
+    /// Set on a server's connection: its part of the server's send budget.
+    share: Option<Share>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for WebSocket<S> {
@@ -123,6 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             response: None,
             going_away: None,
             hand_back: None,
+            share: None,
         }
     }
 
@@ -148,6 +152,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     pub(crate) fn set_going_away(&mut self, listener: Listener) {
         self.going_away = Some(listener);
+    }
+
+    /// Makes this connection count against a server's send budget.
+    pub(crate) fn set_budget_share(&mut self, share: Share) {
+        self.share = Some(share);
+    }
+
+    /// The high-water mark that applies now: the connection's own, or less past its
+    /// server's send budget.
+    #[inline]
+    pub(crate) fn send_mark(&self) -> usize {
+        budget::mark(self.share.as_ref(), self.limits.send_high_water)
     }
 
     /// Makes this a server's connection: dropped, it goes to `slot` (as a `WebSocket` that
@@ -467,7 +483,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// with 1008 (policy violation). Otherwise as [`send`](Self::send).
     pub fn try_send(&mut self, message: impl Into<Message>) -> Result<()> {
         let pending = self.conn.pending_send();
-        let limit = self.limits.send_high_water;
+        let limit = self.send_mark();
         if self.conn.state() == State::Open {
             let conn = &mut self.conn;
             apply_backpressure(self.limits.backpressure, pending, limit, |code, reason| {
@@ -499,9 +515,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// mark, or the connection is no longer open (queueing then reports why).
     pub(crate) fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if self.conn.state() != State::Open
-                || self.conn.pending_send() <= self.limits.send_high_water
-            {
+            if self.conn.state() != State::Open || self.conn.pending_send() <= self.send_mark() {
                 return Poll::Ready(());
             }
             match self.poll_step(cx, ReadPolicy::Bounded) {
@@ -649,7 +663,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn may_read(&self, policy: ReadPolicy) -> bool {
         if !matches!(self.read_side, ReadSide::Open)
             || self.conn.is_closed()
-            || self.conn.pending_send() > self.limits.send_high_water
+            || self.conn.pending_send() > self.send_mark()
         {
             return false;
         }
@@ -701,9 +715,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Writes the send buffer with vectored writes until it is empty or the stream is full,
-    /// then shuts the write half down if the core asks for it. Returns whether anything
-    /// happened.
+    /// then shuts the write half down if the core asks for it; accounts what is left against
+    /// the server's send budget. Returns whether anything happened.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        let progress = self.poll_write_queued(cx);
+        if let Some(share) = &mut self.share {
+            share.update(self.conn.pending_send());
+        }
+        progress
+    }
+
+    fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         loop {
             if self.write_side == WriteSide::Closed {
@@ -913,6 +935,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Drop for WebSocket<S> {
                 response: self.response.take(),
                 going_away: self.going_away.take(),
                 hand_back: None,
+                share: self.share.take(),
             };
             // Should the server be gone, the connection comes back and closes as it drops.
             let _ = slot.send(returned);

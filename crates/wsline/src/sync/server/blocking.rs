@@ -134,6 +134,8 @@ pub fn serve_blocking_on<H: BlockingHandler>(
         connections: AtomicUsize::new(0),
         queues: Vec::new(),
         blocking: Registry::default(),
+        // Each connection's thread blocks at its high-water mark instead.
+        budget: None,
     });
     *shared
         .blocking

@@ -15,6 +15,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::{Command, Connection, ConnectionId, Handler, ServerShared, WorkerQueue};
+use crate::layer::budget::{self, Share};
 use crate::layer::close_if_open;
 use crate::layer::server::{self, Answer, ACCEPT_RETRY_PAUSE, SHUTDOWN_REASON};
 use crate::proto::{self, CloseCode, Config, Event, Request, State};
@@ -57,6 +58,8 @@ struct Conn<S> {
     /// Payload bytes of the messages handed to the handler this turn: how far the turn's
     /// replies may pass the high-water mark before they count against the peer.
     received: usize,
+    /// This connection's part of the server's send budget.
+    share: Option<Share>,
     /// Whether more bytes may be waiting in the socket after this turn.
     more_to_read: bool,
     /// Whether readiness reported the peer's end of stream: a short read then leaves it
@@ -321,6 +324,7 @@ impl<H: Handler> Running<'_, H> {
             broken: false,
             backlog: 0,
             received: 0,
+            share: self.shared.budget.as_ref().map(Share::new),
             more_to_read: true,
             peer_closed: false,
         });
@@ -393,7 +397,7 @@ impl<H: Handler> Running<'_, H> {
     fn is_backpressured(&self, key: usize) -> bool {
         self.conns
             .get(key)
-            .is_some_and(|conn| conn.core.pending_send() > self.config.io.send_high_water)
+            .is_some_and(|conn| conn.core.pending_send() > conn.mark(self.config))
     }
 
     fn flush(&mut self, key: usize) {
@@ -540,7 +544,11 @@ impl<H: Handler> Running<'_, H> {
                 self.timers.push(Reverse((deadline, key, conn.generation)));
             }
         }
-        let backpressured = conn.core.pending_send() > self.config.io.send_high_water;
+        let pending = conn.core.pending_send();
+        if let Some(share) = &mut conn.share {
+            share.update(pending);
+        }
+        let backpressured = pending > conn.mark(self.config);
         if conn.more_to_read && !backpressured && !self.ready.contains(&key) {
             self.ready.push(key);
         }
@@ -647,6 +655,13 @@ impl<H: Handler> Running<'_, H> {
     }
 }
 
+impl<S> Conn<S> {
+    /// The high-water mark that applies to this connection now (see [`budget`]).
+    fn mark(&self, config: &ServerConfig) -> usize {
+        budget::mark(self.share.as_ref(), config.io.send_high_water)
+    }
+}
+
 enum Action {
     Send(crate::Message),
     SendPrepared(proto::PreparedMessage),
@@ -661,6 +676,7 @@ fn view<'a, S>(
     queue: &'a Arc<WorkerQueue>,
     config: &'a ServerConfig,
 ) -> Connection<'a, S> {
+    let mark = conn.mark(config);
     Connection {
         core: &mut conn.core,
         state: &mut conn.state,
@@ -673,6 +689,7 @@ fn view<'a, S>(
         request: conn.request.as_deref(),
         queue,
         config,
+        mark,
         backlog: conn.backlog,
         received: conn.received,
     }

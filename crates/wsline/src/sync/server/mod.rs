@@ -31,6 +31,7 @@ use mio::Waker;
 
 pub use blocking::{serve_blocking, serve_blocking_on, BlockingHandler};
 
+use crate::layer::budget::SendBudget;
 use crate::layer::server::apply_backpressure;
 use crate::proto::{
     self, CloseCode, ConnectionClosed, PreparedMessage, Request, Response, SendOptions,
@@ -113,6 +114,9 @@ pub struct Connection<'a, S = ()> {
     request: Option<&'a Request>,
     queue: &'a Arc<WorkerQueue>,
     config: &'a ServerConfig,
+    /// The high-water mark that applies now: the configured one, or less past the
+    /// server's send budget.
+    mark: usize,
     /// Bytes the socket had not taken when this turn began.
     backlog: usize,
     /// Payload bytes of the messages this turn brought.
@@ -243,7 +247,7 @@ impl<S> Connection<'_, S> {
     /// they count too, which bounds a handler that floods from one callback to the mark
     /// plus one message.
     fn check_high_water(&mut self) -> Result<()> {
-        let mark = self.config.io.send_high_water;
+        let mark = self.mark;
         let core = &mut *self.core;
         let pending = core.pending_send();
         let judged = if pending > mark.saturating_add(self.received) {
@@ -373,6 +377,8 @@ struct ServerShared {
     queues: Vec<Arc<WorkerQueue>>,
     /// Closers of the connections of a thread-per-connection server.
     blocking: blocking::Registry,
+    /// The budget of queued output of the event-loop server's connections.
+    budget: Option<Arc<SendBudget>>,
 }
 
 impl ServerShared {
@@ -562,6 +568,7 @@ pub fn serve_on<H: Handler>(
         connections: AtomicUsize::new(0),
         queues,
         blocking: blocking::Registry::default(),
+        budget: config.send_budget.map(SendBudget::new),
     });
     let handler = Arc::new(handler);
     let config = Arc::new(config);
