@@ -23,7 +23,8 @@ pub struct Args {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run an echo server until Ctrl-C: every message comes back as it was sent.
+    /// Run an echo server until SIGINT (Ctrl-C) or SIGTERM: every message comes back as it
+    /// was sent.
     Serve(ServeArgs),
     /// Talk to a WebSocket server: lines from stdin go out as text, messages come back
     /// printed. Ctrl-D closes.

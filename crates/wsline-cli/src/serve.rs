@@ -33,11 +33,9 @@ pub fn run(settings: &ServeSettings) -> Result<(), Failure> {
         (settings.host.as_str(), settings.port),
         settings.config.clone(),
     )?;
-    let handle = server.handle();
-    ctrlc::set_handler(move || handle.shutdown())
-        .map_err(|error| wsline::Error::Io(std::io::Error::other(error)))?;
     // Announced once SIGINT and SIGTERM are handled: a script may send either as soon as it
     // reads this.
+    server.shutdown_on_signal()?;
     println!(
         "Listening on {}://{}",
         settings.scheme(),
@@ -67,16 +65,13 @@ fn serve_tokio(settings: &ServeSettings) -> Result<(), Failure> {
         )
         .await?;
         // Installed before the banner: a script may signal as soon as it reads it.
-        let signal = wsline::tokio::shutdown_signal()?;
+        server.shutdown_on_signal()?;
         println!(
             "Listening on {}://{}",
             settings.scheme(),
             server.local_addr()
         );
-        tokio::select! {
-            result = server.serve_forever() => result?,
-            () = signal => server.shutdown().await?,
-        }
+        server.serve_forever().await?;
         Ok(())
     })
 }

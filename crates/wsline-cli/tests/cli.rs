@@ -176,6 +176,11 @@ fn echo_until_closed(addr: SocketAddr, start: &std::sync::Barrier) -> Ending {
 /// server `signal`, and checks that every client got a 1001 close frame (no reset, no
 /// dropped connection) and the server exited 0.
 fn every_client_gets_1001(args: &[&str], signal: &str, clients: usize) {
+    // One at a time: each client holds three descriptors and two threads here.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (mut server, addr) = serve(args);
     let start = std::sync::Arc::new(std::sync::Barrier::new(clients + 1));
     let threads: Vec<_> = (0..clients)

@@ -212,3 +212,246 @@ fn slow_readers_keep_the_sync_server_within_its_send_budget() {
 fn slow_readers_keep_the_tokio_server_within_its_send_budget() {
     slow_readers(&["--tokio"], Some(16 << 20));
 }
+
+/// Runs `work(i)` for `i` in `0..count` on `threads` threads; returns the results in order.
+fn in_parallel<T: Send + 'static>(
+    count: usize,
+    threads: usize,
+    work: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..threads)
+        .map(|thread| {
+            let work = Arc::clone(&work);
+            std::thread::spawn(move || {
+                (thread..count)
+                    .step_by(threads)
+                    .map(|i| (i, work(i)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut results: Vec<(usize, T)> = handles
+        .into_iter()
+        .flat_map(|handle| handle.join().expect("worker thread"))
+        .collect();
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
+/// Waits until the server's open descriptors are back to `baseline` (connections closing
+/// in the background), within [`DEADLINE`]; returns the count last seen.
+fn fds_settle(pid: u32, baseline: usize) -> usize {
+    let started = Instant::now();
+    loop {
+        let fds = common::open_fds(pid).expect("the server's descriptors");
+        if fds <= baseline || started.elapsed() > DEADLINE {
+            return fds;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// 20,000 clients in turn (8 at a time) connect, echo one message and close: every one is
+/// served, and the server's descriptors and memory come back to where they were.
+fn connect_echo_close_cycles(args: &[&str]) {
+    let cycles = scaled(20_000);
+    let (server, addr) = serve(args);
+    let pid = server.id();
+    let url = format!("ws://{addr}/");
+    // A first cycle warms up what every connection reuses.
+    let warm = connect_with(&url, client_config()).expect("connect");
+    warm.close(wsline::CloseCode::NORMAL, "").expect("close");
+    let fds = fds_settle(pid, 0);
+    let rss = rss_kib(pid).expect("the server's RSS");
+    let started = Instant::now();
+    let failures: Vec<String> = in_parallel(cycles, 8, move |i| {
+        let text = format!("cycle {i}");
+        let ws = connect_with(&url, client_config()).map_err(|e| format!("{i}: {e}"))?;
+        ws.send_text(&text).map_err(|e| format!("{i}: {e}"))?;
+        match ws.recv_timeout(DEADLINE) {
+            Ok(Some(echo)) if echo == Message::text(text.as_str()) => {}
+            other => return Err(format!("{i}: {other:?}")),
+        }
+        ws.close(wsline::CloseCode::NORMAL, "")
+            .map_err(|e| format!("{i}: close: {e}"))
+    })
+    .into_iter()
+    .filter_map(Result::err)
+    .collect();
+    let elapsed = started.elapsed();
+    let fds_after = fds_settle(pid, fds);
+    let rss_after = rss_kib(pid).expect("the server's RSS");
+    println!(
+        "cycles {args:?}: {cycles} connect/echo/close in {elapsed:.1?} ({:.0}/s), {} failed; \
+         fds {fds} → {fds_after}; RSS {rss} → {rss_after} KiB",
+        cycles as f64 / elapsed.as_secs_f64(),
+        failures.len(),
+    );
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(fds_after, fds, "every connection's descriptor is closed");
+    assert!(
+        rss_after <= rss + (16 << 10),
+        "the server kept {} KiB after {cycles} connections",
+        rss_after - rss
+    );
+}
+
+#[test]
+fn connect_echo_close_cycles_leave_the_sync_server_as_it_was() {
+    connect_echo_close_cycles(&[]);
+}
+
+#[test]
+fn connect_echo_close_cycles_leave_the_tokio_server_as_it_was() {
+    connect_echo_close_cycles(&["--tokio"]);
+}
+
+/// 5,000 clients complete the handshake, send half a frame and reset the connection
+/// (`SO_LINGER` 0): the server serves a normal client meanwhile and after, and closes every
+/// descriptor.
+fn resets_mid_frame(args: &[&str]) {
+    let clients = scaled(5_000);
+    let (server, addr) = serve(args);
+    let pid = server.id();
+    let fds = fds_settle(pid, 0);
+    let half = binary_frame(1000)[..500].to_vec();
+    let started = Instant::now();
+    in_parallel(clients, 8, move |_| {
+        let mut stream = open_raw(addr);
+        stream.write_all(&half).expect("half a frame");
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("SO_LINGER 0");
+        drop(stream);
+    });
+    let elapsed = started.elapsed();
+    let normal = connect_with(&format!("ws://{addr}/"), client_config()).expect("connect");
+    normal.send_text("after the resets").unwrap();
+    assert_eq!(
+        normal.recv_timeout(DEADLINE).unwrap(),
+        Some(Message::text("after the resets"))
+    );
+    drop(normal);
+    let fds_after = fds_settle(pid, fds);
+    println!("resets {args:?}: {clients} clients reset mid-frame in {elapsed:.1?}; fds {fds} → {fds_after}");
+    assert_eq!(
+        fds_after, fds,
+        "every reset connection's descriptor is closed"
+    );
+}
+
+#[test]
+fn clients_resetting_mid_frame_leave_the_sync_server_serving() {
+    resets_mid_frame(&[]);
+}
+
+#[test]
+fn clients_resetting_mid_frame_leave_the_tokio_server_serving() {
+    resets_mid_frame(&["--tokio"]);
+}
+
+/// A small deterministic generator (xorshift), so that a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `connections` connections each pipeline `per_connection` messages of random sizes (0 B
+/// to 64 KiB, text and binary) without waiting, while reading the echoes: each comes back
+/// whole, in order, with its type and checksum.
+fn pipelined_random_messages(args: &[&str], connections: usize, per_connection: usize) {
+    let connections = scaled(connections);
+    let (_server, addr) = serve(args);
+    let started = Instant::now();
+    let totals = in_parallel(connections, connections.min(32), move |i| {
+        let mut config = client_config();
+        config.protocol.max_message_size = Some(1 << 20);
+        let ws = Arc::new(connect_with(&format!("ws://{addr}/"), config).expect("connect"));
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ i as u64);
+        let messages: Vec<Message> = (0..per_connection)
+            .map(|_| {
+                let len = (rng.next() % (64 << 10)) as usize;
+                let byte = (rng.next() % 26) as u8 + b'a';
+                if rng.next() % 2 == 0 {
+                    Message::text(String::from_utf8(vec![byte; len]).unwrap())
+                } else {
+                    Message::binary(vec![byte; len])
+                }
+            })
+            .collect();
+        let reader = {
+            let ws = Arc::clone(&ws);
+            let expected = messages.clone();
+            std::thread::spawn(move || {
+                for (n, want) in expected.iter().enumerate() {
+                    let got = ws
+                        .recv_timeout(DEADLINE)
+                        .unwrap_or_else(|e| panic!("connection {i}, echo {n}: {e}"))
+                        .unwrap_or_else(|| panic!("connection {i}, echo {n} in time"));
+                    assert_eq!(got.is_text(), want.is_text(), "connection {i}, echo {n}");
+                    assert_eq!(
+                        checksum(got.as_bytes()),
+                        checksum(want.as_bytes()),
+                        "connection {i}, echo {n}"
+                    );
+                }
+            })
+        };
+        let mut bytes = 0;
+        for message in &messages {
+            bytes += message.len();
+            ws.send(message.clone()).expect("send");
+        }
+        reader.join().expect("every echo in order");
+        ws.close(wsline::CloseCode::NORMAL, "").expect("close");
+        bytes
+    });
+    let bytes: usize = totals.iter().sum();
+    println!(
+        "pipelined {args:?}: {connections} × {per_connection} messages, {} MiB each way, in {:.1?}",
+        bytes >> 20,
+        started.elapsed()
+    );
+}
+
+/// FNV-1a over `bytes` and their length.
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+#[test]
+fn pipelined_random_messages_come_back_in_order_from_the_sync_server() {
+    pipelined_random_messages(&["--no-compression"], 100, 500);
+}
+
+#[test]
+fn pipelined_random_messages_come_back_in_order_from_the_tokio_server() {
+    pipelined_random_messages(&["--tokio", "--no-compression"], 100, 500);
+}
+
+/// With permessage-deflate on both sides, fewer: these test binaries (and the `wsline`
+/// they run) are debug builds, which compress at a few MB/s.
+#[test]
+fn pipelined_compressed_messages_come_back_in_order_from_the_sync_server() {
+    pipelined_random_messages(&[], 8, 100);
+}
+
+#[test]
+fn pipelined_compressed_messages_come_back_in_order_from_the_tokio_server() {
+    pipelined_random_messages(&["--tokio"], 8, 100);
+}

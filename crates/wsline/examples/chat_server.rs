@@ -83,6 +83,7 @@ impl Handler for Chat {
 
 fn main() -> wsline::Result<()> {
     let server = serve(Chat::default(), "127.0.0.1", 8002)?;
+    server.shutdown_on_signal()?;
     println!("Chat on ws://{}", server.local_addr());
-    server.serve_until_signal()
+    server.serve_forever()
 }

@@ -15,7 +15,8 @@ fn on_message(conn: &mut Connection, msg: Message) -> wsline::Result<()> {
 
 fn main() -> wsline::Result<()> {
     let server = serve(on_message, "127.0.0.1", 8001)?;
+    // Ctrl-C or SIGTERM: every connection is closed with 1001, then serve_forever returns.
+    server.shutdown_on_signal()?;
     println!("Listening on ws://{}", server.local_addr());
-    // Ctrl-C or SIGTERM: every connection is closed with 1001, then this returns.
-    server.serve_until_signal()
+    server.serve_forever()
 }

@@ -19,7 +19,8 @@ async fn echo(mut ws: WebSocket<MaybeTlsStream>) -> wsline::Result<()> {
 #[tokio::main]
 async fn main() -> wsline::Result<()> {
     let server = serve(echo, "127.0.0.1", 8001).await?;
+    // Ctrl-C or SIGTERM: every connection is closed with 1001, then serve_forever returns.
+    server.shutdown_on_signal()?;
     println!("Listening on ws://{}", server.local_addr());
-    // Ctrl-C or SIGTERM: every connection is closed with 1001, then this returns.
-    server.serve_until_signal().await
+    server.serve_forever().await
 }

@@ -11,8 +11,8 @@ pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 << 10;
 ///
 /// Chosen from the soak test of 300 clients that flood 64 KiB messages and never read
 /// (`crates/wsline-cli/tests/soak.rs`): at 4 MiB the server held 4.2 MiB per such client
-/// (1.25 GiB in all) and a normal client's p99 echo took 105–121 ms; at 256 KiB, 363–425 KiB
-/// per client and a p99 of 6–9 ms; at 64 KiB, 170–242 KiB and 5–9 ms. Above the kernel's
+/// (1.25 GiB in all) and a normal client's p99 echo took 105–121 ms; at 256 KiB, 362–427 KiB
+/// per client and a p99 of 3–21 ms; at 64 KiB, 170–242 KiB and 5–9 ms. Above the kernel's
 /// own socket buffer, this is how far the server reads ahead of a peer that does not read;
 /// a larger mark buys nothing for a peer that does.
 pub const DEFAULT_SEND_HIGH_WATER: usize = 256 << 10;

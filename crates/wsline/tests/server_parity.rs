@@ -399,8 +399,8 @@ fn slow_reader_close_reason_is_the_same_on_the_sync_and_tokio_servers() {
 /// The sync server closed a client that pipelined a message larger than the high-water
 /// mark and a small one in the same write: the echo of the first passed the mark before
 /// the server had tried to write it, and the echo of the second was refused as if the
-/// client read too slowly (1008). The mark is for peers that do not read, so a send past it
-/// first writes what the socket takes.
+/// client read too slowly (1008). The mark is for peers that do not read: the event-loop
+/// server judges a peer by what it had not taken when the turn began.
 fn assert_a_burst_past_the_mark_is_echoed(server: &Running) {
     let mut client = RawClient::open(server.addr());
     let big = vec![7u8; 300 << 10];
@@ -441,4 +441,39 @@ fn a_burst_past_the_high_water_mark_is_echoed_not_closed_on_the_tokio_server() {
         support::tokio_common::echo,
         slow_reader_config(),
     ));
+}
+
+/// With the high-water mark at 256 KiB, an event-loop handler that sent three 200 KiB
+/// messages from `on_open`, or a 300 KiB reply and a small one to a 3-byte request, had its
+/// last send refused with 1008 — before the server had written anything to a client that
+/// reads. Both now arrive.
+#[test]
+fn an_event_loop_turn_that_sends_past_the_mark_to_a_reading_client_is_not_refused() {
+    let _shared = support::shared();
+    struct Large;
+    impl Handler for Large {
+        type State = ();
+        fn on_open(&self, conn: &mut Connection<'_>) -> wsline::Result<()> {
+            for byte in 0..3u8 {
+                conn.send_binary(&vec![byte; 200 << 10])?;
+            }
+            Ok(())
+        }
+        fn on_message(&self, conn: &mut Connection<'_>, _: Message) -> wsline::Result<()> {
+            conn.send_binary(&vec![9; 300 << 10])?;
+            conn.send_text("end")
+        }
+    }
+    let server = Running::Sync(start(Large, slow_reader_config()));
+    let mut client = RawClient::open(server.addr());
+    for byte in 0..3u8 {
+        let frame = client.read_frame().expect("an on_open message");
+        assert_eq!((frame.opcode, frame.payload.len()), (BINARY, 200 << 10));
+        assert!(frame.payload.iter().all(|b| *b == byte));
+    }
+    client.send(&frame(TEXT, true, b"go!"));
+    let reply = client.read_frame().expect("the large reply");
+    assert_eq!((reply.opcode, reply.payload.len()), (BINARY, 300 << 10));
+    let end = client.read_frame().expect("the small reply");
+    assert_eq!((end.opcode, end.payload.as_slice()), (TEXT, &b"end"[..]));
 }

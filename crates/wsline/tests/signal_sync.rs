@@ -1,4 +1,4 @@
-//! `sync::server::Server::serve_until_signal`: SIGTERM to the process (how systemd, Docker
+//! `sync::server::Server::shutdown_on_signal`: SIGTERM to the process (how systemd, Docker
 //! and Kubernetes stop a service) shuts the server down gracefully. A test binary of its
 //! own: the signal goes to the whole process.
 
@@ -11,12 +11,13 @@ use wsline::sync::client::connect_with;
 use wsline::{CloseCode, Error, Message};
 
 #[test]
-fn sigterm_closes_every_connection_with_1001_and_serve_until_signal_returns() {
+fn sigterm_after_shutdown_on_signal_closes_every_connection_with_1001() {
     let server = start(echo, server_config());
     let addr = server.local_addr();
-    let serving = std::thread::spawn(move || server.serve_until_signal());
+    // The handlers are in place when this returns.
+    server.shutdown_on_signal().expect("install the handlers");
+    let serving = std::thread::spawn(move || server.serve_forever());
     let ws = connect_with(&url(addr), client_config()).expect("connect");
-    // An echo proves the handler is installed: it is set before serving starts.
     ws.send_text("before SIGTERM").unwrap();
     assert_eq!(
         ws.recv_timeout(DEADLINE).unwrap(),
@@ -34,5 +35,5 @@ fn sigterm_closes_every_connection_with_1001_and_serve_until_signal_returns() {
     serving
         .join()
         .expect("the server thread")
-        .expect("serve_until_signal returns Ok");
+        .expect("serve_forever returns Ok");
 }

@@ -289,11 +289,28 @@ impl Server {
     /// [`Error::Io`] when the signal handlers cannot be installed; else as
     /// [`serve_forever`](Self::serve_forever).
     pub async fn serve_until_signal(&self) -> Result<()> {
+        self.shutdown_on_signal()?;
+        self.serve_forever().await
+    }
+
+    /// Shuts the server down gracefully, as [`shutdown`](Self::shutdown) does, when the
+    /// process first gets SIGINT (Ctrl-C) or SIGTERM — elsewhere than Unix, Ctrl-C — from a
+    /// task of its own. The handlers are in place when this returns (on Unix), so announce
+    /// the server after it: a supervisor may signal from then on.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the signal handlers cannot be installed.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn shutdown_on_signal(&self) -> Result<()> {
         let signal = shutdown_signal()?;
-        ::tokio::select! {
-            result = self.serve_forever() => result,
-            () = signal => self.shutdown().await,
-        }
+        let handle = self.handle();
+        ::tokio::spawn(async move {
+            signal.await;
+            handle.shutdown();
+        });
+        Ok(())
     }
 }
 
@@ -670,9 +687,9 @@ async fn connection<H: Handler>(
                 tracing::debug!(%peer, %error, "the closing handshake did not complete");
             }
         }
-        // Nothing to close; the error is still reported.
+        // Nothing to close: the connection ended elsewhere.
         Err(_) => {
-            close_code(&outcome, false, done, peer);
+            close_code(&outcome, true, done, peer);
         }
     }
     if let Err(panic) = outcome {

@@ -19,9 +19,9 @@
 
 mod blocking;
 mod event_loop;
+mod signal;
 
 use std::fmt;
-use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -241,21 +241,28 @@ impl<S> Connection<'_, S> {
     }
 
     /// Applies the backpressure policy before a send. The peer is judged by what it had
-    /// not taken when this turn began: the replies of a turn are written when it ends, so a
-    /// client that pipelined a large message and a small one in one write is not a slow
-    /// reader. The turn's replies may pass the mark by as much as the turn received before
-    /// they count too, which bounds a handler that floods from one callback to the mark
-    /// plus one message.
+    /// not taken when this turn (a read's callbacks, a timer, a command) began: the replies
+    /// of a turn are written when it ends, so a client that pipelined a large message and a
+    /// small one, or a callback that sends a few large messages, is not a slow reader. The
+    /// turn's own output counts too once it passes the mark by what the turn received plus
+    /// the larger of the mark and `max_message_size`: that bounds a callback that floods,
+    /// and each connection's memory, to about twice the largest message past the mark.
     fn check_high_water(&mut self) -> Result<()> {
         let mark = self.mark;
         let core = &mut *self.core;
         let pending = core.pending_send();
-        let judged = if pending > mark.saturating_add(self.received) {
+        let largest = core.config().max_message_size.unwrap_or(mark).max(mark);
+        let turn_limit = mark.saturating_add(self.received).saturating_add(largest);
+        let judged = if pending > turn_limit {
             pending
         } else {
             self.backlog
         };
-        apply_backpressure(self.config.backpressure, judged, mark, |code, reason| {
+        if judged <= mark {
+            return Ok(());
+        }
+        // Past it: reported with what is queued now (never less than what was judged).
+        apply_backpressure(self.config.backpressure, pending, mark, |code, reason| {
             core.fail(code, reason);
         })
     }
@@ -475,9 +482,13 @@ impl Server {
         self.join()
     }
 
-    /// Serves until the process gets SIGINT (Ctrl-C), SIGTERM (how systemd, Docker and
-    /// Kubernetes stop a service) or SIGHUP — on Windows, Ctrl-C or Ctrl-Break — then shuts
-    /// down gracefully as [`shutdown`](Self::shutdown) does and returns once it completes.
+    /// Shuts the server down gracefully, as [`shutdown`](Self::shutdown) does, when the
+    /// process first gets SIGINT (Ctrl-C) or SIGTERM (how systemd, Docker and Kubernetes
+    /// stop a service) — elsewhere than Unix, Ctrl-C. The handlers are in place when this
+    /// returns, so announce the server after it: a supervisor may signal from then on.
+    /// Other signals are left alone (`SIGHUP` stays ignored under `nohup`), and so are
+    /// handlers the process installed before. A second signal during the shutdown is
+    /// ignored; `shutdown_timeout` bounds it.
     ///
     /// ```no_run
     /// use wsline::sync::server::{serve, Connection};
@@ -487,18 +498,29 @@ impl Server {
     ///     conn.send(message)
     /// }
     ///
-    /// serve(echo, "127.0.0.1", 8001)?.serve_until_signal()?;
+    /// let server = serve(echo, "127.0.0.1", 8001)?;
+    /// server.shutdown_on_signal()?;
+    /// println!("ready");
+    /// server.serve_forever()?;
     /// # Ok::<(), wsline::Error>(())
     /// ```
     ///
     /// # Errors
-    /// [`Error::Io`] when the signal handler cannot be installed (a process has one: another
-    /// server, or the application's own); then install yours and call
-    /// [`ServerHandle::shutdown`] from it. Else as [`serve_forever`](Self::serve_forever).
+    /// [`Error::Io`] when the signal handlers cannot be installed.
+    pub fn shutdown_on_signal(&self) -> Result<()> {
+        signal::shutdown_on_signal(self.handle())?;
+        Ok(())
+    }
+
+    /// [`shutdown_on_signal`](Self::shutdown_on_signal), then
+    /// [`serve_forever`](Self::serve_forever): serves until SIGINT or SIGTERM, and returns
+    /// once the graceful shutdown completes.
+    ///
+    /// # Errors
+    /// As [`shutdown_on_signal`](Self::shutdown_on_signal) (the server is then shut down),
+    /// and as [`serve_forever`](Self::serve_forever).
     pub fn serve_until_signal(self) -> Result<()> {
-        let handle = self.handle();
-        ctrlc::set_handler(move || handle.shutdown())
-            .map_err(|error| Error::Io(io::Error::other(error)))?;
+        self.shutdown_on_signal()?;
         self.serve_forever()
     }
 
