@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use wsline::sync::client::connect_with;
 use wsline::{ConnectConfig, Message};
 
 use common::process::DEADLINE;
-use common::{rss_kib, serve};
+use common::{open_raw, rss_kib, serve};
 
 /// `WSLINE_SOAK_SCALE` (default 1) times `count`.
 fn scaled(count: usize) -> usize {
@@ -26,27 +25,6 @@ fn scaled(count: usize) -> usize {
         .and_then(|scale| scale.parse().ok())
         .unwrap_or(1);
     count * scale
-}
-
-/// A raw client that completed the handshake (and read the 101 to its end).
-fn open_raw(addr: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream
-        .write_all(
-            b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
-              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-              Sec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("the response head");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
-    stream
 }
 
 /// A masked binary frame of `len` bytes (the all-zero key: masking is still applied).

@@ -5,10 +5,11 @@
 #[path = "../../../wsline/tests/support/process.rs"]
 pub mod process;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 
-use process::Process;
+use process::{Process, DEADLINE};
 
 /// The `wsline` binary under test.
 pub fn wsline() -> Command {
@@ -37,4 +38,26 @@ pub fn rss_kib(pid: u32) -> Option<usize> {
 /// The number of open file descriptors of process `pid`, from `/proc`.
 pub fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// A raw client that completed the handshake (its 101 read to the end, byte by byte, so
+/// that nothing after it is consumed).
+pub fn open_raw(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the response head");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    stream
 }
