@@ -56,7 +56,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub ping_interval: u64,
     /// Seconds to wait for the pong of a keepalive ping before closing with 1011 (0 waits
-    /// forever): a dead peer is closed within ping-interval + ping-timeout.
+    /// forever): a silent peer is closed within ping-interval + ping-timeout; a peer still
+    /// sending gets another ping-timeout each time it runs out.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub ping_timeout: u64,
     /// Most bytes queued for one connection: past it the server stops reading that

@@ -605,12 +605,45 @@ mod timeouts {
             connection.handle_timeout(t0 + Duration::from_secs(1));
             let out = written(&mut connection);
             assert_eq!(ping_frames(&out.bytes).len(), 1);
-            // A pong with another payload is not the answer.
-            connection.handle_data(&frame_to(side, Opcode::Pong, true, b"other"));
-            connection.handle_timeout(t0 + Duration::from_secs(1));
             connection.handle_timeout(t0 + Duration::from_secs(2));
             assert_eq!(connection.state(), State::Open, "{side:?}");
             connection.handle_timeout(t0 + Duration::from_secs(3));
+            assert_eq!(connection.state(), State::Closing, "{side:?}");
+            assert_eq!(sent_close(&mut connection).unwrap().code.as_u16(), 1011);
+            assert_eq!(
+                connection.close_status().failure,
+                Some(Failure::KeepaliveTimeout)
+            );
+        }
+    }
+
+    /// Regression: under a pipelined load the peer's pong queued behind megabytes of its
+    /// messages and a busy, live connection was failed with 1011 (the soak test
+    /// `pipelined_random_messages_come_back_in_order_from_the_tokio_server` in CI).
+    #[test]
+    fn keepalive_waits_while_the_peer_is_sending_and_fails_once_it_goes_silent() {
+        for side in [Side::Server, Side::Client] {
+            let t0 = Instant::now();
+            let mut connection = Connection::after_handshake(side, timers(0, 0, 1, 2), t0);
+            connection.handle_timeout(t0);
+            connection.handle_timeout(t0 + Duration::from_secs(1));
+            assert_eq!(ping_frames(&written(&mut connection).bytes).len(), 1);
+            // Messages keep coming, and a pong with another payload, but not the answer.
+            for second in 2..10 {
+                connection.handle_data(&frame_to(side, Opcode::Binary, true, b"busy"));
+                connection.handle_data(&frame_to(side, Opcode::Pong, true, b"other"));
+                connection.handle_timeout(t0 + Duration::from_secs(second));
+                assert_eq!(connection.state(), State::Open, "{side:?} at {second} s");
+            }
+            let _ = events(&mut connection);
+            // Silent from 9 s: the timer armed at 9 s runs out at 11 s with nothing heard.
+            connection.handle_timeout(t0 + Duration::from_secs(10));
+            assert_eq!(connection.state(), State::Open, "{side:?}");
+            assert_eq!(
+                connection.poll_timeout(),
+                Some(t0 + Duration::from_secs(11))
+            );
+            connection.handle_timeout(t0 + Duration::from_secs(11));
             assert_eq!(connection.state(), State::Closing, "{side:?}");
             assert_eq!(sent_close(&mut connection).unwrap().code.as_u16(), 1011);
             assert_eq!(

@@ -59,8 +59,12 @@ pub struct Config {
     /// Send a keepalive ping after this long without one. Default: 20 s. `None` disables
     /// keepalive.
     pub ping_interval: Option<Duration>,
-    /// Fail the connection with 1011 when a keepalive ping gets no pong within this time.
-    /// Default: 20 s. `None` never fails.
+    /// Fail the connection with 1011 when a keepalive ping gets no pong within this time
+    /// and the peer sent nothing meanwhile. A busy peer's pong can queue behind megabytes
+    /// of its messages, so each time the timeout runs out with bytes received since, it
+    /// runs once more. A peer silent since the ping is failed one timeout after it (so
+    /// within `ping_interval + ping_timeout` of its last byte), one that falls silent
+    /// later within two timeouts of the ping. Default: 20 s. `None` never fails.
     pub ping_timeout: Option<Duration>,
     /// Longest line of the HTTP head (request line or header line). A longer request line
     /// gets 414, a longer header line 431. Default: 8 KiB.

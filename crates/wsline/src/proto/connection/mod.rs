@@ -243,6 +243,7 @@ impl Connection {
             let progress = opening.handle_data(data, &self.config);
             self.handle_progress(progress);
         } else if self.lifecycle.reads_frames() {
+            self.keepalive.hear();
             self.handle_frames(data);
         }
     }
@@ -288,6 +289,11 @@ impl Connection {
                 // The application did not come back in time: act on the peer's input anyway
                 // (replies it queues later fail).
                 Expired::Acknowledge => self.run_deferred(),
+                // A peer still sending is alive, its pong queued behind its messages:
+                // give it another timeout.
+                Expired::Pong if self.keepalive.take_heard() => {
+                    self.timers.start(Expired::Pong, self.config.ping_timeout);
+                }
                 Expired::Pong => self.fail_connection(
                     Some(Failure::KeepaliveTimeout),
                     CloseCode::INTERNAL_ERROR,

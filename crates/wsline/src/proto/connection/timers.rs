@@ -126,11 +126,13 @@ impl Timers {
     }
 }
 
-/// The keepalive ping awaiting its pong, if any, and the counter its payload comes from.
+/// The keepalive ping awaiting its pong, if any, the counter its payload comes from, and
+/// whether the peer has sent anything since the pong timer was last armed.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Keepalive {
     awaiting: Option<[u8; 4]>,
     count: u32,
+    heard: bool,
 }
 
 impl Keepalive {
@@ -142,7 +144,20 @@ impl Keepalive {
         self.count = self.count.wrapping_add(1);
         let payload = self.count.to_be_bytes();
         self.awaiting = Some(payload);
+        self.heard = false;
         Some(payload)
+    }
+
+    /// Notes that bytes arrived from the peer.
+    #[inline]
+    pub(super) fn hear(&mut self) {
+        self.heard = true;
+    }
+
+    /// Whether the peer sent anything since the ping or the last call: a busy peer's pong
+    /// can queue behind megabytes of its messages, and a peer that is sending is alive.
+    pub(super) fn take_heard(&mut self) -> bool {
+        std::mem::take(&mut self.heard)
     }
 
     /// Whether a pong with `payload` answers the keepalive ping (which is then answered).
@@ -204,5 +219,19 @@ mod tests {
             Some(ping),
             "each ping has its own payload"
         );
+    }
+
+    #[test]
+    fn keepalive_hears_the_peer_once_per_pong_timer() {
+        let mut keepalive = Keepalive::default();
+        keepalive.hear();
+        keepalive.next_ping().unwrap();
+        assert!(
+            !keepalive.take_heard(),
+            "what came before the ping does not count"
+        );
+        keepalive.hear();
+        assert!(keepalive.take_heard());
+        assert!(!keepalive.take_heard());
     }
 }
