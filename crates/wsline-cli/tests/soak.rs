@@ -3,7 +3,9 @@
 //! `--nocapture` to see them) and asserts the behaviour users rely on — memory bounded, every
 //! client served or closed with its code — never a timing beyond generous sanity bounds.
 //!
-//! Sizes are scaled for CI; `WSLINE_SOAK_SCALE=N` multiplies the client counts.
+//! Sizes are scaled for CI; `WSLINE_SOAK_SCALE=N` multiplies the client counts, and
+//! `WSLINE_SOAK_MESSAGE=BYTES` sets the size of the messages written a byte at a time
+//! (default 16 KiB; the full soak is 1 MiB: `WSLINE_SOAK_MESSAGE=1048576`).
 
 mod common;
 
@@ -436,4 +438,256 @@ fn pipelined_compressed_messages_come_back_in_order_from_the_sync_server() {
 #[test]
 fn pipelined_compressed_messages_come_back_in_order_from_the_tokio_server() {
     pipelined_random_messages(&["--tokio"], 8, 100);
+}
+
+/// Reads the next unmasked server frame from `stream` that is not a ping (pings are
+/// answered): its first byte and its payload.
+fn read_server_frame(stream: &mut std::net::TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    loop {
+        let (first, payload) = read_any_server_frame(stream)?;
+        if first != 0x89 {
+            return Ok((first, payload));
+        }
+        stream.write_all(&client_frame(0x8a, &payload))?;
+    }
+}
+
+fn read_any_server_frame(stream: &mut std::net::TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut head = [0; 2];
+    stream.read_exact(&mut head)?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut len = [0; 2];
+            stream.read_exact(&mut len)?;
+            usize::from(u16::from_be_bytes(len))
+        }
+        127 => {
+            let mut len = [0; 8];
+            stream.read_exact(&mut len)?;
+            usize::try_from(u64::from_be_bytes(len)).expect("a length that fits")
+        }
+        len => usize::from(len),
+    };
+    let mut payload = vec![0; len];
+    stream.read_exact(&mut payload)?;
+    Ok((head[0], payload))
+}
+
+/// A masked client frame (the all-zero key) with `first` as its first byte.
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = binary_frame(payload.len());
+    frame[0] = first;
+    let start = frame.len() - payload.len();
+    frame[start..].copy_from_slice(payload);
+    frame
+}
+
+/// Closes a raw client cleanly: a masked 1000, the server's 1000 back, then its TCP close.
+fn close_raw(stream: &mut std::net::TcpStream) -> Result<(), String> {
+    use std::io::Read;
+    stream
+        .write_all(&client_frame(0x88, &1000u16.to_be_bytes()))
+        .map_err(|e| format!("close: {e}"))?;
+    let (first, payload) = read_server_frame(stream).map_err(|e| format!("close reply: {e}"))?;
+    if first != 0x88 || payload.get(..2) != Some(&1000u16.to_be_bytes()[..]) {
+        return Err(format!("close reply {first:#x} {payload:?}"));
+    }
+    match stream.read(&mut [0; 1]) {
+        Ok(0) => Ok(()),
+        other => Err(format!("after the close: {other:?}")),
+    }
+}
+
+/// A storm of 5,000 handshakes from 64 threads, every connection held open: each gets its
+/// 101, then echoes a message and closes cleanly, and the server's descriptors come back.
+fn handshake_storm(args: &[&str]) {
+    let clients = scaled(5_000);
+    let (server, addr) = serve(args);
+    let pid = server.id();
+    let fds = fds_settle(pid, 0);
+    let started = Instant::now();
+    let held = in_parallel(clients, 64, move |_| open_raw(addr));
+    let elapsed = started.elapsed();
+    let fds_held = common::open_fds(pid).expect("the server's descriptors");
+    let rss_held = rss_kib(pid).expect("the server's RSS");
+    let failures: Vec<String> = held
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, mut stream)| {
+            let text = format!("storm {i}");
+            let echoed = stream
+                .write_all(&client_frame(0x81, text.as_bytes()))
+                .map_err(|e| e.to_string())
+                .and_then(|()| read_server_frame(&mut stream).map_err(|e| e.to_string()));
+            match echoed {
+                Ok((0x81, payload)) if payload == text.as_bytes() => close_raw(&mut stream),
+                other => Err(format!("echo: {other:?}")),
+            }
+            .err()
+            .map(|e| format!("{i}: {e}"))
+        })
+        .collect();
+    let fds_after = fds_settle(pid, fds);
+    println!(
+        "handshake storm {args:?}: {clients} handshakes in {elapsed:.1?} ({:.0}/s), all held: \
+         fds {fds} → {fds_held} → {fds_after}, RSS {rss_held} KiB held; {} failed",
+        clients as f64 / elapsed.as_secs_f64(),
+        failures.len(),
+    );
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        fds_held >= fds + clients,
+        "{fds_held} descriptors for {clients} held connections"
+    );
+    assert_eq!(fds_after, fds, "every connection's descriptor is closed");
+}
+
+#[test]
+fn a_storm_of_handshakes_is_served_by_the_sync_server() {
+    handshake_storm(&[]);
+}
+
+#[test]
+fn a_storm_of_handshakes_is_served_by_the_tokio_server() {
+    handshake_storm(&["--tokio"]);
+}
+
+/// The size of the fragmented messages: `WSLINE_SOAK_MESSAGE` bytes (default 16 KiB, so
+/// that CI writes 4.5 million single bytes; 1 MiB is the full soak).
+fn fragmented_message_size() -> usize {
+    std::env::var("WSLINE_SOAK_MESSAGE")
+        .ok()
+        .and_then(|size| size.parse().ok())
+        .unwrap_or(16 << 10)
+}
+
+/// 200 connections each send a message as 16-byte fragments, written one byte at a time
+/// (each its own TCP segment) and interleaved across the connections, so that all of them
+/// are mid-message at once; text messages have characters cut across fragments. Each comes
+/// back whole, and the server's memory stays within the messages being reassembled.
+fn fragments_byte_by_byte(args: &[&str]) {
+    let connections = scaled(200);
+    let size = fragmented_message_size();
+    let max = (size + 1024).to_string();
+    let mut all_args = vec!["--no-compression", "--max-message-size", &max];
+    all_args.extend_from_slice(args);
+    let (server, addr) = serve(&all_args);
+    let pid = server.id();
+    let baseline = rss_kib(pid).expect("the server's RSS");
+    let mut text = String::with_capacity(size);
+    for ch in "héllo wörld ✓ ".chars().cycle() {
+        if text.len() + ch.len_utf8() > size {
+            break;
+        }
+        text.push(ch);
+    }
+    let messages: Vec<(u8, Vec<u8>)> = (0..connections)
+        .map(|i| {
+            if i % 2 == 0 {
+                (0x1, text.as_bytes().to_vec())
+            } else {
+                (0x2, (0..size).map(|b| (b * 7 + i) as u8).collect())
+            }
+        })
+        .collect();
+    let wires: Vec<Vec<u8>> = messages
+        .iter()
+        .map(|(opcode, payload)| {
+            let chunks: Vec<&[u8]> = payload.chunks(16).collect();
+            let last = chunks.len() - 1;
+            chunks
+                .iter()
+                .enumerate()
+                .flat_map(|(n, chunk)| {
+                    let opcode = if n == 0 { *opcode } else { 0x0 };
+                    let fin = if n == last { 0x80 } else { 0x00 };
+                    client_frame(fin | opcode, chunk)
+                })
+                .collect()
+        })
+        .collect();
+    let written: usize = wires.iter().map(Vec::len).sum();
+    let threads = 32;
+    let started = Instant::now();
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(baseline));
+    let wires = Arc::new(wires);
+    let messages = Arc::new(messages);
+    let failures: Vec<String> = {
+        let peak = Arc::clone(&peak);
+        in_parallel(threads, threads, move |thread| {
+            let mine: Vec<usize> = (thread..wires.len()).step_by(threads).collect();
+            let mut streams: Vec<_> = mine.iter().map(|_| open_raw(addr)).collect();
+            for stream in &streams {
+                stream.set_nodelay(true).unwrap();
+            }
+            let longest = mine.iter().map(|&i| wires[i].len()).max().unwrap_or(0);
+            for at in 0..longest {
+                for (stream, &i) in streams.iter_mut().zip(&mine) {
+                    if let Some(byte) = wires[i].get(at) {
+                        stream.write_all(&[*byte]).expect("one byte");
+                    }
+                }
+                if at % 4096 == 0 {
+                    let rss = rss_kib(pid).expect("the server's RSS");
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+            }
+            mine.iter()
+                .zip(&mut streams)
+                .filter_map(|(&i, stream)| {
+                    let (opcode, payload) = &messages[i];
+                    match read_server_frame(stream) {
+                        Ok((first, echo)) if first == 0x80 | opcode && echo == *payload => {
+                            close_raw(stream).err()
+                        }
+                        Ok((first, echo)) => Some(format!(
+                            "echo {first:#x} of {} bytes, checksum {:x}",
+                            echo.len(),
+                            checksum(&echo)
+                        )),
+                        Err(e) => Some(format!("echo: {e}")),
+                    }
+                    .map(|e| format!("connection {i}: {e}"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect()
+    };
+    let elapsed = started.elapsed();
+    let peak = peak.load(Ordering::Relaxed);
+    println!(
+        "fragments {args:?}: {connections} connections × {size} B messages in 16 B fragments, \
+         {written} single-byte writes in {elapsed:.1?}; RSS {baseline} → peak {peak} KiB; {} failed",
+        failures.len(),
+    );
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(5)]
+    );
+    // Each connection reassembles its message and queues its echo: a few copies each, with
+    // slack for the allocator.
+    let bound_kib = (connections * 4 * size + (8 << 20)) >> 10;
+    assert!(
+        peak - baseline <= bound_kib,
+        "the server grew by {} KiB, over {bound_kib} KiB",
+        peak - baseline
+    );
+}
+
+#[test]
+fn fragments_written_byte_by_byte_are_reassembled_by_the_sync_server() {
+    fragments_byte_by_byte(&[]);
+}
+
+#[test]
+fn fragments_written_byte_by_byte_are_reassembled_by_the_tokio_server() {
+    fragments_byte_by_byte(&["--tokio"]);
 }
