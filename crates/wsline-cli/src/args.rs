@@ -69,6 +69,11 @@ pub struct ServeArgs {
     /// `DEFAULT_SEND_BUDGET`).
     #[arg(long, value_name = "BYTES")]
     pub send_budget: Option<usize>,
+    /// Every SECONDS, give the memory that the allocator holds free back to the OS once more
+    /// than 16 MiB stayed free at two checks in a row, as after a burst of connections (0:
+    /// never; glibc only).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub trim_memory: u64,
     /// Serve wss:// with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -5,6 +5,7 @@
 
 mod args;
 mod connect;
+mod memory;
 mod serve;
 mod settings;
 

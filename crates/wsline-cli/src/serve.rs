@@ -25,6 +25,9 @@ fn preview(message: &Message) -> String {
 /// Serves until SIGINT (Ctrl-C) or SIGTERM, then shuts down gracefully (close 1001, bounded
 /// wait).
 pub fn run(settings: &ServeSettings) -> Result<(), Failure> {
+    if let Some(every) = settings.trim_memory {
+        crate::memory::trim_periodically(every).map_err(wsline::Error::Io)?;
+    }
     if settings.tokio {
         return serve_tokio(settings);
     }

@@ -15,6 +15,8 @@ pub struct ServeSettings {
     pub host: String,
     pub port: u16,
     pub tokio: bool,
+    /// How often to check for memory to give back to the OS (`None`: never).
+    pub trim_memory: Option<Duration>,
     pub config: ServerConfig,
 }
 
@@ -47,6 +49,7 @@ impl TryFrom<ServeArgs> for ServeSettings {
             host: args.host,
             port: args.port,
             tokio: args.tokio,
+            trim_memory: (args.trim_memory > 0).then(|| Duration::from_secs(args.trim_memory)),
             config,
         })
     }

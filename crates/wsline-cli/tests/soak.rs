@@ -74,7 +74,13 @@ fn slow_readers(args: &[&str], budget: Option<usize>) {
     let message = 64 << 10;
     let high_water = wsline::DEFAULT_SEND_HIGH_WATER;
     let budget_arg = budget.unwrap_or(0).to_string();
-    let mut all_args = vec!["--no-compression", "--send-budget", &budget_arg];
+    let mut all_args = vec![
+        "--no-compression",
+        "--send-budget",
+        &budget_arg,
+        "--trim-memory",
+        "1",
+    ];
     all_args.extend_from_slice(args);
     let (server, addr) = serve(&all_args);
     let pid = server.id();
@@ -137,8 +143,15 @@ fn slow_readers(args: &[&str], budget: Option<usize>) {
         .into_iter()
         .map(|flood| flood.join().expect("flood thread"))
         .sum();
-    std::thread::sleep(Duration::from_secs(1));
-    let after = rss_kib(pid).expect("the server's RSS");
+    // Once they are gone, what they freed goes back to the OS (glibc: `--trim-memory`).
+    let left = Instant::now();
+    let given_back = baseline + (32 << 10);
+    let mut after = rss_kib(pid).expect("the server's RSS");
+    while after > given_back && left.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        after = rss_kib(pid).expect("the server's RSS");
+    }
+    let given_back_in = left.elapsed();
 
     let p50 = quantile(&mut latencies, 0.5);
     let p99 = quantile(&mut latencies, 0.99);
@@ -150,7 +163,8 @@ fn slow_readers(args: &[&str], budget: Option<usize>) {
     println!(
         "slow readers {args:?}: {slow} clients × {message} B messages, high-water {high_water} B, \
          budget {budget:?}: \
-         RSS {} → peak {} KiB ({per_client:.0} KiB per slow client), {} KiB after they left; \
+         RSS {} → peak {} KiB ({per_client:.0} KiB per slow client), {} KiB {given_back_in:.1?} \
+         after they left; \
          curve {}; normal client p50 {p50:?} p99 {p99:?} over {} echoes; {} MiB flooded",
         baseline,
         peak,
@@ -171,6 +185,13 @@ fn slow_readers(args: &[&str], budget: Option<usize>) {
         grown_kib <= bound_kib,
         "the server grew by {grown_kib} KiB, over {bound_kib} KiB"
     );
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        assert!(
+            after <= given_back,
+            "the server still held {after} KiB 10 s after the slow readers left \
+             ({baseline} KiB before them)"
+        );
+    }
 }
 
 #[test]
