@@ -37,12 +37,20 @@
 
 /// The README's examples, compiled and run as doc-tests (they use every layer, so with
 /// `--all-features`, as `scripts/test.sh` runs them).
-#[cfg(all(doctest, feature = "sync", feature = "tokio", feature = "rustls"))]
+#[cfg(all(
+    doctest,
+    feature = "sync",
+    feature = "tokio",
+    feature = "rustls",
+    feature = "http"
+))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
 mod error;
 pub mod extension;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(any(feature = "sync", feature = "tokio"))]
 mod layer;
 mod layer_config;

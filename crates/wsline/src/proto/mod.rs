@@ -29,8 +29,8 @@ pub use frame::{
     MAX_CLOSE_REASON_LEN, MAX_CONTROL_PAYLOAD_LEN,
 };
 pub use handshake::{
-    accept_key, is_token, parse_extensions, parse_token_list, reason_phrase, HandshakeError,
-    Headers, Request, Response,
+    accept_key, is_token, negotiate, parse_extensions, parse_token_list, reason_phrase,
+    HandshakeError, Headers, Negotiated, Rejected, Request, Response,
 };
 pub use message::{Message, Utf8Bytes};
 pub use send_buffer::SendBuffer;

@@ -160,6 +160,7 @@ pub struct WebSocket {
     driver: Option<JoinHandle<()>>,
     peer_addr: Option<SocketAddr>,
     subprotocol: Option<String>,
+    extension_names: Vec<String>,
     close_timeout: Option<Duration>,
 }
 
@@ -181,6 +182,11 @@ impl WebSocket {
     ) -> Result<Self> {
         let peer_addr = stream.socket().peer_addr().ok();
         let subprotocol = conn.subprotocol().map(str::to_owned);
+        let extension_names = conn
+            .extensions()
+            .iter()
+            .map(|extension| extension.name().to_owned())
+            .collect();
         let close_timeout = conn.config().close_timeout;
         let mut stream = stream.into_transport()?;
         let poll = Poll::new()?;
@@ -219,6 +225,7 @@ impl WebSocket {
             driver: Some(driver),
             peer_addr,
             subprotocol,
+            extension_names,
             close_timeout,
         })
     }
@@ -254,6 +261,11 @@ impl WebSocket {
     #[must_use]
     pub fn subprotocol(&self) -> Option<&str> {
         self.subprotocol.as_deref()
+    }
+
+    /// The names of the extensions the handshake negotiated, such as `permessage-deflate`.
+    pub fn extension_names(&self) -> impl Iterator<Item = &str> {
+        self.extension_names.iter().map(String::as_str)
     }
 
     /// The connection's state.

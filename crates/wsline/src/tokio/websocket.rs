@@ -150,6 +150,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         ws
     }
 
+    /// A server connection over a stream that another HTTP stack upgraded (hyper's
+    /// `TokioIo<Upgraded>`, an HTTP/2 stream), with the subprotocol and extensions
+    /// `negotiated` in use ([`proto::negotiate`](crate::proto::negotiate), or
+    /// `wsline::http::accept` for the `http` crate's types, feature `http`).
+    ///
+    /// The read buffer and send high-water mark take their defaults (64 KiB, 256 KiB).
+    #[must_use]
+    pub fn from_negotiated(
+        stream: S,
+        negotiated: crate::proto::Negotiated,
+        config: impl Into<std::sync::Arc<Config>>,
+    ) -> Self {
+        let conn = Connection::from_negotiated(negotiated, config, Instant::now().into_std());
+        let limits = Limits::new(
+            crate::DEFAULT_READ_BUFFER_SIZE,
+            crate::DEFAULT_SEND_HIGH_WATER,
+        );
+        Self::new(stream, conn, limits)
+    }
+
     pub(crate) fn set_going_away(&mut self, listener: Listener) {
         self.going_away = Some(listener);
     }
@@ -226,6 +246,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     #[must_use]
     pub fn subprotocol(&self) -> Option<&str> {
         self.conn.subprotocol()
+    }
+
+    /// The names of the extensions the handshake negotiated, such as `permessage-deflate`.
+    pub fn extension_names(&self) -> impl Iterator<Item = &str> {
+        self.conn
+            .extensions()
+            .iter()
+            .map(|extension| extension.name())
     }
 
     /// Server: the client's handshake request (path, headers such as `Origin` or cookies).

@@ -26,7 +26,7 @@ use super::error::SendError;
 use super::event::{ConnectionClosed, Event, Failure, Side, State};
 use super::extension::Extension;
 use super::frame::{CloseCode, Opcode, Rsv, MAX_CONTROL_PAYLOAD_LEN};
-use super::handshake::{self, Request, Response};
+use super::handshake::{self, Negotiated, Request, Response};
 use super::message::Message;
 use super::send_buffer::SendBuffer;
 use super::{Config, WsUri};
@@ -176,6 +176,20 @@ impl Connection {
     pub fn with_random_source(mut self, random: Box<dyn RandomSource>) -> Self {
         self.writer.set_random_source(random);
         self
+    }
+
+    /// A server connection opened by a handshake that another HTTP stack carried: the
+    /// subprotocol and extensions that [`negotiate`](crate::proto::negotiate) agreed on are
+    /// in use. `now` starts the keepalive timers.
+    pub fn from_negotiated(
+        negotiated: Negotiated,
+        config: impl Into<Arc<Config>>,
+        now: Instant,
+    ) -> Self {
+        let mut connection = Self::after_handshake(Side::Server, config, now);
+        connection.extensions = negotiated.extensions;
+        connection.subprotocol = negotiated.subprotocol;
+        connection
     }
 
     /// Installs extensions negotiated by a handshake done elsewhere

@@ -392,6 +392,7 @@ mod tests {
         Request {
             method: "GET".into(),
             path: path.into(),
+            protocol: None,
             headers: handshake::Headers::new(),
         }
     }

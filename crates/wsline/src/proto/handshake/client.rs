@@ -25,6 +25,7 @@ pub(crate) fn build_request(uri: &WsUri, key: &str, config: &Config) -> Request 
     let mut request = Request {
         method: "GET".into(),
         path: uri.resource().to_owned(),
+        protocol: None,
         headers: super::Headers::new(),
     };
     let headers = &mut request.headers;

@@ -111,6 +111,9 @@ pub struct Request {
     pub method: String,
     /// The request target: path and query, such as `/chat?room=1`.
     pub path: String,
+    /// The `:protocol` pseudo-header of an HTTP/2 extended CONNECT (RFC 8441 §4), such as
+    /// `websocket`; `None` for an HTTP/1.1 request.
+    pub protocol: Option<String>,
     /// The header fields.
     pub headers: Headers,
 }
@@ -327,6 +330,7 @@ pub(crate) fn parse_request(head: &[u8], max_headers: usize) -> Result<Request, 
     Ok(Request {
         method: request.method.unwrap_or_default().to_owned(),
         path: request.path.unwrap_or_default().to_owned(),
+        protocol: None,
         headers: Headers::from_parsed(request.headers),
     })
 }

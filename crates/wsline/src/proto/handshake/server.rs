@@ -10,12 +10,96 @@ use crate::proto::Config;
 /// Extensions a server accepted: its answer for the response and the extension itself.
 pub(crate) type AcceptedExtensions = Vec<(ExtensionParams, Box<dyn Extension>)>;
 
-/// What a valid request negotiated, to be sent in a 101 response.
+/// What a valid request negotiated, to be sent in a 101 response (HTTP/1.1) or a 200
+/// response (HTTP/2).
 #[derive(Debug)]
 pub(crate) struct NegotiatedServer {
-    pub accept: String,
+    /// The `Sec-WebSocket-Accept` value; `None` over HTTP/2, which has no key (RFC 8441 §5).
+    pub accept: Option<String>,
     pub subprotocol: Option<String>,
     pub extensions: AcceptedExtensions,
+}
+
+/// A handshake request a server accepted without a [`Connection`](crate::proto::Connection)
+/// in its opening state: for servers whose HTTP stack is not wsline's (hyper, axum, h2;
+/// `wsline::http` wraps this for the `http` crate's types). Send [`response`](Self::response)
+/// (101 over HTTP/1.1, 200 over HTTP/2), then open the connection with
+/// [`Connection::from_negotiated`](crate::proto::Connection::from_negotiated), which uses the
+/// subprotocol and extensions negotiated here.
+pub struct Negotiated {
+    pub(crate) response: Response,
+    pub(crate) subprotocol: Option<String>,
+    pub(crate) extensions: Vec<Box<dyn Extension>>,
+}
+
+impl std::fmt::Debug for Negotiated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let extensions: Vec<&str> = self.extensions.iter().map(|e| e.name()).collect();
+        f.debug_struct("Negotiated")
+            .field("response", &self.response)
+            .field("subprotocol", &self.subprotocol)
+            .field("extensions", &extensions)
+            .finish()
+    }
+}
+
+impl Negotiated {
+    /// The response to send: its status, and headers that name what was negotiated (add
+    /// headers such as `Set-Cookie` if needed; keep the `Sec-WebSocket-*` ones).
+    #[must_use]
+    pub fn response(&self) -> &Response {
+        &self.response
+    }
+
+    /// The subprotocol selected (`Config::subprotocols` against the client's offer).
+    #[must_use]
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+
+    /// The names of the extensions accepted, such as `permessage-deflate`.
+    pub fn extension_names(&self) -> impl Iterator<Item = &str> {
+        self.extensions.iter().map(|extension| extension.name())
+    }
+}
+
+/// A handshake request a server refuses: why, and the response that says so (the status
+/// of [`HandshakeError::status`], a plain-text body, and `Allow` or `Sec-WebSocket-Version`
+/// where RFC 9110 and RFC 6455 §4.4 ask for them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// What is wrong with the request.
+    pub error: HandshakeError,
+    /// The response to send.
+    pub response: Box<Response>,
+}
+
+/// Checks `request` as a server and negotiates subprotocol and extensions — the same checks,
+/// statuses and negotiation as wsline's own servers (RFC 6455 §4.2; for an HTTP/2 extended
+/// CONNECT, [`Request::protocol`] set, RFC 8441 §5).
+///
+/// # Errors
+/// [`Rejected`] with the error response for a request that is not a valid handshake.
+pub fn negotiate(request: &Request, config: &Config) -> Result<Negotiated, Rejected> {
+    match check_request(request, config) {
+        Ok(negotiated) => Ok(Negotiated {
+            response: accept_response(&negotiated, config),
+            subprotocol: negotiated.subprotocol,
+            extensions: negotiated
+                .extensions
+                .into_iter()
+                .map(|(_, extension)| extension)
+                .collect(),
+        }),
+        Err(error) => {
+            let status = error.status().unwrap_or(400);
+            let text = format!("Failed to open a WebSocket connection: {error}.");
+            Err(Rejected {
+                response: Box::new(reject_response(status, &text, config)),
+                error,
+            })
+        }
+    }
 }
 
 /// The single value of a header that must appear at most once.
@@ -31,11 +115,56 @@ fn single<'a>(request: &'a Request, name: &'static str) -> Result<Option<&'a str
     Ok(first)
 }
 
-/// Checks a handshake request (RFC 6455 §4.2.1) and negotiates subprotocol and extensions.
+/// Checks a handshake request (RFC 6455 §4.2.1, or RFC 8441 §5 for an HTTP/2 extended
+/// CONNECT) and negotiates subprotocol and extensions.
 pub(crate) fn check_request(
     request: &Request,
     config: &Config,
 ) -> Result<NegotiatedServer, HandshakeError> {
+    let accept = match &request.protocol {
+        None => Some(check_upgrade(request)?),
+        Some(protocol) => {
+            check_extended_connect(request, protocol)?;
+            None
+        }
+    };
+    // Item 6: "A |Sec-WebSocket-Version| header field, with a value of 13." §4.4: otherwise
+    // answer 426 with the versions we support. RFC 8441 §5 keeps it.
+    let version = single(request, "Sec-WebSocket-Version")?.unwrap_or_default();
+    if version.trim() != "13" {
+        return Err(HandshakeError::UnsupportedVersion(version.to_owned()));
+    }
+    let subprotocol = select_subprotocol(request, config);
+    let extensions = negotiate_extensions(request, config)?;
+    Ok(NegotiatedServer {
+        accept,
+        subprotocol,
+        extensions,
+    })
+}
+
+/// RFC 8441 §4–5: a WebSocket over an HTTP/2 stream is a CONNECT with `:protocol` =
+/// `websocket`; it has no `Upgrade`, `Connection` or `Sec-WebSocket-Key` (HTTP/2 forbids
+/// the first two, and the stream itself proves the server understood).
+fn check_extended_connect(request: &Request, protocol: &str) -> Result<(), HandshakeError> {
+    if request.method != "CONNECT" {
+        return Err(HandshakeError::MethodNotAllowed(request.method.clone()));
+    }
+    if !protocol.eq_ignore_ascii_case("websocket") {
+        return Err(HandshakeError::InvalidHeader {
+            name: ":protocol",
+            value: protocol.to_owned(),
+        });
+    }
+    // The authority (`:authority`, carried as `Host`) names the server, as over HTTP/1.1.
+    if single(request, "Host")?.is_none() {
+        return Err(HandshakeError::MissingHeader("Host"));
+    }
+    Ok(())
+}
+
+/// RFC 6455 §4.2.1 items 1–5, over HTTP/1.1; returns the `Sec-WebSocket-Accept` value.
+fn check_upgrade(request: &Request) -> Result<String, HandshakeError> {
     // §4.2.1 item 1: "An HTTP/1.1 or higher GET request". The version is checked by the
     // parser (505).
     if request.method != "GET" {
@@ -79,19 +208,7 @@ pub(crate) fn check_request(
             value: key.to_owned(),
         });
     }
-    // Item 6: "A |Sec-WebSocket-Version| header field, with a value of 13." §4.4: otherwise
-    // answer 426 with the versions we support.
-    let version = single(request, "Sec-WebSocket-Version")?.unwrap_or_default();
-    if version.trim() != "13" {
-        return Err(HandshakeError::UnsupportedVersion(version.to_owned()));
-    }
-    let subprotocol = select_subprotocol(request, config);
-    let extensions = negotiate_extensions(request, config)?;
-    Ok(NegotiatedServer {
-        accept: accept_key(key.trim()),
-        subprotocol,
-        extensions,
-    })
+    Ok(accept_key(key.trim()))
 }
 
 /// The first of the server's subprotocols that the client offered (RFC 6455 §4.2.2 item 4).
@@ -144,13 +261,20 @@ fn negotiate_extensions(
     Ok(accepted)
 }
 
-/// The 101 response for a negotiated request (RFC 6455 §4.2.2 item 5).
+/// The response for a negotiated request: 101 over HTTP/1.1 (RFC 6455 §4.2.2 item 5), 200
+/// over HTTP/2 (RFC 8441 §5).
 pub(crate) fn accept_response(negotiated: &NegotiatedServer, config: &Config) -> Response {
-    let mut response = Response::new(101);
+    let mut response = Response::new(if negotiated.accept.is_some() {
+        101
+    } else {
+        200
+    });
     let headers = &mut response.headers;
-    headers.append("Upgrade", "websocket");
-    headers.append("Connection", "Upgrade");
-    headers.append("Sec-WebSocket-Accept", negotiated.accept.clone());
+    if let Some(accept) = &negotiated.accept {
+        headers.append("Upgrade", "websocket");
+        headers.append("Connection", "Upgrade");
+        headers.append("Sec-WebSocket-Accept", accept.clone());
+    }
     if !negotiated.extensions.is_empty() {
         let answers: Vec<String> = negotiated
             .extensions

@@ -148,6 +148,14 @@ impl<S> Connection<'_, S> {
         self.core.subprotocol()
     }
 
+    /// The names of the extensions the handshake negotiated, such as `permessage-deflate`.
+    pub fn extension_names(&self) -> impl Iterator<Item = &str> {
+        self.core
+            .extensions()
+            .iter()
+            .map(|extension| extension.name())
+    }
+
     /// This connection's state.
     pub fn state(&mut self) -> &mut S {
         self.state
