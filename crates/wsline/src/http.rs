@@ -143,14 +143,20 @@ pub fn accept(
     parts: &http::request::Parts,
     config: impl Into<Arc<Config>>,
 ) -> Result<Accepted, Rejected> {
-    let config = config.into();
-    let version = parts.version;
-    let request = to_request(parts);
+    accept_request(&to_request(parts), parts.version, config.into())
+}
+
+/// [`accept`] on the core's view of the request that came over `version`.
+pub(crate) fn accept_request(
+    request: &proto::Request,
+    version: Version,
+    config: Arc<Config>,
+) -> Result<Accepted, Rejected> {
     let outcome = if version < Version::HTTP_11 {
         // RFC 6455 §4.1: "the HTTP version MUST be at least 1.1", as wsline's parser says.
         Err(reject(HandshakeError::UnsupportedHttpVersion, &config))
     } else {
-        proto::negotiate(&request, &config)
+        proto::negotiate(request, &config)
     };
     match outcome {
         Ok(negotiated) => Ok(Accepted {
@@ -177,7 +183,7 @@ fn reject(error: HandshakeError, config: &Config) -> proto::Rejected {
 
 /// The core's view of the request: method, target, `:protocol`, headers; the HTTP/2
 /// `:authority` becomes `Host` when there is none.
-fn to_request(parts: &http::request::Parts) -> proto::Request {
+pub(crate) fn to_request(parts: &http::request::Parts) -> proto::Request {
     let mut headers = Headers::new();
     for (name, value) in &parts.headers {
         headers.append(

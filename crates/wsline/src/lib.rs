@@ -42,11 +42,14 @@
     feature = "sync",
     feature = "tokio",
     feature = "rustls",
-    feature = "http"
+    feature = "http",
+    feature = "axum"
 ))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod error;
 pub mod extension;
 #[cfg(feature = "http")]
