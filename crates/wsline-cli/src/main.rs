@@ -6,6 +6,7 @@
 mod args;
 mod connect;
 mod memory;
+mod page;
 mod serve;
 mod settings;
 

@@ -1,13 +1,47 @@
 //! `wsline serve`: the echo server.
 
-use wsline::sync::server::{serve_with, Connection};
+use std::future::Future;
+use std::sync::Arc;
+
+use wsline::proto::{Request, Response};
+use wsline::sync::server::{serve_with, Connection, Handler};
 use wsline::tokio::{MaybeTlsStream, WebSocket};
 use wsline::Message;
 
+use crate::page::answer_plain_http;
 use crate::settings::{Failure, ServeSettings};
 
+/// The echo server of both layers: every message back as it came, and the echo test page
+/// for a browser's plain `GET /`.
+struct Echo;
+
+impl Handler for Echo {
+    type State = ();
+
+    fn on_handshake(&self, request: &Request, response: &mut Response) {
+        answer_plain_http(request, response);
+    }
+
+    fn on_message(&self, conn: &mut Connection<'_, ()>, message: Message) -> wsline::Result<()> {
+        echo(conn, message)
+    }
+}
+
+impl wsline::tokio::Handler for Echo {
+    fn on_handshake(&self, request: &Request, response: &mut Response) {
+        answer_plain_http(request, response);
+    }
+
+    fn handle(
+        self: Arc<Self>,
+        ws: WebSocket<MaybeTlsStream>,
+    ) -> impl Future<Output = wsline::Result<()>> + Send + 'static {
+        echo_tokio(ws)
+    }
+}
+
 /// Echoes every message back as it came: text as text, binary as binary.
-fn echo(conn: &mut Connection, message: Message) -> wsline::Result<()> {
+fn echo(conn: &mut Connection<'_, ()>, message: Message) -> wsline::Result<()> {
     tracing::debug!(id = %conn.id(), len = message.len(), preview = %preview(&message), "echo");
     conn.send(message)
 }
@@ -32,7 +66,7 @@ pub fn run(settings: &ServeSettings) -> Result<(), Failure> {
         return serve_tokio(settings);
     }
     let server = serve_with(
-        echo,
+        Echo,
         (settings.host.as_str(), settings.port),
         settings.config.clone(),
     )?;
@@ -62,7 +96,7 @@ fn serve_tokio(settings: &ServeSettings) -> Result<(), Failure> {
     let runtime = runtime.enable_all().build().map_err(wsline::Error::Io)?;
     runtime.block_on(async {
         let server = wsline::tokio::serve_with(
-            echo_tokio,
+            Echo,
             (settings.host.as_str(), settings.port),
             settings.config.clone(),
         )

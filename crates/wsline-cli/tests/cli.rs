@@ -347,3 +347,46 @@ fn connect_through_a_proxy_echoes_and_a_refusing_proxy_exits_1() {
     assert_eq!(outcome.status.code(), Some(1), "{}", outcome.stderr);
     assert!(outcome.stderr.contains("407"), "{}", outcome.stderr);
 }
+
+/// A plain HTTP request to `addr`; returns the whole response (the server closes after it).
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/html\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    String::from_utf8(response).unwrap()
+}
+
+/// A browser that opens `http://127.0.0.1:8001/` gets the echo test page, set to talk to
+/// this server; other paths 404; a WebSocket handshake on any path is still served.
+fn serves_the_echo_page(args: &[&str]) {
+    let (_server, addr) = serve(args);
+    let page = http_get(addr, "/");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(
+        page.contains("Content-Type: text/html; charset=utf-8"),
+        "{page}"
+    );
+    assert!(page.contains(r#"<form id="connect">"#), "{page}");
+    let missing = http_get(addr, "/favicon.ico");
+    assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+    let ws = connect_with(&format!("ws://{addr}/any/path"), ConnectConfig::default()).unwrap();
+    ws.send_text("still echoed").unwrap();
+    assert_eq!(ws.recv().unwrap(), Message::text("still echoed"));
+}
+
+#[test]
+fn a_plain_get_gets_the_echo_page_from_the_sync_server() {
+    serves_the_echo_page(&[]);
+}
+
+#[test]
+fn a_plain_get_gets_the_echo_page_from_the_tokio_server() {
+    serves_the_echo_page(&["--tokio"]);
+}
