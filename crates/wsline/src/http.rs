@@ -85,6 +85,18 @@ impl Accepted {
         Connection::from_negotiated(self.negotiated, self.config, now)
     }
 
+    /// The core's response, before it is mapped to `http` types.
+    #[cfg(feature = "http2")]
+    pub(crate) fn core_response(&self) -> &proto::Response {
+        self.negotiated.response()
+    }
+
+    /// What was negotiated, for a server that builds the WebSocket itself.
+    #[cfg(feature = "http2")]
+    pub(crate) fn into_negotiated(self) -> proto::Negotiated {
+        self.negotiated
+    }
+
     /// The tokio WebSocket over `stream`, the upgraded connection (hyper's
     /// `TokioIo<Upgraded>`, say, which also hands back any bytes hyper read past the
     /// request head), with what was negotiated in use.
@@ -110,6 +122,12 @@ impl Rejected {
     #[must_use]
     pub fn error(&self) -> &HandshakeError {
         &self.rejected.error
+    }
+
+    /// The core's response, before it is mapped to `http` types.
+    #[cfg(feature = "http2")]
+    pub(crate) fn core_response(&self) -> &proto::Response {
+        &self.rejected.response
     }
 
     /// The response to send: the status of [`HandshakeError::status`] (400, 405, 426, 505,
@@ -221,7 +239,10 @@ fn protocol(parts: &http::request::Parts) -> Option<String> {
 
 /// The core's response as an `http` one. Connection management is the HTTP stack's, so
 /// `Connection` goes, except on a 101, whose `Connection: Upgrade` is the upgrade itself.
-fn to_http<B: From<Bytes>>(response: &proto::Response, version: Version) -> http::Response<B> {
+pub(crate) fn to_http<B: From<Bytes>>(
+    response: &proto::Response,
+    version: Version,
+) -> http::Response<B> {
     let mut out = http::Response::new(B::from(response.body.clone()));
     *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_REQUEST);
     *out.version_mut() = version;

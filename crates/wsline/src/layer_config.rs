@@ -110,6 +110,12 @@ pub struct ServerConfig {
     /// How long a shutdown waits for connections to finish their closing handshake before
     /// dropping them. Default: 5 s.
     pub shutdown_timeout: Duration,
+    /// Serve WebSockets over HTTP/2 as well (RFC 8441 extended CONNECT, many WebSockets on
+    /// one connection): h2 over TLS when the client picks it by ALPN (`h2` is offered before
+    /// `http/1.1` unless the TLS configuration sets its own ALPN list), h2c when a plain
+    /// connection starts with the HTTP/2 preface. The tokio server with the `http2` feature
+    /// only; ignored otherwise. Default: `true`.
+    pub http2: bool,
     /// TLS (feature `rustls`): every accepted connection runs the TLS handshake with this
     /// configuration before the WebSocket one, and the server serves `wss://`. Default:
     /// `None`, plain `ws://`.
@@ -139,6 +145,7 @@ impl Default for ServerConfig {
             backpressure: BackpressurePolicy::default(),
             send_budget: Some(DEFAULT_SEND_BUDGET),
             shutdown_timeout: Duration::from_secs(5),
+            http2: true,
             #[cfg(feature = "rustls")]
             tls: None,
         }

@@ -2,7 +2,8 @@
 // nobody here wrote for the HTTP/2 side, with a minimal RFC 6455 frame codec on top.
 //
 // node h2_client.mjs URL
-//   Connects to URL (http:// with prior knowledge, h2c), checks that the server advertises
+//   Connects to URL (http:// with prior knowledge, h2c, or https:// with ALPN h2; trust a
+//   test certificate with NODE_EXTRA_CA_CERTS), checks that the server advertises
 //   SETTINGS_ENABLE_CONNECT_PROTOCOL, opens an extended CONNECT (:protocol websocket)
 //   offering permessage-deflate with server_no_context_takeover, expects 200, echoes a
 //   text, 64 KiB of random binary and 1 MiB of compressible text (checked byte for byte),
@@ -93,7 +94,7 @@ session.once("remoteSettings", (settings) => {
     {
       ":method": "CONNECT",
       ":protocol": "websocket",
-      ":scheme": "http",
+      ":scheme": url.protocol.slice(0, -1),
       ":path": url.pathname + url.search,
       ":authority": url.host,
       "sec-websocket-version": "13",

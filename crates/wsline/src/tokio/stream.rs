@@ -8,7 +8,8 @@ use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use ::tokio::net::TcpStream;
 
 /// The stream under the connections that [`connect`](super::connect) opens and
-/// [`serve`](super::serve) accepts: TCP for `ws://`, TLS over TCP for `wss://`.
+/// [`serve`](super::serve) accepts: TCP for `ws://`, TLS over TCP for `wss://`, or one
+/// stream of an HTTP/2 connection (RFC 8441).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MaybeTlsStream {
@@ -17,16 +18,34 @@ pub enum MaybeTlsStream {
     /// TLS over TCP, client or server side (feature `rustls`).
     #[cfg(feature = "rustls")]
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// One stream of an HTTP/2 connection, over TCP or TLS, that an extended CONNECT opened
+    /// (feature `http2`).
+    #[cfg(feature = "http2")]
+    Http2(Box<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>),
 }
 
 impl MaybeTlsStream {
-    /// The TCP stream under it (addresses, socket options).
+    /// The TCP stream under it (addresses, socket options); `None` for an HTTP/2 stream,
+    /// which shares its connection with others.
     #[must_use]
-    pub fn tcp(&self) -> &TcpStream {
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Self::Tcp(stream) => stream,
+            Self::Tcp(stream) => Some(stream),
             #[cfg(feature = "rustls")]
-            Self::Tls(stream) => stream.get_ref().0,
+            Self::Tls(stream) => Some(stream.get_ref().0),
+            #[cfg(feature = "http2")]
+            Self::Http2(_) => None,
+        }
+    }
+
+    /// Whether this is a stream of an HTTP/2 connection (RFC 8441), not a connection of its
+    /// own.
+    #[must_use]
+    pub fn is_http2(&self) -> bool {
+        match self {
+            #[cfg(feature = "http2")]
+            Self::Http2(_) => true,
+            _ => false,
         }
     }
 }
@@ -38,6 +57,8 @@ macro_rules! either {
             MaybeTlsStream::Tcp($stream) => $call,
             #[cfg(feature = "rustls")]
             MaybeTlsStream::Tls($stream) => $call,
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::Http2($stream) => $call,
         }
     };
 }
@@ -74,6 +95,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Tcp(stream) => stream.is_write_vectored(),
             #[cfg(feature = "rustls")]
             Self::Tls(stream) => stream.is_write_vectored(),
+            #[cfg(feature = "http2")]
+            Self::Http2(stream) => stream.is_write_vectored(),
         }
     }
 

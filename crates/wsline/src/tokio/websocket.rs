@@ -143,11 +143,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             crate::DEFAULT_SEND_HIGH_WATER,
         );
         let mut ws = Self::new(stream, conn, limits);
-        if !leftover.is_empty() {
-            ws.conn.handle_data(leftover);
-            ws.drain_events();
-        }
+        ws.received(leftover);
         ws
+    }
+
+    /// Feeds bytes that were read from the stream before it became this connection's.
+    pub(crate) fn received(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.conn.handle_data(bytes);
+            self.drain_events();
+        }
     }
 
     /// A server connection over a stream that another HTTP stack upgraded (hyper's

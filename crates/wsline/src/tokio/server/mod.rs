@@ -16,6 +16,9 @@ use ::tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use ::tokio::task::{JoinError, JoinSet};
 use ::tokio::time::Instant;
 
+#[cfg(feature = "http2")]
+mod http2;
+
 use super::signal::{Listener, Signal};
 use super::stream::MaybeTlsStream;
 use super::websocket::{Limits, WebSocket};
@@ -181,6 +184,25 @@ struct Settings {
     budget: Option<Arc<SendBudget>>,
     #[cfg(feature = "rustls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Whether WebSockets over HTTP/2 are served (feature `http2`).
+    #[cfg(feature = "http2")]
+    http2: bool,
+}
+
+/// The TLS acceptor of `config`; with HTTP/2 served, the ALPN list offers `h2` first unless
+/// the configuration has its own.
+#[cfg(feature = "rustls")]
+fn tls_acceptor(config: &ServerConfig) -> Option<tokio_rustls::TlsAcceptor> {
+    let tls = config.tls.clone()?;
+    #[cfg(feature = "http2")]
+    let tls = if config.http2 && tls.alpn_protocols.is_empty() {
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(tls)
+    } else {
+        tls
+    };
+    Some(tokio_rustls::TlsAcceptor::from(tls))
 }
 
 /// A running server: its accept loop runs in a task from [`serve`] on.
@@ -464,7 +486,9 @@ pub fn serve_on<H: Handler>(
         shutdown_timeout: config.shutdown_timeout,
         budget: config.send_budget.map(SendBudget::new),
         #[cfg(feature = "rustls")]
-        tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+        tls: tls_acceptor(&config),
+        #[cfg(feature = "http2")]
+        http2: config.http2,
         protocol: Arc::new(config.protocol),
     });
     tracing::info!("Listening on {}://{local_addr}", scheme);
@@ -643,26 +667,57 @@ async fn connection<H: Handler>(
             return;
         }
     };
+    #[cfg(feature = "http2")]
+    let (stream, received) = match http2::detect(stream, &settings, accepted).await {
+        Ok(http2::Detected::Http2(stream, received)) => {
+            let shared = Arc::clone(&shared);
+            return http2::serve(stream, received, peer, handler, settings, shared).await;
+        }
+        Ok(http2::Detected::Http1(stream, received)) => (stream, received),
+        Err(error) => {
+            tracing::debug!(%peer, %error, "connection ended before its first bytes");
+            return;
+        }
+    };
     let conn = Connection::server(Arc::clone(&settings.protocol), accepted.into_std());
     let mut ws = WebSocket::new(stream, conn, settings.limits);
-    ws.set_going_away(Listener::new(Arc::clone(&shared.shutdown)));
-    if let Some(budget) = &settings.budget {
-        ws.set_budget_share(Share::new(budget));
-    }
+    #[cfg(feature = "http2")]
+    ws.received(&received);
+    prepare(&mut ws, &settings, &shared);
     let hook = |request: &Request, response: &mut Response| {
         handler.on_handshake(request, response);
     };
-    let mut ws = match server_handshake(ws, Some(peer), hook).await {
+    let ws = match server_handshake(ws, Some(peer), hook).await {
         Ok(ws) => ws,
         Err(error) => {
             tracing::debug!(%peer, %error, "handshake failed");
             return;
         }
     };
+    run_handler(ws, peer, &handler, &shared).await;
+}
+
+/// Makes `ws` one of the server's connections: told of its shutdown, counted against its
+/// send budget.
+fn prepare(ws: &mut WebSocket<MaybeTlsStream>, settings: &Settings, shared: &ServerShared) {
+    ws.set_going_away(Listener::new(Arc::clone(&shared.shutdown)));
+    if let Some(budget) = &settings.budget {
+        ws.set_budget_share(Share::new(budget));
+    }
+}
+
+/// Runs the handler on an open connection, then takes the connection back and closes it
+/// with the code for how the handler ended.
+async fn run_handler<H: Handler>(
+    mut ws: WebSocket<MaybeTlsStream>,
+    peer: SocketAddr,
+    handler: &Arc<H>,
+    shared: &ServerShared,
+) {
     let (hand_back, returned) = oneshot::channel();
     ws.set_hand_back(hand_back);
     let outcome = {
-        let mut handling = pin!(handler.handle(ws));
+        let mut handling = pin!(Arc::clone(handler).handle(ws));
         // A panic is caught only to close the connection with 1011 (the handler's future is
         // dropped, and never polled again), then resumed.
         poll_fn(|cx| {

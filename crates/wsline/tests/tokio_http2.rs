@@ -1,0 +1,157 @@
+//! WebSockets over HTTP/2 (RFC 8441) in wsline's own tokio server, against a peer nobody
+//! here wrote: Node's `http2` (`scripts/interop/node/h2_client.mjs`), over h2c with prior
+//! knowledge and over TLS with ALPN `h2`, on the same server that serves HTTP/1.1 clients.
+//! With `WSLINE_REQUIRE_INTEROP=1` a missing `node` fails the tests.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wsline::tokio::{serve_with, MaybeTlsStream, Server, WebSocket};
+use wsline::{CloseCode, ServerConfig};
+
+use support::{process, tls};
+
+/// What the server saw of each WebSocket: over HTTP/2, its path, its extensions.
+type Seen = (bool, String, Vec<String>);
+
+async fn server(config: ServerConfig) -> (Server, mpsc::UnboundedReceiver<Seen>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler = move |mut ws: WebSocket<MaybeTlsStream>| {
+        let tx = tx.clone();
+        async move {
+            let path = ws
+                .request()
+                .map(|request| request.path.clone())
+                .unwrap_or_default();
+            let extensions = ws.extension_names().map(str::to_owned).collect();
+            let _ = tx.send((ws.get_ref().is_http2(), path, extensions));
+            while let Some(message) = ws.recv().await {
+                ws.send(message?).await?;
+            }
+            Ok(())
+        }
+    };
+    let server = serve_with(handler, "127.0.0.1:0", config).await.unwrap();
+    (server, rx)
+}
+
+fn big() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.protocol.max_message_size = Some(16 << 20);
+    config
+}
+
+/// `node`, if it runs; `None` after `peer_missing` if not.
+fn node() -> Option<&'static str> {
+    let runs = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !runs {
+        process::peer_missing("Node", "no `node` on PATH", "apt-get install nodejs");
+    }
+    runs.then_some("node")
+}
+
+/// Runs the Node HTTP/2 client against `url`; returns its JSON outcome line.
+async fn node_client(url: String, extra_env: Option<(&'static str, String)>) -> String {
+    let script = process::node_interop_dir().join("h2_client.mjs");
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = Command::new("node");
+        command.arg(script).arg(url);
+        if let Some((name, value)) = extra_env {
+            command.env(name, value);
+        }
+        process::run(&mut command, "")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success() && output.stdout.trim_end().ends_with("OK"),
+        "stdout: {}\nstderr: {}",
+        output.stdout,
+        output.stderr
+    );
+    let outcome = output.stdout.lines().next().unwrap_or_default().to_owned();
+    assert!(
+        outcome.contains(r#""status":200"#)
+            && outcome.contains("permessage-deflate")
+            && outcome.contains(r#""echoes":3"#)
+            && outcome.contains(r#""close":1000"#),
+        "{outcome}"
+    );
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_http2_talks_to_the_tokio_server_over_h2c() {
+    let Some(_node) = node() else {
+        return;
+    };
+    let (server, mut seen) = server(big()).await;
+    node_client(format!("http://{}/h2c?x=1", server.local_addr()), None).await;
+    assert_eq!(
+        seen.recv().await,
+        Some((
+            true,
+            "/h2c?x=1".to_owned(),
+            vec!["permessage-deflate".to_owned()]
+        ))
+    );
+    // The same port still serves HTTP/1.1.
+    let mut ws = wsline::tokio::connect(&format!("ws://{}/h1", server.local_addr()))
+        .await
+        .unwrap();
+    ws.send("over HTTP/1.1").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), "over HTTP/1.1".into());
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    let (http2, path, _) = seen.recv().await.unwrap();
+    assert!(!http2);
+    assert_eq!(path, "/h1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_http2_talks_to_the_tokio_server_over_tls_with_alpn_h2() {
+    let Some(_node) = node() else {
+        return;
+    };
+    let identity = tls::Identity::new();
+    let pems = identity.write_pem("tokio-http2");
+    let mut config = big();
+    config.tls = Some(identity.server());
+    let (server, mut seen) = server(config).await;
+    let url = format!("https://localhost:{}/tls", server.local_addr().port());
+    node_client(
+        url,
+        Some(("NODE_EXTRA_CA_CERTS", pems.cert().display().to_string())),
+    )
+    .await;
+    let (http2, path, _) = seen.recv().await.unwrap();
+    assert!(http2, "the WebSocket ran over HTTP/2");
+    assert_eq!(path, "/tls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_can_be_turned_off() {
+    let Some(_node) = node() else {
+        return;
+    };
+    let mut config = big();
+    config.http2 = false;
+    let (server, _seen) = server(config).await;
+    let script = process::node_interop_dir().join("h2_client.mjs");
+    let url = format!("http://{}/", server.local_addr());
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || {
+            process::run(Command::new("node").arg(script).arg(url), "")
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!output.status.success(), "{}", output.stdout);
+}
