@@ -10,6 +10,8 @@
 
 #[path = "../../wsline/tests/support/process.rs"]
 mod process;
+#[path = "../../wsline/tests/support/tls.rs"]
+mod tls;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -69,6 +71,11 @@ fn browser_available() -> bool {
 
 /// Starts `wsline serve` with `args` on a free port; returns it with the address it printed.
 fn serve(args: &[&str]) -> (Process, SocketAddr) {
+    serve_scheme("ws", args)
+}
+
+/// [`serve`] for a server that prints `scheme://` in its banner.
+fn serve_scheme(scheme: &str, args: &[&str]) -> (Process, SocketAddr) {
     let (process, banner) = Process::start(
         Command::new(env!("CARGO_BIN_EXE_wsline"))
             .args([
@@ -81,7 +88,7 @@ fn serve(args: &[&str]) -> (Process, SocketAddr) {
             .args(args),
     );
     let addr = banner
-        .strip_prefix("Listening on ws://")
+        .strip_prefix(&format!("Listening on {scheme}://"))
         .unwrap_or_else(|| panic!("unexpected first line {banner:?}"))
         .parse()
         .expect("an address");
@@ -170,4 +177,32 @@ fn chromium_talks_to_the_sync_server_through_echo_html() {
 #[test]
 fn chromium_talks_to_the_tokio_server_through_echo_html() {
     chromium_talks_to(&["--tokio"]);
+}
+
+/// The page served by `wsline serve --tokio` itself over HTTPS: Chromium loads it over
+/// HTTP/2 (ALPN `h2`), and since the server advertises SETTINGS_ENABLE_CONNECT_PROTOCOL it
+/// opens its WebSockets as RFC 8441 extended CONNECTs on that connection (the script checks
+/// each handshake's status, 200, through the DevTools protocol). Chromium needs no flag for
+/// RFC 8441; `--ignore-certificate-errors` is for the test certificate.
+#[test]
+fn chromium_uses_http2_for_the_page_and_its_websockets_against_the_tokio_server() {
+    if !browser_available() {
+        return;
+    }
+    let pem = tls::Identity::new().write_pem("browser-http2");
+    let (cert, key) = (
+        pem.cert().display().to_string(),
+        pem.key().display().to_string(),
+    );
+    let (_server, addr) = serve_scheme("wss", &["--tokio", "--tls-cert", &cert, "--tls-key", &key]);
+    let (status, stdout, stderr) = run_script(&[
+        "--served".to_owned(),
+        format!("https://localhost:{}/", addr.port()),
+    ]);
+    println!("{stdout}");
+    assert!(
+        status.success(),
+        "echo_page_test.mjs exited with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
 }

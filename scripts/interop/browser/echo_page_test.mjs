@@ -11,11 +11,18 @@
 //      messages, 1 MiB of incompressible binary, 2 MiB of compressible text, a burst of small
 //      messages, and a close with code 4000 and a reason that must come back (RFC 6455 §5.5.1).
 //
+// With --served https://HOST:PORT/, the page comes from the server itself over HTTPS (the
+// server answers a plain GET / with it; its certificate is not checked): the page load must
+// have used HTTP/2, the page's URL field must name the server that served it, and — seen
+// through the DevTools protocol — every WebSocket must have opened with a 200 (an RFC 8441
+// extended CONNECT over that HTTP/2 connection), not a 101.
+//
 // Usage:
 //   node echo_page_test.mjs [--chromium PATH] [--timeout-ms N]
-//       (--compressed URL | --uncompressed URL)...
+//       (--compressed URL | --uncompressed URL | --served URL)...
 // --compressed: the server negotiates permessage-deflate; --uncompressed: it was started
-// with --no-compression. Its --max-message-size must allow 2 MiB (the tests use 16 MiB).
+// with --no-compression; --served: as --compressed, over HTTP/2 from its own page. Its
+// --max-message-size must allow 2 MiB (the tests use 16 MiB).
 //
 // Prints one line per check. Exit status: 0 if every check passed, 1 if any failed (each
 // mismatch printed), 2 on a usage error, a hang past --timeout-ms, or a browser that would
@@ -76,6 +83,12 @@ function parseArgs(argv) {
         if (!/^ws:\/\//.test(value)) usage(`${flag} ${value}: not a ws:// URL`);
         options.servers.push({ url: value, deflate: flag === "--compressed" });
         break;
+      case "--served": {
+        if (!/^https:\/\//.test(value)) usage(`${flag} ${value}: not an https:// URL`);
+        const page = new URL(value);
+        options.servers.push({ url: `wss://${page.host}/`, deflate: true, page: page.href });
+        break;
+      }
       default:
         usage(`unknown argument ${flag}`);
     }
@@ -106,7 +119,17 @@ class Report {
 async function drivePage(page, server, label, report) {
   const pageErrors = [];
   page.on("pageerror", (error) => pageErrors.push(String(error)));
-  await page.goto(pathToFileURL(ECHO_PAGE).href);
+  await page.goto(server.page ?? pathToFileURL(ECHO_PAGE).href);
+  if (server.page) {
+    const protocol = await page.evaluate(
+      () => performance.getEntriesByType("navigation")[0].nextHopProtocol,
+    );
+    report.check(label, "page: loaded from the server over HTTP/2", protocol === "h2",
+      `nextHopProtocol ${JSON.stringify(protocol)}`);
+    const prefilled = await page.inputValue("#url");
+    report.check(label, "page: its URL field names the server that served it",
+      prefilled === server.url, `value ${JSON.stringify(prefilled)}`);
+  }
 
   const logLines = (kind) =>
     page.$$eval(`#log .${kind}`, (entries) => entries.map((entry) => entry.textContent));
@@ -335,9 +358,11 @@ async function main() {
   const report = new Report();
   // launch() starts Chromium with a fresh, empty profile (--user-data-dir in a new temporary
   // directory) and removes it on close.
+  const served = options.servers.some((server) => server.page);
   const browser = await chromium.launch({
     executablePath: options.chromium,
-    args: CHROMIUM_ARGS,
+    // The served page's server has a test certificate.
+    args: served ? [...CHROMIUM_ARGS, "--ignore-certificate-errors"] : CHROMIUM_ARGS,
     timeout: STEP_TIMEOUT_MS * 2,
   }).catch((error) => {
     console.error(`echo_page_test: Chromium did not start: ${error.message}`);
@@ -346,10 +371,20 @@ async function main() {
   try {
     console.log(`browser: Chromium ${browser.version()}`);
     for (const server of options.servers) {
-      const label = `${server.url} (${server.deflate ? "compression" : "no compression"})`;
-      const context = await browser.newContext();
+      const label = server.page
+        ? `${server.page} (HTTP/2)`
+        : `${server.url} (${server.deflate ? "compression" : "no compression"})`;
+      const context = await browser.newContext({ ignoreHTTPSErrors: Boolean(server.page) });
       const page = await context.newPage();
       page.setDefaultTimeout(STEP_TIMEOUT_MS);
+      // The status each WebSocket handshake got: 101 over HTTP/1.1, 200 over HTTP/2.
+      const handshakes = [];
+      if (server.page) {
+        const devtools = await context.newCDPSession(page);
+        devtools.on("Network.webSocketHandshakeResponseReceived", ({ response }) =>
+          handshakes.push(response.status));
+        await devtools.send("Network.enable");
+      }
       try {
         await drivePage(page, server, label, report);
       } catch (error) {
@@ -361,6 +396,11 @@ async function main() {
         stepMs: STEP_TIMEOUT_MS,
       }).catch((error) => [{ name: "WebSocket checks ran", ok: false, detail: error.message }]);
       for (const { name, ok, detail } of results) report.check(label, `WebSocket: ${name}`, ok, detail);
+      if (server.page) {
+        report.check(label, "every WebSocket opened over HTTP/2 (RFC 8441: 200, not 101)",
+          handshakes.length >= 3 && handshakes.every((status) => status === 200),
+          `handshake statuses ${JSON.stringify(handshakes)}`);
+      }
       await context.close();
     }
   } finally {
