@@ -56,7 +56,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub ping_interval: u64,
     /// Seconds to wait for the pong of a keepalive ping before closing with 1011 (0 waits
-    /// forever): a silent peer is closed within ping-interval + ping-timeout; a peer still
+    /// forever): a silent peer is closed within ping-interval + ping-timeout of its last
+    /// byte, or 2 × ping-timeout if it fell silent while a pong was due; a peer still
     /// sending gets another ping-timeout each time it runs out.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub ping_timeout: u64,
@@ -69,9 +70,9 @@ pub struct ServeArgs {
     /// `DEFAULT_SEND_BUDGET`).
     #[arg(long, value_name = "BYTES")]
     pub send_budget: Option<usize>,
-    /// Every SECONDS, give the memory that the allocator holds free back to the OS once more
-    /// than 16 MiB stayed free at two checks in a row, as after a burst of connections (0:
-    /// never; glibc only).
+    /// Every SECONDS, give the memory the allocator holds free back to the OS once it has
+    /// risen 16 MiB above its low since the last trim at two checks in a row, as after a
+    /// burst of connections (0: never; glibc 2.33 or later only).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub trim_memory: u64,
     /// Serve wss:// with this PEM certificate chain (needs --tls-key).

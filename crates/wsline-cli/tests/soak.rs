@@ -240,6 +240,23 @@ fn in_parallel<T: Send + 'static>(
     results.into_iter().map(|(_, result)| result).collect()
 }
 
+/// Fails with what to do when this process may not open `needed` descriptors (the server,
+/// started from it, inherits the limit).
+fn assert_fd_limit(needed: usize) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse::<usize>().ok());
+    if let Some(soft) = soft {
+        assert!(
+            soft >= needed,
+            "this test holds {needed} descriptors but the limit is {soft}: raise it (ulimit -n)"
+        );
+    }
+}
+
 /// Waits until the server's open descriptors are back to `baseline` (connections closing
 /// in the background), within [`DEADLINE`]; returns the count last seen.
 fn fds_settle(pid: u32, baseline: usize) -> usize {
@@ -524,7 +541,9 @@ fn close_raw(stream: &mut std::net::TcpStream) -> Result<(), String> {
 /// 101, then echoes a message and closes cleanly, and the server's descriptors come back.
 fn handshake_storm(args: &[&str]) {
     let clients = scaled(5_000);
-    let (server, addr) = serve(args);
+    assert_fd_limit(clients + 100);
+    // The raw clients answer no ping until their echo, however long the storm takes.
+    let (server, addr) = serve(&[args, &["--ping-interval", "0"][..]].concat());
     let pid = server.id();
     let fds = fds_settle(pid, 0);
     let started = Instant::now();
@@ -585,6 +604,7 @@ fn fragmented_message_size() -> usize {
         .ok()
         .and_then(|size| size.parse().ok())
         .unwrap_or(16 << 10)
+        .max(1)
 }
 
 /// 200 connections each send a message as 16-byte fragments, written one byte at a time

@@ -31,13 +31,15 @@ const MAX_NAME_CHARS: usize = 32;
 struct Rooms(Arc<Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>>);
 
 impl Rooms {
-    /// The room `name`, created on first use.
-    fn join(&self, name: &str) -> broadcast::Sender<Arc<str>> {
+    /// Joins the room `name`, created on first use: its sender, and this member's inbox
+    /// (subscribed under the lock, so that a member leaving meanwhile cannot remove the
+    /// room between the two).
+    fn join(&self, name: &str) -> (broadcast::Sender<Arc<str>>, broadcast::Receiver<Arc<str>>) {
         let mut rooms = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        rooms
+        let room = rooms
             .entry(name.to_owned())
-            .or_insert_with(|| broadcast::channel(ROOM_BACKLOG).0)
-            .clone()
+            .or_insert_with(|| broadcast::channel(ROOM_BACKLOG).0);
+        (room.clone(), room.subscribe())
     }
 
     /// Forgets the room `name` once nobody is in it.
@@ -70,8 +72,7 @@ async fn chat(mut ws: WebSocket, rooms: &Rooms, room_name: &str) {
         return;
     };
     let name: String = name.chars().take(MAX_NAME_CHARS).collect();
-    let room = rooms.join(room_name);
-    let mut inbox = room.subscribe();
+    let (room, mut inbox) = rooms.join(room_name);
     let _ = room.send(format!("{name} joined {room_name}").into());
     loop {
         tokio::select! {

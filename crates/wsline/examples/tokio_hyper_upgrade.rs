@@ -4,7 +4,9 @@
 //! WebSocket on hyper's upgraded stream — whatever the stream type under it, and with any
 //! bytes hyper read past the request head.
 //!
-//! The example serves `/ws` on a free port, talks to it with the wsline client, and exits.
+//! The example serves `/ws` on a free port (HTTP/1.1; for HTTP/2 as well, serve with
+//! hyper-util's auto builder and `builder.http2().enable_connect_protocol()`, which RFC 8441
+//! needs and hyper leaves off), talks to it with the wsline client, and exits.
 //!
 //! ```text
 //! cargo run --features tokio,http --example tokio_hyper_upgrade

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{StatusCode, Version};
 
 use crate::proto::{self, Config, Connection, HandshakeError, Headers};
@@ -49,6 +49,7 @@ pub struct Accepted {
     negotiated: proto::Negotiated,
     config: Arc<Config>,
     version: Version,
+    request: proto::Request,
 }
 
 impl Accepted {
@@ -78,6 +79,13 @@ impl Accepted {
         self.version
     }
 
+    /// The handshake request as the core saw it (method, target, `:protocol`, headers); the
+    /// WebSocket keeps it ([`WebSocket::request`](crate::tokio::WebSocket::request)).
+    #[must_use]
+    pub fn request(&self) -> &proto::Request {
+        &self.request
+    }
+
     /// The sans-I/O connection, open, with what was negotiated in use; `now` starts its
     /// keepalive timers.
     #[must_use]
@@ -91,22 +99,24 @@ impl Accepted {
         self.negotiated.response()
     }
 
-    /// What was negotiated, for a server that builds the WebSocket itself.
+    /// What was negotiated and the request, for a server that builds the WebSocket itself.
     #[cfg(feature = "http2")]
-    pub(crate) fn into_negotiated(self) -> proto::Negotiated {
-        self.negotiated
+    pub(crate) fn into_parts(self) -> (proto::Negotiated, proto::Request) {
+        (self.negotiated, self.request)
     }
 
     /// The tokio WebSocket over `stream`, the upgraded connection (hyper's
     /// `TokioIo<Upgraded>`, say, which also hands back any bytes hyper read past the
-    /// request head), with what was negotiated in use.
+    /// request head), with what was negotiated in use and the request kept.
     #[cfg(feature = "tokio")]
     #[must_use]
     pub fn into_websocket<S>(self, stream: S) -> crate::tokio::WebSocket<S>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        crate::tokio::WebSocket::from_negotiated(stream, self.negotiated, self.config)
+        let mut ws = crate::tokio::WebSocket::from_negotiated(stream, self.negotiated, self.config);
+        ws.set_request(self.request);
+        ws
     }
 }
 
@@ -172,7 +182,20 @@ pub(crate) fn accept_request(
 ) -> Result<Accepted, Rejected> {
     let outcome = if version < Version::HTTP_11 {
         // RFC 6455 §4.1: "the HTTP version MUST be at least 1.1", as wsline's parser says.
-        Err(reject(HandshakeError::UnsupportedHttpVersion, &config))
+        Err(reject(
+            HandshakeError::UnsupportedHttpVersion,
+            version,
+            &config,
+        ))
+    } else if version >= Version::HTTP_2 && request.protocol.is_none() {
+        // RFC 8441 §4: over HTTP/2 only an extended CONNECT opens a WebSocket; there is no
+        // Upgrade and no 101 (RFC 9113 §8.6).
+        let error = if request.method == "CONNECT" {
+            HandshakeError::MissingHeader(":protocol")
+        } else {
+            HandshakeError::MethodNotAllowed(request.method.clone())
+        };
+        Err(reject(error, version, &config))
     } else {
         proto::negotiate(request, &config)
     };
@@ -181,17 +204,21 @@ pub(crate) fn accept_request(
             negotiated,
             config,
             version,
+            request: request.clone(),
         }),
         Err(rejected) => Err(Rejected { rejected, version }),
     }
 }
 
-fn reject(error: HandshakeError, config: &Config) -> proto::Rejected {
+fn reject(error: HandshakeError, version: Version, config: &Config) -> proto::Rejected {
     let status = error.status().unwrap_or(400);
     let text = format!("Failed to open a WebSocket connection: {error}.");
     let mut response = proto::Response::text(status, &text);
     if let Some(server) = &config.server_header {
         response.headers.append("Server", server.clone());
+    }
+    if version >= Version::HTTP_2 {
+        proto::for_http2(&mut response);
     }
     proto::Rejected {
         error,
@@ -199,7 +226,7 @@ fn reject(error: HandshakeError, config: &Config) -> proto::Rejected {
     }
 }
 
-/// The core's view of the request: method, target, `:protocol`, headers; the HTTP/2
+/// The core's view of the request: method, target, `:protocol`, headers; over HTTP/2 the
 /// `:authority` becomes `Host` when there is none.
 pub(crate) fn to_request(parts: &http::request::Parts) -> proto::Request {
     let mut headers = Headers::new();
@@ -209,7 +236,7 @@ pub(crate) fn to_request(parts: &http::request::Parts) -> proto::Request {
             String::from_utf8_lossy(value.as_bytes()).into_owned(),
         );
     }
-    if !parts.headers.contains_key(HOST) {
+    if parts.version >= Version::HTTP_2 && !parts.headers.contains_key(HOST) {
         if let Some(authority) = parts.uri.authority() {
             headers.append("Host", authority.as_str());
         }
@@ -226,19 +253,27 @@ pub(crate) fn to_request(parts: &http::request::Parts) -> proto::Request {
     }
 }
 
-/// The `:protocol` of an HTTP/2 (or HTTP/3) extended CONNECT, as hyper hands it over.
+/// The `:protocol` of an HTTP/2 extended CONNECT, as hyper (and axum) or the `h2` crate
+/// hand it over.
 fn protocol(parts: &http::request::Parts) -> Option<String> {
     if parts.version < Version::HTTP_2 {
         return None;
     }
-    parts
-        .extensions
+    let extensions = &parts.extensions;
+    extensions
         .get::<hyper::ext::Protocol>()
         .map(|protocol| protocol.as_str().to_owned())
+        .or_else(|| {
+            extensions
+                .get::<h2::ext::Protocol>()
+                .map(|protocol| protocol.as_str().to_owned())
+        })
 }
 
 /// The core's response as an `http` one. Connection management is the HTTP stack's, so
-/// `Connection` goes, except on a 101, whose `Connection: Upgrade` is the upgrade itself.
+/// `Connection` goes, except on a 101, whose `Connection: Upgrade` is the upgrade itself;
+/// over HTTP/2 every connection-specific header goes (RFC 9113 §8.2.2), whatever a hook
+/// added.
 pub(crate) fn to_http<B: From<Bytes>>(
     response: &proto::Response,
     version: Version,
@@ -254,12 +289,21 @@ pub(crate) fn to_http<B: From<Bytes>>(
             tracing::debug!(name, value, "header not representable in http; left out");
             continue;
         };
-        if name == CONNECTION && response.status != 101 {
+        if (name == CONNECTION && response.status != 101)
+            || (version >= Version::HTTP_2 && is_connection_specific(&name))
+        {
             continue;
         }
         out.headers_mut().append(name, value);
     }
     out
+}
+
+/// The fields HTTP/2 forbids (RFC 9113 §8.2.2).
+fn is_connection_specific(name: &HeaderName) -> bool {
+    [CONNECTION, UPGRADE, TRANSFER_ENCODING].contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 #[cfg(test)]
@@ -376,7 +420,52 @@ mod tests {
         let response = rejected.response::<Vec<u8>>();
         assert_eq!(response.status(), 426);
         assert_eq!(response.headers()["Sec-WebSocket-Version"], "13");
-        assert!(!response.headers().contains_key("Connection"));
+        for forbidden in ["Connection", "Upgrade"] {
+            assert!(
+                !response.headers().contains_key(forbidden),
+                "{forbidden} over HTTP/2"
+            );
+        }
+    }
+
+    /// Regression (review): an HTTP/2 request with HTTP/1.1's upgrade headers got a 101.
+    #[test]
+    fn over_http2_only_an_extended_connect_opens_a_websocket() {
+        let get = upgrade_request().version(Version::HTTP_2);
+        let rejected = accept(&parts(get), Config::default()).unwrap_err();
+        let response = rejected.response::<Vec<u8>>();
+        assert_eq!(response.status(), 405, "{rejected}");
+        assert_eq!(response.headers()["Allow"], "CONNECT");
+        let connect = http::Request::connect("https://example.com/chat")
+            .version(Version::HTTP_2)
+            .header("Sec-WebSocket-Version", "13");
+        let rejected = accept(&parts(connect), Config::default()).unwrap_err();
+        assert_eq!(
+            rejected.error(),
+            &HandshakeError::MissingHeader(":protocol")
+        );
+    }
+
+    #[test]
+    fn the_h2_crates_protocol_extension_is_read_too() {
+        let request = http::Request::connect("https://example.com/chat")
+            .version(Version::HTTP_2)
+            .extension(h2::ext::Protocol::from("websocket"))
+            .header("Sec-WebSocket-Version", "13");
+        let accepted = accept(&parts(request), Config::default()).unwrap();
+        assert_eq!(accepted.response::<Vec<u8>>().status(), StatusCode::OK);
+        assert_eq!(accepted.request().protocol.as_deref(), Some("websocket"));
+    }
+
+    #[test]
+    fn an_http1_request_without_host_is_refused_even_in_absolute_form() {
+        let request = http::Request::get("http://example.com/chat")
+            .header("Upgrade", "websocket")
+            .header("Connection", "Upgrade")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("Sec-WebSocket-Version", "13");
+        let rejected = accept(&parts(request), Config::default()).unwrap_err();
+        assert_eq!(rejected.error(), &HandshakeError::MissingHeader("Host"));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! WebSockets inside a hyper 1.x server through `wsline::http`: hyper answers the HTTP
 //! request with the response `accept` built, and wsline runs the WebSocket on hyper's
 //! upgraded stream with what was negotiated. The server is hyper-util's auto builder
-//! (HTTP/1.1 and HTTP/2 on one port, what `axum::serve` runs), whose stream type the old
-//! downcasting example could not handle. Peers: wsline's tokio client, Python `websockets`
-//! (with `WSLINE_REQUIRE_INTEROP=1` a missing venv fails), and raw bytes.
+//! (HTTP/1.1 and h2c on one port, with `enable_connect_protocol` as `axum::serve` sets it),
+//! whose stream type the old downcasting example could not handle. Peers: wsline's tokio
+//! client, Python `websockets`, Node's `http2` (an RFC 8441 extended CONNECT; with
+//! `WSLINE_REQUIRE_INTEROP=1` a missing venv or `node` fails), and raw bytes.
 
 mod support;
 
@@ -96,7 +97,10 @@ async fn hyper_server(config: Config) -> (SocketAddr, mpsc::UnboundedReceiver<(u
             tokio::spawn(async move {
                 let service =
                     service_fn(move |request| route(request, Arc::clone(&config), tx.clone()));
-                let _ = auto::Builder::new(TokioExecutor::new())
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                // hyper advertises RFC 8441 only when asked (axum::serve asks).
+                builder.http2().enable_connect_protocol();
+                let _ = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             });
@@ -209,4 +213,36 @@ async fn hyper_answers_an_invalid_handshake_with_the_status_of_wslines_servers()
             .contains("sec-websocket-version: 13"),
         "{head}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_http2_opens_a_websocket_through_hyper_with_an_extended_connect() {
+    let runs = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !runs {
+        return process::peer_missing("Node", "no `node` on PATH", "apt-get install nodejs");
+    }
+    let (addr, mut closes) = hyper_server(big_config()).await;
+    let script = process::node_interop_dir().join("h2_client.mjs");
+    let url = format!("http://{addr}/ws/");
+    let output = tokio::task::spawn_blocking(move || {
+        process::run(std::process::Command::new("node").arg(script).arg(url), "")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success() && output.stdout.trim_end().ends_with("OK"),
+        "stdout: {}\nstderr: {}",
+        output.stdout,
+        output.stderr
+    );
+    let outcome = output.stdout.lines().next().unwrap_or_default();
+    assert!(
+        outcome.contains(r#""status":200"#) && outcome.contains("permessage-deflate"),
+        "{outcome}"
+    );
+    let received = tokio::time::timeout(TEST_TIMEOUT, closes.recv()).await;
+    assert_eq!(received.unwrap(), Some((1000, String::new())));
 }

@@ -62,9 +62,11 @@ pub struct Config {
     /// Fail the connection with 1011 when a keepalive ping gets no pong within this time
     /// and the peer sent nothing meanwhile. A busy peer's pong can queue behind megabytes
     /// of its messages, so each time the timeout runs out with bytes received since, it
-    /// runs once more. A peer silent since the ping is failed one timeout after it (so
-    /// within `ping_interval + ping_timeout` of its last byte), one that falls silent
-    /// later within two timeouts of the ping. Default: 20 s. `None` never fails.
+    /// runs once more. A peer silent since the ping is failed one timeout after it; one
+    /// that falls silent later, within two timeouts of its last byte — in all, within about
+    /// `max(ping_interval + ping_timeout, 2 × ping_timeout)` of it. A peer that keeps
+    /// sending but never answers is not failed by keepalive: the send high-water mark
+    /// deals with a peer that does not read. Default: 20 s. `None` never fails.
     pub ping_timeout: Option<Duration>,
     /// Longest line of the HTTP head (request line or header line). A longer request line
     /// gets 414, a longer header line 431. Default: 8 KiB.

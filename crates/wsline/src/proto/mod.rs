@@ -28,6 +28,7 @@ pub use frame::{
     apply_mask, apply_mask_scalar, CloseCode, CloseFrame, Frame, FrameHeader, Opcode, Rsv,
     MAX_CLOSE_REASON_LEN, MAX_CONTROL_PAYLOAD_LEN,
 };
+pub(crate) use handshake::for_http2;
 pub use handshake::{
     accept_key, is_token, negotiate, parse_extensions, parse_token_list, reason_phrase,
     HandshakeError, Headers, Negotiated, Rejected, Request, Response,

@@ -76,7 +76,10 @@ pub struct Rejected {
 
 /// Checks `request` as a server and negotiates subprotocol and extensions — the same checks,
 /// statuses and negotiation as wsline's own servers (RFC 6455 §4.2; for an HTTP/2 extended
-/// CONNECT, [`Request::protocol`] set, RFC 8441 §5).
+/// CONNECT, [`Request::protocol`] set, RFC 8441 §5). The HTTP version is the caller's to
+/// check (wsline's parser answers 505 below HTTP/1.1, and `wsline::http` does the same and
+/// refuses an HTTP/2 request without `:protocol`). Over HTTP/2 the error responses carry no
+/// connection-specific header (RFC 9113 §8.2.2), and a 405 allows `CONNECT`.
 ///
 /// # Errors
 /// [`Rejected`] with the error response for a request that is not a valid handshake.
@@ -94,11 +97,26 @@ pub fn negotiate(request: &Request, config: &Config) -> Result<Negotiated, Rejec
         Err(error) => {
             let status = error.status().unwrap_or(400);
             let text = format!("Failed to open a WebSocket connection: {error}.");
+            let mut response = reject_response(status, &text, config);
+            if request.protocol.is_some() {
+                for_http2(&mut response);
+            }
             Err(Rejected {
-                response: Box::new(reject_response(status, &text, config)),
+                response: Box::new(response),
                 error,
             })
         }
+    }
+}
+
+/// Makes an error response fit for HTTP/2: no connection-specific header (RFC 9113
+/// §8.2.2), and a 405 that allows the method WebSockets use there.
+pub(crate) fn for_http2(response: &mut Response) {
+    for name in ["Connection", "Upgrade", "Keep-Alive", "Transfer-Encoding"] {
+        response.headers.remove(name);
+    }
+    if response.status == 405 {
+        response.headers.insert("Allow", "CONNECT");
     }
 }
 

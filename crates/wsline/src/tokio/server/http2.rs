@@ -59,7 +59,8 @@ pub(super) async fn detect(
             Detected::Http1(stream, Vec::new())
         });
     }
-    let mut received = Vec::with_capacity(4096);
+    // Small: the rest of an HTTP/1.1 request goes through the WebSocket's own read buffer.
+    let mut received = Vec::with_capacity(64);
     let read_start = async {
         while received.len() < PREFACE_START.len() && PREFACE_START.starts_with(&received) {
             if stream.read_buf(&mut received).await? == 0 {
@@ -156,13 +157,14 @@ fn answer<H: Handler>(
                     }
                 };
                 let stream = MaybeTlsStream::Http2(Box::new(TokioIo::new(upgraded)));
+                let (negotiated, request) = accepted.into_parts();
                 let conn = Connection::from_negotiated(
-                    accepted.into_negotiated(),
+                    negotiated,
                     Arc::clone(&settings.protocol),
                     std::time::Instant::now(),
                 );
                 let mut ws = WebSocket::new(stream, conn, settings.limits);
-                ws.set_request(core_request);
+                ws.set_request(request);
                 prepare(&mut ws, &settings, &shared);
                 run_handler(ws, peer, &handler, &shared).await;
             });

@@ -671,7 +671,12 @@ async fn connection<H: Handler>(
     let (stream, received) = match http2::detect(stream, &settings, accepted).await {
         Ok(http2::Detected::Http2(stream, received)) => {
             let shared = Arc::clone(&shared);
-            return http2::serve(stream, received, peer, handler, settings, shared).await;
+            // Boxed: hyper's connection is large, and every HTTP/1.1 connection's task
+            // would carry room for it.
+            let serve = Box::pin(http2::serve(
+                stream, received, peer, handler, settings, shared,
+            ));
+            return serve.await;
         }
         Ok(http2::Detected::Http1(stream, received)) => (stream, received),
         Err(error) => {
@@ -682,7 +687,10 @@ async fn connection<H: Handler>(
     let conn = Connection::server(Arc::clone(&settings.protocol), accepted.into_std());
     let mut ws = WebSocket::new(stream, conn, settings.limits);
     #[cfg(feature = "http2")]
-    ws.received(&received);
+    {
+        ws.received(&received);
+        drop(received);
+    }
     prepare(&mut ws, &settings, &shared);
     let hook = |request: &Request, response: &mut Response| {
         handler.on_handshake(request, response);
