@@ -116,6 +116,11 @@ pub struct ServerConfig {
     /// connection starts with the HTTP/2 preface. The tokio server with the `http2` feature
     /// only; ignored otherwise. Default: `true`.
     pub http2: bool,
+    /// Most WebSockets open at once on one HTTP/2 connection (its
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`): a client that wants more waits for one to end,
+    /// or has the extra streams refused (`REFUSED_STREAM`). Each counts against the send
+    /// budget like a connection of its own. Default: 256.
+    pub http2_max_streams: u32,
     /// TLS (feature `rustls`): every accepted connection runs the TLS handshake with this
     /// configuration before the WebSocket one, and the server serves `wss://`. Default:
     /// `None`, plain `ws://`.
@@ -146,6 +151,7 @@ impl Default for ServerConfig {
             send_budget: Some(DEFAULT_SEND_BUDGET),
             shutdown_timeout: Duration::from_secs(5),
             http2: true,
+            http2_max_streams: 256,
             #[cfg(feature = "rustls")]
             tls: None,
         }

@@ -155,3 +155,44 @@ async fn http2_can_be_turned_off() {
     .unwrap();
     assert!(!output.status.success(), "{}", output.stdout);
 }
+
+/// Hostile and heavy HTTP/2 input (`scripts/interop/node/h2_hostile.mjs`): CONNECTs without
+/// or with the wrong `:protocol` get 400, a stream reset mid-frame and a SETTINGS flood
+/// leave the connection (or the server) serving, and 1,000 WebSocket streams on one
+/// connection, four times the stream limit, all echo (the client waits for a free stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_http2_input_leaves_the_connection_and_the_server_serving() {
+    let Some(_node) = node() else {
+        return;
+    };
+    let (server, _seen) = server(big()).await;
+    let script = process::node_interop_dir().join("h2_hostile.mjs");
+    let url = format!("http://{}/", server.local_addr());
+    let output = tokio::task::spawn_blocking(move || {
+        process::run(Command::new("node").arg(script).arg(url).arg("1000"), "")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success() && output.stdout.trim_end().ends_with("OK"),
+        "stdout: {}\nstderr: {}",
+        output.stdout,
+        output.stderr
+    );
+    let outcome = output.stdout.lines().next().unwrap_or_default();
+    for expected in [
+        r#""connectWithoutProtocol":400"#,
+        r#""otherProtocol":400"#,
+        r#""afterReset":true"#,
+        r#""echoed":1000"#,
+        r#""afterMany":true"#,
+        r#""afterFlood":true"#,
+    ] {
+        assert!(outcome.contains(expected), "{expected} in {outcome}");
+    }
+    let mut ws = wsline::tokio::connect(&format!("ws://{}/", server.local_addr()))
+        .await
+        .unwrap();
+    ws.send("still serving").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), "still serving".into());
+}

@@ -94,6 +94,12 @@ pub(super) async fn serve<H: Handler>(
     settings: Arc<Settings>,
     shared: Arc<ServerShared>,
 ) {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .enable_connect_protocol()
+        .max_concurrent_streams(settings.http2_max_streams)
+        // The request head's limit, as over HTTP/1.1 (HPACK-decoded size, RFC 9113 §6.5.2).
+        .max_header_list_size(u32::try_from(settings.protocol.max_head_size).unwrap_or(u32::MAX));
     let service = {
         let shared = Arc::clone(&shared);
         service_fn(move |request| {
@@ -101,8 +107,6 @@ pub(super) async fn serve<H: Handler>(
             async move { Ok::<_, Infallible>(response) }
         })
     };
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder.enable_connect_protocol();
     let stream = Prefixed {
         prefix: received,
         at: 0,

@@ -187,6 +187,9 @@ struct Settings {
     /// Whether WebSockets over HTTP/2 are served (feature `http2`).
     #[cfg(feature = "http2")]
     http2: bool,
+    /// Most WebSocket streams at once on one HTTP/2 connection.
+    #[cfg(feature = "http2")]
+    http2_max_streams: u32,
 }
 
 /// The TLS acceptor of `config`; with HTTP/2 served, the ALPN list offers `h2` first unless
@@ -489,6 +492,8 @@ pub fn serve_on<H: Handler>(
         tls: tls_acceptor(&config),
         #[cfg(feature = "http2")]
         http2: config.http2,
+        #[cfg(feature = "http2")]
+        http2_max_streams: config.http2_max_streams.max(1),
         protocol: Arc::new(config.protocol),
     });
     tracing::info!("Listening on {}://{local_addr}", scheme);
