@@ -196,3 +196,76 @@ async fn hostile_http2_input_leaves_the_connection_and_the_server_serving() {
     ws.send("still serving").await.unwrap();
     assert_eq!(ws.recv().await.unwrap().unwrap(), "still serving".into());
 }
+
+/// wsline's own HTTP/2 client: three WebSockets on one connection to wsline's server, over
+/// h2c and over TLS (ALPN `h2`), with permessage-deflate and a subprotocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_websockets_share_one_http2_connection() {
+    let identity = tls::Identity::new();
+    let mut tls_config = big();
+    tls_config.tls = Some(identity.server());
+    for (config, scheme) in [(big(), "ws"), (tls_config, "wss")] {
+        let mut config = config;
+        config.protocol.subprotocols = vec!["chat".into()];
+        let (server, mut seen) = server(config).await;
+        let port = server.local_addr().port();
+        let mut client = wsline::ConnectConfig::default();
+        client.protocol.max_message_size = Some(16 << 20);
+        client.protocol.subprotocols = vec!["chat".into()];
+        client.tls = Some(identity.client());
+        let connection = wsline::tokio::Http2Connection::connect_with(
+            &format!("{scheme}://localhost:{port}/"),
+            client,
+        )
+        .await
+        .unwrap();
+        let mut sockets = Vec::new();
+        for path in ["/a", "/b?x=1", "/c"] {
+            let ws = connection.open(path).await.unwrap();
+            assert!(ws.get_ref().is_http2(), "{scheme}");
+            assert_eq!(ws.subprotocol(), Some("chat"));
+            assert_eq!(
+                ws.extension_names().collect::<Vec<_>>(),
+                ["permessage-deflate"]
+            );
+            assert_eq!(ws.response().map(|response| response.status), Some(200));
+            sockets.push(ws);
+        }
+        let big =
+            wsline::Message::binary((0..1 << 20).map(|i: u32| (i * 7) as u8).collect::<Vec<_>>());
+        for (i, ws) in sockets.iter_mut().enumerate() {
+            let text = wsline::Message::text(format!("socket {i} over {scheme}"));
+            ws.send(text.clone()).await.unwrap();
+            ws.send(big.clone()).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap().unwrap(), text);
+            assert_eq!(ws.recv().await.unwrap().unwrap(), big);
+        }
+        for mut ws in sockets {
+            ws.close(CloseCode::NORMAL, "").await.unwrap();
+            assert!(ws.close_status().unwrap().clean);
+        }
+        let mut paths = Vec::new();
+        for _ in 0..3 {
+            let (http2, path, _) = seen.recv().await.unwrap();
+            assert!(http2);
+            paths.push(path);
+        }
+        paths.sort();
+        assert_eq!(paths, ["/a", "/b?x=1", "/c"], "{scheme}");
+        assert!(!connection.is_closed());
+    }
+}
+
+#[tokio::test]
+async fn the_http2_client_fails_cleanly_against_a_server_without_http2() {
+    let mut config = big();
+    config.http2 = false;
+    let (server, _seen) = server(config).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        wsline::tokio::Http2Connection::connect(&format!("ws://{}/", server.local_addr())),
+    )
+    .await
+    .expect("no hang");
+    assert!(outcome.is_err(), "{outcome:?}");
+}

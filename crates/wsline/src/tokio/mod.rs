@@ -98,6 +98,8 @@
 //! guarantee.
 
 mod client;
+#[cfg(feature = "http2")]
+mod http2;
 mod server;
 mod signal;
 mod split;
@@ -105,6 +107,8 @@ mod stream;
 mod websocket;
 
 pub use client::{connect, connect_on, connect_with, reconnecting, Reconnect};
+#[cfg(feature = "http2")]
+pub use http2::Http2Connection;
 pub use server::{
     accept, accept_with, accept_with_hook, serve, serve_on, serve_with, shutdown_signal, Handler,
     Server, ServerHandle,

@@ -208,6 +208,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.request = Some(request);
     }
 
+    /// Client: the server's answer to a handshake made elsewhere (an HTTP/2 stream).
+    #[cfg(feature = "http2")]
+    pub(crate) fn set_response(&mut self, response: Response) {
+        self.response = Some(response);
+    }
+
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }

@@ -192,6 +192,19 @@ impl Connection {
         connection
     }
 
+    /// A client connection opened by an HTTP/2 extended CONNECT that `negotiated` checked.
+    #[cfg(feature = "http2")]
+    pub(crate) fn from_negotiated_client(
+        negotiated: handshake::NegotiatedClient,
+        config: impl Into<Arc<Config>>,
+        now: Instant,
+    ) -> Self {
+        let mut connection = Self::after_handshake(Side::Client, config, now);
+        connection.extensions = negotiated.extensions;
+        connection.subprotocol = negotiated.subprotocol;
+        connection
+    }
+
     /// Installs extensions negotiated by a handshake done elsewhere
     /// (see [`after_handshake`](Self::after_handshake)).
     pub fn set_extensions(&mut self, extensions: Vec<Box<dyn Extension>>) {

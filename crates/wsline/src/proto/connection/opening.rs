@@ -265,7 +265,7 @@ impl Opening {
             Ok(response) => response,
             Err(error) => return Progress::Failed(error),
         };
-        match handshake::check_response(&response, key, config) {
+        match handshake::check_response(&response, Some(key), config) {
             Ok(negotiated) => Progress::Accepted {
                 response,
                 extensions: negotiated.extensions,

@@ -33,6 +33,28 @@ pub(crate) fn build_request(uri: &WsUri, key: &str, config: &Config) -> Request 
     headers.append("Upgrade", "websocket");
     headers.append("Connection", "Upgrade");
     headers.append("Sec-WebSocket-Key", key);
+    append_websocket_headers(&mut request, uri, config);
+    request
+}
+
+#[cfg(feature = "http2")]
+/// The extended CONNECT that opens a WebSocket on an HTTP/2 stream for `uri` (RFC 8441
+/// §4–5): `:protocol` websocket, the authority in the URI (no `Host`), no key.
+pub(crate) fn build_extended_connect(uri: &WsUri, config: &Config) -> Request {
+    let mut request = Request {
+        method: "CONNECT".into(),
+        path: uri.resource().to_owned(),
+        protocol: Some("websocket".into()),
+        headers: super::Headers::new(),
+    };
+    append_websocket_headers(&mut request, uri, config);
+    request
+}
+
+/// The header fields of both handshakes: version, extension offers, subprotocols,
+/// credentials from the URI, `User-Agent`.
+fn append_websocket_headers(request: &mut Request, uri: &WsUri, config: &Config) {
+    let headers = &mut request.headers;
     headers.append("Sec-WebSocket-Version", "13");
     let offers: Vec<String> = config
         .extensions
@@ -54,21 +76,31 @@ pub(crate) fn build_request(uri: &WsUri, key: &str, config: &Config) -> Request 
     if let Some(user_agent) = &config.user_agent {
         headers.append("User-Agent", user_agent.clone());
     }
-    request
 }
 
 /// Checks the server's response (RFC 6455 §4.1, "the client MUST validate the server's
-/// response as follows") and accepts what it negotiated.
+/// response as follows") and accepts what it negotiated. `key` is the request's
+/// `Sec-WebSocket-Key`; `None` for an HTTP/2 extended CONNECT, answered with 200 and
+/// neither `Upgrade`, `Connection` nor `Sec-WebSocket-Accept` (RFC 8441 §5).
 pub(crate) fn check_response(
     response: &Response,
-    key: &str,
+    key: Option<&str>,
     config: &Config,
 ) -> Result<NegotiatedClient, HandshakeError> {
     // Item 1: "If the status code received from the server is not 101, the client handles
     // the response per HTTP procedures."
-    if response.status != 101 {
+    let opened = if key.is_some() { 101 } else { 200 };
+    if response.status != opened {
         return Err(HandshakeError::Rejected(Box::new(response.clone())));
     }
+    if let Some(key) = key {
+        check_upgrade(response, key)?;
+    }
+    negotiated(response, config)
+}
+
+/// Items 2–4, over HTTP/1.1.
+fn check_upgrade(response: &Response, key: &str) -> Result<(), HandshakeError> {
     let headers = &response.headers;
     // Items 2 and 3: Upgrade "websocket" and Connection "Upgrade", case-insensitive.
     if !has_token(headers.get_all("Upgrade"), "websocket") {
@@ -84,6 +116,12 @@ pub(crate) fn check_response(
     if accept.trim() != accept_key(key) {
         return Err(HandshakeError::InvalidAccept);
     }
+    Ok(())
+}
+
+/// Items 5 and 6: the subprotocol and extensions the server chose among the offers.
+fn negotiated(response: &Response, config: &Config) -> Result<NegotiatedClient, HandshakeError> {
+    let headers = &response.headers;
     // Item 6: the subprotocol must be one the client offered, and there is at most one.
     let chosen = parse_token_list(headers.get_all("Sec-WebSocket-Protocol"));
     let subprotocol = match chosen.as_slice() {

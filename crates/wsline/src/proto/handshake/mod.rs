@@ -8,13 +8,15 @@ mod server;
 
 use thiserror::Error;
 
+#[cfg(feature = "http2")]
+pub(crate) use client::{build_extended_connect, NegotiatedClient};
 pub(crate) use client::{build_request, check_response, generate_key};
 pub use headers::{accept_key, is_token, parse_extensions, parse_token_list};
 pub(crate) use http::{parse_request, parse_response, HeadLimits, HeadScanner};
 pub use http::{reason_phrase, Headers, Request, Response};
-pub(crate) use server::{
-    accept_response, check_request, for_http2, reject_response, NegotiatedServer,
-};
+#[cfg(feature = "http")]
+pub(crate) use server::for_http2;
+pub(crate) use server::{accept_response, check_request, reject_response, NegotiatedServer};
 pub use server::{negotiate, Negotiated, Rejected};
 
 use crate::proto::extension::NegotiationError;
