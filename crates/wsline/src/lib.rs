@@ -43,6 +43,7 @@
     feature = "tokio",
     feature = "rustls",
     feature = "http",
+    feature = "http2",
     feature = "axum"
 ))]
 #[doc = include_str!("../../../README.md")]
