@@ -114,7 +114,8 @@ impl Accepted {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let mut ws = crate::tokio::WebSocket::from_negotiated(stream, self.negotiated, self.config);
+        let mut ws =
+            crate::tokio::WebSocket::from_negotiated(stream, self.negotiated, self.config, &[]);
         ws.set_request(self.request);
         ws
     }

@@ -1311,3 +1311,62 @@ fn connect_on_upgraded(mut stream: TcpStream) -> WebSocket {
     )
     .unwrap()
 }
+
+/// A blocking server whose handshake was answered outside wsline's servers (here by hand,
+/// with `proto::negotiate`): `WebSocket::from_negotiated` keeps the negotiated
+/// permessage-deflate, and the bytes read past the head.
+#[test]
+fn from_negotiated_keeps_deflate_after_a_handshake_done_elsewhere() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut received = Vec::new();
+        let mut buf = [0; 4096];
+        let head_end = loop {
+            let n = stream.read(&mut buf).unwrap();
+            received.extend_from_slice(&buf[..n]);
+            if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut fields);
+        parsed.parse(&received[..head_end]).unwrap();
+        let mut headers = wsline::proto::Headers::new();
+        for field in parsed.headers.iter() {
+            headers.append(
+                field.name,
+                String::from_utf8_lossy(field.value).into_owned(),
+            );
+        }
+        let request = Request {
+            method: parsed.method.unwrap().to_owned(),
+            path: parsed.path.unwrap().to_owned(),
+            protocol: None,
+            headers,
+        };
+        let config = Arc::new(ServerConfig::default().protocol);
+        let negotiated = wsline::proto::negotiate(&request, &config).unwrap();
+        stream.write_all(&negotiated.response().to_bytes()).unwrap();
+        let ws =
+            WebSocket::from_negotiated(stream, negotiated, config, &received[head_end..]).unwrap();
+        assert_eq!(
+            ws.extension_names().collect::<Vec<_>>(),
+            ["permessage-deflate"]
+        );
+        let message = ws.recv().unwrap();
+        ws.send(message).unwrap();
+        let _ = ws.recv();
+    });
+    let ws = connect(&format!("ws://{addr}/")).unwrap();
+    assert_eq!(
+        ws.extension_names().collect::<Vec<_>>(),
+        ["permessage-deflate"]
+    );
+    let compressible = Message::text("compressible ".repeat(10_000));
+    ws.send(compressible.clone()).unwrap();
+    assert_eq!(ws.recv().unwrap(), compressible);
+    ws.close(CloseCode::NORMAL, "").unwrap();
+    server.join().unwrap();
+}

@@ -251,6 +251,27 @@ impl WebSocket {
         Self::start(stream, conn, crate::DEFAULT_SEND_HIGH_WATER)
     }
 
+    /// A server connection over a TCP stream whose handshake another HTTP stack answered
+    /// with what [`proto::negotiate`] agreed on (subprotocol, extensions such as
+    /// permessage-deflate, which are then in use), with `leftover`: the bytes that stack
+    /// read past the request head, if any. The send high-water mark is the default
+    /// (256 KiB).
+    ///
+    /// # Errors
+    /// As [`from_upgraded`](Self::from_upgraded).
+    pub fn from_negotiated(
+        stream: TcpStream,
+        negotiated: proto::Negotiated,
+        config: impl Into<std::sync::Arc<proto::Config>>,
+        leftover: &[u8],
+    ) -> Result<Self> {
+        let mut conn = proto::Connection::from_negotiated(negotiated, config, Instant::now());
+        if !leftover.is_empty() {
+            conn.handle_data(leftover);
+        }
+        Self::start(stream, conn, crate::DEFAULT_SEND_HIGH_WATER)
+    }
+
     /// The peer's address.
     #[must_use]
     pub fn peer_addr(&self) -> Option<SocketAddr> {

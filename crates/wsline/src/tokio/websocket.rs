@@ -158,7 +158,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// A server connection over a stream that another HTTP stack upgraded (hyper's
     /// `TokioIo<Upgraded>`, an HTTP/2 stream), with the subprotocol and extensions
     /// `negotiated` in use ([`proto::negotiate`](crate::proto::negotiate), or
-    /// `wsline::http::accept` for the `http` crate's types, feature `http`).
+    /// `wsline::http::accept` for the `http` crate's types, feature `http`), and
+    /// `leftover`: the bytes that stack read past the request head, if any (hyper's
+    /// `Upgraded` replays its own).
     ///
     /// The read buffer and send high-water mark take their defaults (64 KiB, 256 KiB).
     #[must_use]
@@ -166,13 +168,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         stream: S,
         negotiated: crate::proto::Negotiated,
         config: impl Into<std::sync::Arc<Config>>,
+        leftover: &[u8],
     ) -> Self {
         let conn = Connection::from_negotiated(negotiated, config, Instant::now().into_std());
         let limits = Limits::new(
             crate::DEFAULT_READ_BUFFER_SIZE,
             crate::DEFAULT_SEND_HIGH_WATER,
         );
-        Self::new(stream, conn, limits)
+        let mut ws = Self::new(stream, conn, limits);
+        ws.received(leftover);
+        ws
     }
 
     pub(crate) fn set_going_away(&mut self, listener: Listener) {
