@@ -269,3 +269,56 @@ async fn the_http2_client_fails_cleanly_against_a_server_without_http2() {
     .expect("no hang");
     assert!(outcome.is_err(), "{outcome:?}");
 }
+
+/// wsline's HTTP/2 client against a server nobody here wrote: Node's `http2` with
+/// `enableConnectProtocol` (`scripts/interop/node/h2_server.mjs`), two WebSockets on one
+/// connection, text, 1 MiB binary, the subprotocol, a clean close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http2_client_talks_to_a_node_http2_server() {
+    let Some(_node) = node() else {
+        return;
+    };
+    let (mut node_server, port_line) = support::process::Process::start(
+        Command::new("node").arg(process::node_interop_dir().join("h2_server.mjs")),
+    );
+    let port: u16 = port_line.trim().parse().expect("a port");
+    let mut config = wsline::ConnectConfig::default();
+    config.protocol.max_message_size = Some(16 << 20);
+    config.protocol.subprotocols = vec!["chat".into()];
+    let connection =
+        wsline::tokio::Http2Connection::connect_with(&format!("ws://127.0.0.1:{port}/"), config)
+            .await
+            .unwrap();
+    let mut first = connection.open("/one").await.unwrap();
+    let mut second = connection.open("/two").await.unwrap();
+    assert_eq!(first.subprotocol(), Some("chat"));
+    assert_eq!(
+        first.extension_names().count(),
+        0,
+        "Node accepts no extension"
+    );
+    let big = wsline::Message::binary(
+        (0..1 << 20)
+            .map(|i: u32| (i * 13) as u8)
+            .collect::<Vec<_>>(),
+    );
+    for ws in [&mut first, &mut second] {
+        ws.send("héllo over HTTP/2").await.unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap(),
+            "héllo over HTTP/2".into()
+        );
+        ws.send(big.clone()).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap(), big);
+    }
+    for mut ws in [first, second] {
+        ws.close(CloseCode::from(4001), "bye").await.unwrap();
+        let closed = ws.close_status().unwrap();
+        assert!(closed.clean, "{closed:?}");
+        assert_eq!(
+            closed.received.as_ref().map(|frame| frame.code.as_u16()),
+            Some(4001)
+        );
+    }
+    node_server.terminate();
+}
