@@ -278,7 +278,7 @@ async fn the_http2_client_talks_to_a_node_http2_server() {
     let Some(_node) = node() else {
         return;
     };
-    let (mut node_server, port_line) = support::process::Process::start(
+    let (node_server, port_line) = support::process::Process::start(
         Command::new("node").arg(process::node_interop_dir().join("h2_server.mjs")),
     );
     let port: u16 = port_line.trim().parse().expect("a port");
