@@ -8,7 +8,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use axum::routing::any;
@@ -125,53 +124,25 @@ async fn python_websockets_talks_to_the_axum_app_with_deflate() {
     };
     let (addr, _seen) = serve().await;
     let url = format!("ws://{addr}/py/");
-    let output = tokio::task::spawn_blocking(move || {
-        let mut command = interop::python_peer(&python);
-        command.args(["client", &url, "--expect-deflate"]);
-        process::run(&mut command, "")
+    tokio::task::spawn_blocking(move || {
+        interop::assert_python_client_ok(&python, &url, &["--expect-deflate"]);
     })
     .await
     .unwrap();
-    assert!(
-        output.status.success() && output.stdout.trim() == "OK",
-        "stdout: {}\nstderr: {}",
-        output.stdout,
-        output.stderr
-    );
-}
-
-/// `node`, if it runs; `None` after `peer_missing` if not.
-fn node() -> Option<&'static str> {
-    let runs = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !runs {
-        process::peer_missing("Node", "no `node` on PATH", "apt-get install nodejs");
-    }
-    runs.then_some("node")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_http2_opens_a_websocket_over_an_extended_connect() {
-    let Some(node) = node() else {
+    let Some(node) = process::node() else {
         return;
     };
     let (addr, mut seen) = serve().await;
-    let script = process::node_interop_dir().join("h2_client.mjs");
     let url = format!("http://{addr}/echo");
-    let output = tokio::task::spawn_blocking(move || {
-        process::run(Command::new(node).arg(script).arg(url), "")
+    let outcome = tokio::task::spawn_blocking(move || {
+        process::node_peer_report(&node, "h2_client.mjs", &[&url], &[])
     })
     .await
     .unwrap();
-    assert!(
-        output.status.success() && output.stdout.trim_end().ends_with("OK"),
-        "stdout: {}\nstderr: {}",
-        output.stdout,
-        output.stderr
-    );
-    let outcome = output.stdout.lines().next().unwrap_or_default();
     assert!(
         outcome.contains(r#""status":200"#)
             && outcome.contains("permessage-deflate")

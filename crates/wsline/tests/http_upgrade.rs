@@ -165,19 +165,11 @@ async fn python_websockets_talks_to_hyper_with_deflate() {
     };
     let (addr, mut closes) = hyper_server(big_config()).await;
     let url = format!("ws://{addr}/ws/");
-    let output = tokio::task::spawn_blocking(move || {
-        let mut command = interop::python_peer(&python);
-        command.args(["client", &url, "--expect-deflate"]);
-        process::run(&mut command, "")
+    tokio::task::spawn_blocking(move || {
+        interop::assert_python_client_ok(&python, &url, &["--expect-deflate"]);
     })
     .await
     .unwrap();
-    assert!(
-        output.status.success() && output.stdout.trim() == "OK",
-        "stdout: {}\nstderr: {}",
-        output.stdout,
-        output.stderr
-    );
     let received = tokio::time::timeout(TEST_TIMEOUT, closes.recv()).await;
     assert_eq!(received.unwrap(), Some((4001, "client bye".into())));
 }
@@ -217,28 +209,16 @@ async fn hyper_answers_an_invalid_handshake_with_the_status_of_wslines_servers()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_http2_opens_a_websocket_through_hyper_with_an_extended_connect() {
-    let runs = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !runs {
-        return process::peer_missing("Node", "no `node` on PATH", "apt-get install nodejs");
-    }
+    let Some(node) = process::node() else {
+        return;
+    };
     let (addr, mut closes) = hyper_server(big_config()).await;
-    let script = process::node_interop_dir().join("h2_client.mjs");
     let url = format!("http://{addr}/ws/");
-    let output = tokio::task::spawn_blocking(move || {
-        process::run(std::process::Command::new("node").arg(script).arg(url), "")
+    let outcome = tokio::task::spawn_blocking(move || {
+        process::node_peer_report(&node, "h2_client.mjs", &[&url], &[])
     })
     .await
     .unwrap();
-    assert!(
-        output.status.success() && output.stdout.trim_end().ends_with("OK"),
-        "stdout: {}\nstderr: {}",
-        output.stdout,
-        output.stderr
-    );
-    let outcome = output.stdout.lines().next().unwrap_or_default();
     assert!(
         outcome.contains(r#""status":200"#) && outcome.contains("permessage-deflate"),
         "{outcome}"

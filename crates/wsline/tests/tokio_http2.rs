@@ -44,38 +44,23 @@ fn big() -> ServerConfig {
     config
 }
 
-/// `node`, if it runs; `None` after `peer_missing` if not.
-fn node() -> Option<&'static str> {
-    let runs = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !runs {
-        process::peer_missing("Node", "no `node` on PATH", "apt-get install nodejs");
-    }
-    runs.then_some("node")
-}
-
-/// Runs the Node HTTP/2 client against `url`; returns its JSON outcome line.
-async fn node_client(url: String, extra_env: Option<(&'static str, String)>) -> String {
-    let script = process::node_interop_dir().join("h2_client.mjs");
-    let output = tokio::task::spawn_blocking(move || {
-        let mut command = Command::new("node");
-        command.arg(script).arg(url);
-        if let Some((name, value)) = extra_env {
-            command.env(name, value);
-        }
-        process::run(&mut command, "")
+/// Runs the Node HTTP/2 client against `url` (with an extra environment variable); checks
+/// its report: 200, permessage-deflate, three echoes, the server's 1000.
+async fn node_client(url: String, extra_env: Option<(&'static str, String)>) {
+    let outcome = tokio::task::spawn_blocking(move || {
+        let envs: Vec<(&str, &str)> = extra_env
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        process::node_peer_report(
+            std::path::Path::new("node"),
+            "h2_client.mjs",
+            &[&url],
+            &envs,
+        )
     })
     .await
     .unwrap();
-    assert!(
-        output.status.success() && output.stdout.trim_end().ends_with("OK"),
-        "stdout: {}\nstderr: {}",
-        output.stdout,
-        output.stderr
-    );
-    let outcome = output.stdout.lines().next().unwrap_or_default().to_owned();
     assert!(
         outcome.contains(r#""status":200"#)
             && outcome.contains("permessage-deflate")
@@ -83,12 +68,11 @@ async fn node_client(url: String, extra_env: Option<(&'static str, String)>) -> 
             && outcome.contains(r#""close":1000"#),
         "{outcome}"
     );
-    outcome
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_http2_talks_to_the_tokio_server_over_h2c() {
-    let Some(_node) = node() else {
+    let Some(_node) = process::node() else {
         return;
     };
     let (server, mut seen) = server(big()).await;
@@ -115,7 +99,7 @@ async fn node_http2_talks_to_the_tokio_server_over_h2c() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_http2_talks_to_the_tokio_server_over_tls_with_alpn_h2() {
-    let Some(_node) = node() else {
+    let Some(_node) = process::node() else {
         return;
     };
     let identity = tls::Identity::new();
@@ -136,7 +120,7 @@ async fn node_http2_talks_to_the_tokio_server_over_tls_with_alpn_h2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_can_be_turned_off() {
-    let Some(_node) = node() else {
+    let Some(_node) = process::node() else {
         return;
     };
     let mut config = big();
@@ -162,24 +146,21 @@ async fn http2_can_be_turned_off() {
 /// connection, four times the stream limit, all echo (the client waits for a free stream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_http2_input_leaves_the_connection_and_the_server_serving() {
-    let Some(_node) = node() else {
+    let Some(_node) = process::node() else {
         return;
     };
     let (server, _seen) = server(big()).await;
-    let script = process::node_interop_dir().join("h2_hostile.mjs");
     let url = format!("http://{}/", server.local_addr());
-    let output = tokio::task::spawn_blocking(move || {
-        process::run(Command::new("node").arg(script).arg(url).arg("1000"), "")
+    let outcome = tokio::task::spawn_blocking(move || {
+        process::node_peer_report(
+            std::path::Path::new("node"),
+            "h2_hostile.mjs",
+            &[&url, "1000"],
+            &[],
+        )
     })
     .await
     .unwrap();
-    assert!(
-        output.status.success() && output.stdout.trim_end().ends_with("OK"),
-        "stdout: {}\nstderr: {}",
-        output.stdout,
-        output.stderr
-    );
-    let outcome = output.stdout.lines().next().unwrap_or_default();
     for expected in [
         r#""connectWithoutProtocol":400"#,
         r#""otherProtocol":400"#,
@@ -275,7 +256,7 @@ async fn the_http2_client_fails_cleanly_against_a_server_without_http2() {
 /// connection, text, 1 MiB binary, the subprotocol, a clean close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http2_client_talks_to_a_node_http2_server() {
-    let Some(_node) = node() else {
+    let Some(_node) = process::node() else {
         return;
     };
     let (node_server, port_line) = support::process::Process::start(

@@ -11,7 +11,7 @@
 //   one JSON line with what happened, then OK.
 import http2 from "node:http2";
 import { randomBytes } from "node:crypto";
-import { constants, inflateRawSync } from "node:zlib";
+import { encodeFrame, frameReader } from "./ws_frames.mjs";
 
 const url = new URL(process.argv[2]);
 const fail = (why) => {
@@ -20,71 +20,7 @@ const fail = (why) => {
 };
 setTimeout(() => fail("timed out"), 30_000).unref();
 
-function frame(opcode, payload) {
-  const len = payload.length;
-  const head = len < 126 ? Buffer.alloc(2) : len < 65536 ? Buffer.alloc(4) : Buffer.alloc(10);
-  head[0] = 0x80 | opcode;
-  if (len < 126) head[1] = 0x80 | len;
-  else if (len < 65536) {
-    head[1] = 0x80 | 126;
-    head.writeUInt16BE(len, 2);
-  } else {
-    head[1] = 0x80 | 127;
-    head.writeBigUInt64BE(BigInt(len), 2);
-  }
-  const key = randomBytes(4);
-  const masked = Buffer.alloc(len);
-  for (let i = 0; i < len; i++) masked[i] = payload[i] ^ key[i & 3];
-  return Buffer.concat([head, key, masked]);
-}
-
-// Reassembles server frames into messages: { opcode, payload } (inflated when RSV1 is set).
-function reader(onMessage) {
-  let buffered = Buffer.alloc(0);
-  let parts = [];
-  let first = null;
-  return (chunk) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    for (;;) {
-      if (buffered.length < 2) return;
-      const b0 = buffered[0];
-      const b1 = buffered[1];
-      if (b1 & 0x80) fail("a masked server frame");
-      let len = b1 & 0x7f;
-      let at = 2;
-      if (len === 126) {
-        if (buffered.length < 4) return;
-        len = buffered.readUInt16BE(2);
-        at = 4;
-      } else if (len === 127) {
-        if (buffered.length < 10) return;
-        len = Number(buffered.readBigUInt64BE(2));
-        at = 10;
-      }
-      if (buffered.length < at + len) return;
-      const payload = buffered.subarray(at, at + len);
-      buffered = buffered.subarray(at + len);
-      const opcode = b0 & 0x0f;
-      if (opcode >= 0x8) {
-        onMessage({ opcode, payload });
-        continue;
-      }
-      if (opcode !== 0) first = b0;
-      parts.push(payload);
-      if (b0 & 0x80) {
-        let whole = Buffer.concat(parts);
-        if (first & 0x40) {
-          // RFC 7692 §7.2.2: append the empty block the sender removed; no final block.
-          whole = inflateRawSync(Buffer.concat([whole, Buffer.from([0, 0, 0xff, 0xff])]), {
-            finishFlush: constants.Z_SYNC_FLUSH,
-          });
-        }
-        onMessage({ opcode: first & 0x0f, payload: whole });
-        parts = [];
-      }
-    }
-  };
-}
+const frame = (opcode, payload) => encodeFrame(opcode, payload, { masked: true });
 
 const session = http2.connect(url.origin);
 session.on("error", (error) => fail(`session: ${error.message}`));
@@ -117,7 +53,7 @@ session.once("remoteSettings", (settings) => {
   });
   stream.on(
     "data",
-    reader(({ opcode, payload }) => {
+    frameReader({ masked: false, onError: fail, onMessage: (opcode, payload) => {
       if (opcode === 0x8) {
         outcome.close = payload.length >= 2 ? payload.readUInt16BE(0) : null;
         // The closing handshake is over: end our half of the stream, as a TCP client
@@ -138,7 +74,7 @@ session.once("remoteSettings", (settings) => {
         close.writeUInt16BE(1000);
         stream.write(frame(0x8, close));
       }
-    }),
+    } }),
   );
   stream.on("end", () => {
     if (outcome.close !== 1000) fail(`ended without the server's 1000: ${JSON.stringify(outcome)}`);

@@ -14,6 +14,7 @@
 //   does not.
 import http2 from "node:http2";
 import { randomBytes } from "node:crypto";
+import { encodeFrame } from "./ws_frames.mjs";
 
 const url = new URL(process.argv[2]);
 const streams = Number(process.argv[3] ?? 1000);
@@ -23,20 +24,7 @@ const fail = (why) => {
 };
 setTimeout(() => fail("timed out"), 60_000).unref();
 
-function frame(opcode, payload, fin = true) {
-  const len = payload.length;
-  const head = len < 126 ? Buffer.alloc(2) : Buffer.alloc(4);
-  head[0] = (fin ? 0x80 : 0) | opcode;
-  if (len < 126) head[1] = 0x80 | len;
-  else {
-    head[1] = 0x80 | 126;
-    head.writeUInt16BE(len, 2);
-  }
-  const key = randomBytes(4);
-  const masked = Buffer.alloc(len);
-  for (let i = 0; i < len; i++) masked[i] = payload[i] ^ key[i & 3];
-  return Buffer.concat([head, key, masked]);
-}
+const frame = (opcode, payload, fin = true) => encodeFrame(opcode, payload, { masked: true, fin });
 
 const connect = () =>
   new Promise((resolve, reject) => {

@@ -8,64 +8,9 @@
 //   offered subprotocol) and echoes every message; a close frame is answered with the same
 //   code and the stream ended. Any other request gets 400. Runs until killed.
 import http2 from "node:http2";
+import { encodeFrame, frameReader } from "./ws_frames.mjs";
 
-function serverFrame(opcode, payload) {
-  const len = payload.length;
-  const head = len < 126 ? Buffer.alloc(2) : len < 65536 ? Buffer.alloc(4) : Buffer.alloc(10);
-  head[0] = 0x80 | opcode;
-  if (len < 126) head[1] = len;
-  else if (len < 65536) {
-    head[1] = 126;
-    head.writeUInt16BE(len, 2);
-  } else {
-    head[1] = 127;
-    head.writeBigUInt64BE(BigInt(len), 2);
-  }
-  return Buffer.concat([head, payload]);
-}
-
-// Reassembles masked client frames into messages.
-function reader(onMessage, onError) {
-  let buffered = Buffer.alloc(0);
-  let parts = [];
-  let first = null;
-  return (chunk) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    for (;;) {
-      if (buffered.length < 2) return;
-      const b0 = buffered[0];
-      const b1 = buffered[1];
-      if (!(b1 & 0x80)) return onError("an unmasked client frame");
-      let len = b1 & 0x7f;
-      let at = 2;
-      if (len === 126) {
-        if (buffered.length < 4) return;
-        len = buffered.readUInt16BE(2);
-        at = 4;
-      } else if (len === 127) {
-        if (buffered.length < 10) return;
-        len = Number(buffered.readBigUInt64BE(2));
-        at = 10;
-      }
-      if (buffered.length < at + 4 + len) return;
-      const key = buffered.subarray(at, at + 4);
-      const payload = Buffer.from(buffered.subarray(at + 4, at + 4 + len));
-      for (let i = 0; i < len; i++) payload[i] ^= key[i & 3];
-      buffered = buffered.subarray(at + 4 + len);
-      const opcode = b0 & 0x0f;
-      if (opcode >= 0x8) {
-        onMessage(opcode, payload);
-        continue;
-      }
-      if (opcode !== 0) first = opcode;
-      parts.push(payload);
-      if (b0 & 0x80) {
-        onMessage(first, Buffer.concat(parts));
-        parts = [];
-      }
-    }
-  };
-}
+const serverFrame = (opcode, payload) => encodeFrame(opcode, payload, { masked: false });
 
 const server = http2.createServer({ settings: { enableConnectProtocol: true } });
 server.on("stream", (stream, headers) => {
@@ -79,8 +24,9 @@ server.on("stream", (stream, headers) => {
   stream.respond(response);
   stream.on(
     "data",
-    reader(
-      (opcode, payload) => {
+    frameReader({
+      masked: true,
+      onMessage: (opcode, payload) => {
         if (opcode === 0x8) {
           stream.end(serverFrame(0x8, payload.subarray(0, 2)));
         } else if (opcode === 0x9) {
@@ -89,8 +35,8 @@ server.on("stream", (stream, headers) => {
           stream.write(serverFrame(opcode, payload));
         }
       },
-      (why) => stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR, () => console.error(why)),
-    ),
+      onError: (why) => stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR, () => console.error(why)),
+    }),
   );
   stream.on("error", () => {});
 });

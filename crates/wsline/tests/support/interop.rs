@@ -133,6 +133,20 @@ pub fn python_peer(python: &Path) -> Command {
     command
 }
 
+/// Runs the Python peer's client against `url` with `args` (`--expect-deflate`, …): it must
+/// exchange everything and print OK.
+pub fn assert_python_client_ok(python: &Path, url: &str, args: &[&str]) {
+    let mut command = python_peer(python);
+    command.arg("client").arg(url).args(args);
+    let output = super::process::run(&mut command, "");
+    assert!(
+        output.status.success() && output.stdout.trim() == "OK",
+        "{command:?}\nstdout: {}\nstderr: {}",
+        output.stdout,
+        output.stderr
+    );
+}
+
 /// Runs the Python peer's client (`command`, from [`python_peer`]) against an
 /// [`interop_server`] whose close frames arrive on `closes`: it must exchange everything
 /// (print OK), and the server must get its close and its answer to the server's.

@@ -183,6 +183,40 @@ pub fn node_interop_dir() -> PathBuf {
     repo_root().join("scripts/interop/node")
 }
 
+/// `node`, if it runs (the HTTP/2 peers need no package); `None` after [`peer_missing`]
+/// if not.
+pub fn node() -> Option<PathBuf> {
+    let node = PathBuf::from("node");
+    let runs = Command::new(&node)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !runs {
+        peer_missing("Node", "no `node` on PATH", "apt-get install nodejs");
+    }
+    runs.then_some(node)
+}
+
+/// Runs the Node peer `script` (in [`node_interop_dir`]) with `args` and the environment
+/// variables `envs` until it exits: it must succeed and print `OK` last. Returns its first
+/// line, the report of what happened.
+pub fn node_peer_report(node: &Path, script: &str, args: &[&str], envs: &[(&str, &str)]) -> String {
+    let mut command = Command::new(node);
+    command
+        .arg(node_interop_dir().join(script))
+        .args(args)
+        .envs(envs.iter().copied());
+    let output = run(&mut command, "");
+    assert!(
+        output.status.success() && output.stdout.trim_end().ends_with("OK"),
+        "{script} {args:?}\nstdout: {}\nstderr: {}",
+        output.stdout,
+        output.stderr
+    );
+    output.stdout.lines().next().unwrap_or_default().to_owned()
+}
+
 /// `node`, if it runs and finds the `ws` package in [`node_interop_dir`]; `None` after
 /// [`peer_missing`] if not.
 pub fn node_ws() -> Option<PathBuf> {

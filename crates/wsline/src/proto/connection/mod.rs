@@ -186,10 +186,12 @@ impl Connection {
         config: impl Into<Arc<Config>>,
         now: Instant,
     ) -> Self {
-        let mut connection = Self::after_handshake(Side::Server, config, now);
-        connection.extensions = negotiated.extensions;
-        connection.subprotocol = negotiated.subprotocol;
-        connection
+        let Negotiated {
+            extensions,
+            subprotocol,
+            ..
+        } = negotiated;
+        Self::opened_with(Side::Server, config.into(), now, extensions, subprotocol)
     }
 
     /// A client connection opened by an HTTP/2 extended CONNECT that `negotiated` checked.
@@ -199,9 +201,24 @@ impl Connection {
         config: impl Into<Arc<Config>>,
         now: Instant,
     ) -> Self {
-        let mut connection = Self::after_handshake(Side::Client, config, now);
-        connection.extensions = negotiated.extensions;
-        connection.subprotocol = negotiated.subprotocol;
+        let handshake::NegotiatedClient {
+            extensions,
+            subprotocol,
+        } = negotiated;
+        Self::opened_with(Side::Client, config.into(), now, extensions, subprotocol)
+    }
+
+    /// An open connection with what a handshake done elsewhere agreed on.
+    fn opened_with(
+        side: Side,
+        config: Arc<Config>,
+        now: Instant,
+        extensions: Vec<Box<dyn Extension>>,
+        subprotocol: Option<String>,
+    ) -> Self {
+        let mut connection = Self::after_handshake(side, config, now);
+        connection.extensions = extensions;
+        connection.subprotocol = subprotocol;
         connection
     }
 
