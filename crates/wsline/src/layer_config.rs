@@ -90,8 +90,9 @@ pub struct ServerConfig {
     /// the application builds decides the threads). Default: the number of CPUs this process may run on (so a server pinned
     /// to one core runs one loop).
     pub workers: usize,
-    /// Most connections open at once; further clients wait in the listen backlog.
-    /// Default: 100,000.
+    /// Most connections open at once; further clients wait in the listen backlog. An
+    /// HTTP/2 connection counts once, however many WebSockets it carries
+    /// ([`ServerConfig::http2_max_streams`] bounds those). Default: 100,000.
     pub max_connections: usize,
     /// Buffers, high-water mark and `TCP_NODELAY` of every accepted connection; past the
     /// high-water mark [`ServerConfig::backpressure`] applies. Default: [`IoConfig::default`].
@@ -119,7 +120,9 @@ pub struct ServerConfig {
     /// Most WebSockets open at once on one HTTP/2 connection (its
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`): a client that wants more waits for one to end,
     /// or has the extra streams refused (`REFUSED_STREAM`). Each counts against the send
-    /// budget like a connection of its own. Default: 256.
+    /// budget like a connection of its own, and costs what one does (its read buffer, a
+    /// message being reassembled, compression state), plus up to 64 KiB that h2 buffers
+    /// for it. Default: 256.
     pub http2_max_streams: u32,
     /// TLS (feature `rustls`): every accepted connection runs the TLS handshake with this
     /// configuration before the WebSocket one, and the server serves `wss://`. Default:

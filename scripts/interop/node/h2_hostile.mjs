@@ -26,10 +26,14 @@ setTimeout(() => fail("timed out"), 60_000).unref();
 
 const frame = (opcode, payload, fin = true) => encodeFrame(opcode, payload, { masked: true, fin });
 
+let maxConcurrentStreams;
 const connect = () =>
   new Promise((resolve, reject) => {
     const session = http2.connect(url.origin);
-    session.once("remoteSettings", () => resolve(session));
+    session.once("remoteSettings", (settings) => {
+      maxConcurrentStreams = settings.maxConcurrentStreams;
+      resolve(session);
+    });
     session.once("error", reject);
   });
 
@@ -81,6 +85,7 @@ const status = (session, headers) =>
 
 const outcome = {};
 const session = await connect();
+outcome.maxConcurrentStreams = maxConcurrentStreams;
 outcome.connectWithoutProtocol = await status(session, {
   ":method": "CONNECT",
   ":authority": url.host,

@@ -133,6 +133,7 @@ async fn handshake(uri: WsUri, config: ConnectConfig) -> Result<Http2Connection>
     };
     let (mut send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .max_header_list_size(u32::try_from(config.protocol.max_head_size).unwrap_or(u32::MAX))
+        .max_send_buf_size(4 * super::stream::HTTP2_WRITE_CHUNK)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(http2_error)?;

@@ -50,6 +50,11 @@ impl MaybeTlsStream {
     }
 }
 
+/// The most one write hands to an HTTP/2 stream: hyper takes every write whole whatever
+/// the flow-control window, so writes are cut to this and the WebSocket's send buffer
+/// (its high-water mark, the server's send budget) holds the rest, as over TCP.
+pub(crate) const HTTP2_WRITE_CHUNK: usize = 16 << 10;
+
 /// Forwards a method call to the stream in either variant.
 macro_rules! either {
     ($self:ident, $stream:ident => $call:expr) => {
@@ -79,6 +84,12 @@ impl AsyncWrite for MaybeTlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        #[cfg(feature = "http2")]
+        let buf = if matches!(*self, Self::Http2(_)) {
+            &buf[..buf.len().min(HTTP2_WRITE_CHUNK)]
+        } else {
+            buf
+        };
         either!(self, stream => Pin::new(stream).poll_write(cx, buf))
     }
 
@@ -87,6 +98,14 @@ impl AsyncWrite for MaybeTlsStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        #[cfg(feature = "http2")]
+        if matches!(*self, Self::Http2(_)) {
+            let first = bufs
+                .iter()
+                .find(|buf| !buf.is_empty())
+                .map_or(&[][..], |buf| &**buf);
+            return self.poll_write(cx, first);
+        }
         either!(self, stream => Pin::new(stream).poll_write_vectored(cx, bufs))
     }
 
@@ -95,8 +114,9 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Tcp(stream) => stream.is_write_vectored(),
             #[cfg(feature = "rustls")]
             Self::Tls(stream) => stream.is_write_vectored(),
+            // One write at a time, each at most HTTP2_WRITE_CHUNK (see poll_write).
             #[cfg(feature = "http2")]
-            Self::Http2(stream) => stream.is_write_vectored(),
+            Self::Http2(_) => false,
         }
     }
 

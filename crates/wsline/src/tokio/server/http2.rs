@@ -7,11 +7,14 @@
 //! WebSocket's send buffer fills and the high-water mark applies, as over TCP.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Version;
@@ -20,13 +23,19 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{prepare, run_handler, Handler, ServerShared, Settings};
 use crate::http::{accept_request, to_http, to_request};
-use crate::proto::Connection;
+use crate::proto::{Connection, Response};
 use crate::tokio::stream::MaybeTlsStream;
+use crate::tokio::stream::HTTP2_WRITE_CHUNK;
 use crate::tokio::websocket::WebSocket;
+
+/// The most h2 buffers for one stream beyond the WebSocket's own send buffer.
+const HTTP2_SEND_BUFFER: usize = 4 * HTTP2_WRITE_CHUNK;
 
 /// How the HTTP/2 connection preface starts (RFC 9113 §3.4: `PRI * HTTP/2.0…`); no
 /// HTTP/1.1 method is `PRI`.
@@ -98,12 +107,22 @@ pub(super) async fn serve<H: Handler>(
     builder
         .enable_connect_protocol()
         .max_concurrent_streams(settings.http2_max_streams)
+        // What h2 buffers per stream beyond the WebSocket's own send buffer (with writes of
+        // at most HTTP2_WRITE_CHUNK, see MaybeTlsStream).
+        .max_send_buf_size(HTTP2_SEND_BUFFER)
         // The request head's limit, as over HTTP/1.1 (HPACK-decoded size, RFC 9113 §6.5.2).
         .max_header_list_size(u32::try_from(settings.protocol.max_head_size).unwrap_or(u32::MAX));
+    // The WebSockets of this connection run in tasks this function owns: dropped (the
+    // server's shutdown timeout passed), it drops them; their panics are reported.
+    let (spawn_tx, mut spawned) = mpsc::unbounded_channel::<WebSocketTask>();
+    let (live_tx, live) = watch::channel(0usize);
+    let open_timeout = settings.protocol.open_timeout;
     let service = {
         let shared = Arc::clone(&shared);
         service_fn(move |request| {
-            let response = answer(request, peer, &handler, &settings, &shared);
+            let response = answer(
+                request, peer, &handler, &settings, &shared, &spawn_tx, &live_tx,
+            );
             async move { Ok::<_, Infallible>(response) }
         })
     };
@@ -113,27 +132,101 @@ pub(super) async fn serve<H: Handler>(
         stream,
     };
     let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
-    let outcome = tokio::select! {
-        outcome = connection.as_mut() => outcome,
-        () = shared.shutdown.raised() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let mut tasks = JoinSet::new();
+    let mut closing = false;
+    // hyper's graceful shutdown waits for the client to answer a PING: one that never does
+    // (a dead or hostile peer) has the connection dropped this long after, while idle.
+    let mut linger = None;
+    let outcome = loop {
+        tokio::select! {
+            outcome = connection.as_mut() => break outcome,
+            () = sleep_until(linger), if linger.is_some() && tasks.is_empty() => {
+                tracing::debug!(%peer, "HTTP/2 connection did not close in time; dropping it");
+                break Ok(());
+            }
+            Some(task) = spawned.recv() => {
+                tasks.spawn(task);
+            }
+            Some(result) = tasks.join_next() => super::report(result),
+            () = shared.shutdown.raised(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            // No WebSocket for a whole open timeout (none yet, or all ended): GOAWAY, as an
+            // HTTP/1.1 connection that sends no handshake is closed.
+            () = idle(live.clone(), open_timeout), if !closing => {
+                closing = true;
+                tracing::debug!(%peer, "HTTP/2 connection idle; closing it");
+                connection.as_mut().graceful_shutdown();
+                linger = open_timeout.map(|timeout| Instant::now() + timeout);
+            }
         }
     };
     if let Err(error) = outcome {
         tracing::debug!(%peer, %error, "HTTP/2 connection ended");
     }
+    while let Some(result) = tasks.join_next().await {
+        super::report(result);
+    }
+}
+
+/// Sleeps until `deadline`; never without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A WebSocket of an HTTP/2 connection, to run in a task of the connection's.
+type WebSocketTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Resolves once `live` (the connection's WebSockets) has been 0 for `timeout`; never
+/// without a timeout.
+async fn idle(mut live: watch::Receiver<usize>, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        if *live.borrow_and_update() == 0 {
+            tokio::select! {
+                () = tokio::time::sleep(timeout) => return,
+                changed = live.changed() => if changed.is_err() { return std::future::pending().await },
+            }
+        } else if live.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Counts a WebSocket of the connection while it lives.
+struct Live(watch::Sender<usize>);
+
+impl Live {
+    fn new(live: &watch::Sender<usize>) -> Self {
+        live.send_modify(|count| *count += 1);
+        Self(live.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count -= 1);
+    }
 }
 
 /// Answers one request of an HTTP/2 connection: the handshake of `wsline::http`, passed
-/// through the handler's hook; a 200 to a valid extended CONNECT opens the WebSocket on the
-/// stream, in a task of its own.
+/// through the handler's hook (a panic there is this request's 500, not the connection's
+/// end); a 200 to a valid extended CONNECT opens the WebSocket on the stream, in a task of
+/// the connection's.
 fn answer<H: Handler>(
     request: http::Request<Incoming>,
     peer: SocketAddr,
     handler: &Arc<H>,
     settings: &Arc<Settings>,
     shared: &Arc<ServerShared>,
+    spawn: &mpsc::UnboundedSender<WebSocketTask>,
+    live: &watch::Sender<usize>,
 ) -> http::Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let core_request = to_request(&parts);
@@ -142,7 +235,13 @@ fn answer<H: Handler>(
         Ok(accepted) => accepted.core_response().clone(),
         Err(rejected) => rejected.core_response().clone(),
     };
-    handler.on_handshake(&core_request, &mut response);
+    let hooked = panic::catch_unwind(AssertUnwindSafe(|| {
+        handler.on_handshake(&core_request, &mut response);
+    }));
+    if hooked.is_err() {
+        tracing::error!(%peer, path = %core_request.path, "on_handshake panicked; answering 500");
+        response = Response::text(500, "Internal server error");
+    }
     let status = response.status;
     match outcome {
         Ok(accepted) if status == 200 => {
@@ -153,7 +252,9 @@ fn answer<H: Handler>(
                 Arc::clone(settings),
                 Arc::clone(shared),
             );
-            tokio::spawn(async move {
+            let counted = Live::new(live);
+            let task: WebSocketTask = Box::pin(async move {
+                let _counted = counted;
                 let upgraded = match hyper::upgrade::on(request).await {
                     Ok(upgraded) => upgraded,
                     Err(error) => {
@@ -172,9 +273,16 @@ fn answer<H: Handler>(
                 prepare(&mut ws, &settings, &shared);
                 run_handler(ws, peer, &handler, &shared).await;
             });
+            // The receiver lives as long as the connection that called this.
+            let _ = spawn.send(task);
         }
         _ => {
-            tracing::info!(%peer, status, path = %core_request.path, http = 2, "handshake rejected")
+            tracing::info!(%peer, status, path = %core_request.path, http = 2, "handshake rejected");
+            // Any other 2xx to a CONNECT would open a tunnel (RFC 9113 §8.5) with no
+            // WebSocket behind it.
+            if (200..300).contains(&status) && parts.method == http::Method::CONNECT {
+                response = Response::text(500, "Internal server error");
+            }
         }
     }
     to_http(&response, Version::HTTP_2)

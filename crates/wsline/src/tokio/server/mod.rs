@@ -51,6 +51,11 @@ use crate::{Error, Result, ServerConfig};
 pub trait Handler: Send + Sync + 'static {
     /// Inspects the handshake request and may alter the response before it is sent: add
     /// headers, or refuse by replacing it (e.g. with [`Response::text`]`(403, "…")`).
+    ///
+    /// Over HTTP/2 (feature `http2`) the request is an extended CONNECT: method `CONNECT`,
+    /// [`Request::protocol`] `Some("websocket")`, no `Upgrade` or `Sec-WebSocket-Key`; the
+    /// response that accepts it is a 200, not a 101 (RFC 8441). A panic here fails that one
+    /// request (500), not the connection's other WebSockets.
     fn on_handshake(&self, request: &Request, response: &mut Response) {
         let _ = (request, response);
     }
@@ -596,7 +601,7 @@ fn close_code(
 }
 
 /// Logs a connection task that panicked.
-fn report(result: std::result::Result<(), JoinError>) {
+pub(super) fn report(result: std::result::Result<(), JoinError>) {
     if let Err(error) = result {
         if error.is_panic() {
             tracing::error!(%error, "connection task panicked");
