@@ -27,6 +27,10 @@ async fn server(config: ServerConfig) -> (Server, mpsc::UnboundedReceiver<Seen>)
                 .map(|request| request.path.clone())
                 .unwrap_or_default();
             let extensions = ws.extension_names().map(str::to_owned).collect();
+            assert!(
+                ws.get_ref().peer_addr().is_some(),
+                "the peer of every stream is known"
+            );
             let _ = tx.send((ws.get_ref().is_http2(), path, extensions));
             while let Some(message) = ws.recv().await {
                 ws.send(message?).await?;
@@ -320,6 +324,7 @@ async fn several_websockets_share_one_http2_connection() {
         for path in ["/a", "/b?x=1", "/c"] {
             let ws = connection.open(path).await.unwrap();
             assert!(ws.get_ref().is_http2(), "{scheme}");
+            assert_eq!(ws.get_ref().peer_addr().map(|addr| addr.port()), Some(port));
             assert_eq!(ws.subprotocol(), Some("chat"));
             assert_eq!(
                 ws.extension_names().collect::<Vec<_>>(),

@@ -15,7 +15,7 @@ use http_body_util::Empty;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::stream::MaybeTlsStream;
+use super::stream::{Http2Stream, MaybeTlsStream};
 use super::websocket::{Limits, WebSocket};
 use crate::proto::{self, Connection, Failure, HandshakeError, Headers};
 use crate::{ConnectConfig, Error, Result, WsUri};
@@ -51,6 +51,7 @@ pub struct Http2Connection {
     send: SendRequest<Empty<Bytes>>,
     uri: WsUri,
     config: Arc<ConnectConfig>,
+    peer_addr: Option<std::net::SocketAddr>,
 }
 
 impl fmt::Debug for Http2Connection {
@@ -106,7 +107,12 @@ impl Http2Connection {
         } else {
             self.uri.join(path)?
         };
-        let opening = open_stream(self.send.clone(), uri, Arc::clone(&self.config));
+        let opening = open_stream(
+            self.send.clone(),
+            uri,
+            Arc::clone(&self.config),
+            self.peer_addr,
+        );
         match self.config.protocol.open_timeout {
             Some(timeout) => ::tokio::time::timeout(timeout, opening)
                 .await
@@ -126,6 +132,7 @@ impl Http2Connection {
 async fn handshake(uri: WsUri, config: ConnectConfig) -> Result<Http2Connection> {
     let tcp = TcpStream::connect((uri.host(), uri.port())).await?;
     tcp.set_nodelay(config.io.nodelay)?;
+    let peer_addr = tcp.peer_addr().ok();
     let stream = if uri.is_secure() {
         secure(tcp, &uri, &config).await?
     } else {
@@ -173,6 +180,7 @@ async fn handshake(uri: WsUri, config: ConnectConfig) -> Result<Http2Connection>
         send,
         uri,
         config: Arc::new(config),
+        peer_addr,
     })
 }
 
@@ -206,6 +214,7 @@ async fn open_stream(
     mut send: SendRequest<Empty<Bytes>>,
     uri: WsUri,
     config: Arc<ConnectConfig>,
+    peer_addr: Option<std::net::SocketAddr>,
 ) -> Result<WebSocket<MaybeTlsStream>> {
     let mut request = proto::build_extended_connect(&uri, &config.protocol);
     config.apply_to(&mut request);
@@ -222,7 +231,7 @@ async fn open_stream(
         config.protocol.clone(),
         Instant::now().into_std(),
     );
-    let stream = MaybeTlsStream::Http2(Box::new(TokioIo::new(upgraded)));
+    let stream = MaybeTlsStream::Http2(Box::new(Http2Stream::new(upgraded, peer_addr)));
     let mut ws = WebSocket::new(stream, conn, Limits::from(&*config));
     ws.set_response(core_response);
     Ok(ws)

@@ -114,5 +114,7 @@ pub use server::{
     Server, ServerHandle,
 };
 pub use split::{ReadHalf, ReuniteError, Sender, WriteHalf};
+#[cfg(feature = "http2")]
+pub use stream::Http2Stream;
 pub use stream::MaybeTlsStream;
 pub use websocket::{WebSocket, DEFAULT_MAX_UNREAD_BYTES, DEFAULT_MAX_UNREAD_MESSAGES};

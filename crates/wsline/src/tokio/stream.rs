@@ -1,6 +1,8 @@
-//! [`MaybeTlsStream`]: TCP or TLS over TCP, for the client and the server.
+//! [`MaybeTlsStream`]: TCP, TLS over TCP, or a stream of an HTTP/2 connection, for the
+//! client and the server.
 
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -21,12 +23,12 @@ pub enum MaybeTlsStream {
     /// One stream of an HTTP/2 connection, over TCP or TLS, that an extended CONNECT opened
     /// (feature `http2`).
     #[cfg(feature = "http2")]
-    Http2(Box<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>),
+    Http2(Box<Http2Stream>),
 }
 
 impl MaybeTlsStream {
-    /// The TCP stream under it (addresses, socket options); `None` for an HTTP/2 stream,
-    /// which shares its connection with others.
+    /// The TCP stream under it (socket options); `None` for an HTTP/2 stream, which shares
+    /// its connection with others.
     #[must_use]
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
@@ -35,6 +37,17 @@ impl MaybeTlsStream {
             Self::Tls(stream) => Some(stream.get_ref().0),
             #[cfg(feature = "http2")]
             Self::Http2(_) => None,
+        }
+    }
+
+    /// The address of the other end of the connection (of the HTTP/2 connection, for one
+    /// of its streams).
+    #[must_use]
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            #[cfg(feature = "http2")]
+            Self::Http2(stream) => stream.peer_addr,
+            _ => self.tcp().and_then(|tcp| tcp.peer_addr().ok()),
         }
     }
 
@@ -50,9 +63,68 @@ impl MaybeTlsStream {
     }
 }
 
-/// The most one write hands to an HTTP/2 stream: hyper takes every write whole whatever
-/// the flow-control window, so writes are cut to this and the WebSocket's send buffer
-/// (its high-water mark, the server's send budget) holds the rest, as over TCP.
+/// One stream of an HTTP/2 connection that carries a WebSocket (feature `http2`).
+///
+/// hyper takes every write to it whole, whatever the flow-control window, so writes are cut
+/// to 16 KiB: the WebSocket's send buffer (its high-water mark, the server's
+/// send budget) holds the rest, as over TCP.
+#[cfg(feature = "http2")]
+pub struct Http2Stream {
+    io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+    peer_addr: Option<SocketAddr>,
+}
+
+#[cfg(feature = "http2")]
+impl Http2Stream {
+    pub(crate) fn new(upgraded: hyper::upgrade::Upgraded, peer_addr: Option<SocketAddr>) -> Self {
+        Self {
+            io: hyper_util::rt::TokioIo::new(upgraded),
+            peer_addr,
+        }
+    }
+}
+
+#[cfg(feature = "http2")]
+impl std::fmt::Debug for Http2Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http2Stream")
+            .field("peer_addr", &self.peer_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "http2")]
+impl AsyncRead for Http2Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+#[cfg(feature = "http2")]
+impl AsyncWrite for Http2Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let buf = &buf[..buf.len().min(HTTP2_WRITE_CHUNK)];
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The most one write hands to an HTTP/2 stream (see [`Http2Stream`]).
 pub(crate) const HTTP2_WRITE_CHUNK: usize = 16 << 10;
 
 /// Forwards a method call to the stream in either variant.
@@ -84,12 +156,6 @@ impl AsyncWrite for MaybeTlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        #[cfg(feature = "http2")]
-        let buf = if matches!(*self, Self::Http2(_)) {
-            &buf[..buf.len().min(HTTP2_WRITE_CHUNK)]
-        } else {
-            buf
-        };
         either!(self, stream => Pin::new(stream).poll_write(cx, buf))
     }
 
@@ -98,14 +164,6 @@ impl AsyncWrite for MaybeTlsStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        #[cfg(feature = "http2")]
-        if matches!(*self, Self::Http2(_)) {
-            let first = bufs
-                .iter()
-                .find(|buf| !buf.is_empty())
-                .map_or(&[][..], |buf| &**buf);
-            return self.poll_write(cx, first);
-        }
         either!(self, stream => Pin::new(stream).poll_write_vectored(cx, bufs))
     }
 
@@ -114,7 +172,7 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Tcp(stream) => stream.is_write_vectored(),
             #[cfg(feature = "rustls")]
             Self::Tls(stream) => stream.is_write_vectored(),
-            // One write at a time, each at most HTTP2_WRITE_CHUNK (see poll_write).
+            // One write at a time, each at most HTTP2_WRITE_CHUNK.
             #[cfg(feature = "http2")]
             Self::Http2(_) => false,
         }

@@ -31,7 +31,7 @@ use super::{prepare, run_handler, Handler, ServerShared, Settings};
 use crate::http::{accept_request, to_http, to_request};
 use crate::proto::{Connection, Response};
 use crate::tokio::stream::MaybeTlsStream;
-use crate::tokio::stream::HTTP2_WRITE_CHUNK;
+use crate::tokio::stream::{Http2Stream, HTTP2_WRITE_CHUNK};
 use crate::tokio::websocket::WebSocket;
 
 /// The most h2 buffers for one stream beyond the WebSocket's own send buffer.
@@ -261,7 +261,8 @@ fn answer<H: Handler>(
                         return tracing::debug!(%peer, %error, "HTTP/2 stream not upgraded");
                     }
                 };
-                let stream = MaybeTlsStream::Http2(Box::new(TokioIo::new(upgraded)));
+                let stream =
+                    MaybeTlsStream::Http2(Box::new(Http2Stream::new(upgraded, Some(peer))));
                 let (negotiated, request) = accepted.into_parts();
                 let conn = Connection::from_negotiated(
                     negotiated,
