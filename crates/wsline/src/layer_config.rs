@@ -90,9 +90,9 @@ pub struct ServerConfig {
     /// the application builds decides the threads). Default: the number of CPUs this process may run on (so a server pinned
     /// to one core runs one loop).
     pub workers: usize,
-    /// Most connections open at once; further clients wait in the listen backlog. An
-    /// HTTP/2 connection counts once, however many WebSockets it carries
-    /// ([`ServerConfig::http2_max_streams`] bounds those). Default: 100,000.
+    /// Most connections open at once; further clients wait in the listen backlog. On an
+    /// HTTP/2 connection each WebSocket counts as one more, and one past the limit is
+    /// answered 503. Default: 100,000.
     pub max_connections: usize,
     /// Buffers, high-water mark and `TCP_NODELAY` of every accepted connection; past the
     /// high-water mark [`ServerConfig::backpressure`] applies. Default: [`IoConfig::default`].

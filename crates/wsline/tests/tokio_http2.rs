@@ -424,3 +424,46 @@ async fn the_http2_client_talks_to_a_node_http2_server() {
     }
     node_server.terminate();
 }
+
+/// Each WebSocket on an HTTP/2 connection counts against `max_connections` (and in
+/// `connection_count`): with room for the connection and one WebSocket (and the permit the
+/// accept loop holds for the next client), the second gets 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_on_http2_count_against_max_connections() {
+    let mut config = big();
+    config.max_connections = 3;
+    let (server, _seen) = server(config).await;
+    let connection =
+        wsline::tokio::Http2Connection::connect(&format!("ws://{}/", server.local_addr()))
+            .await
+            .unwrap();
+    let mut first = connection.open("/one").await.unwrap();
+    first.send("one").await.unwrap();
+    assert_eq!(first.recv().await.unwrap().unwrap(), "one".into());
+    assert_eq!(
+        server.connection_count(),
+        2,
+        "the HTTP/2 connection and its WebSocket"
+    );
+    match connection.open("/two").await {
+        Err(wsline::Error::Handshake(wsline::proto::HandshakeError::Rejected(response))) => {
+            assert_eq!(response.status, 503);
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+    first.close(CloseCode::NORMAL, "").await.unwrap();
+    // Its permit is back: another WebSocket opens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut again = loop {
+        match connection.open("/three").await {
+            Ok(ws) => break ws,
+            Err(error) if std::time::Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("no WebSocket after the first closed: {error}"),
+        }
+    };
+    again.send("three").await.unwrap();
+    assert_eq!(again.recv().await.unwrap().unwrap(), "three".into());
+}

@@ -242,6 +242,16 @@ fn answer<H: Handler>(
         tracing::error!(%peer, path = %core_request.path, "on_handshake panicked; answering 500");
         response = Response::text(500, "Internal server error");
     }
+    // Each WebSocket is a connection for `max_connections`, as over HTTP/1.1.
+    let permit = match Arc::clone(&shared.permits).try_acquire_owned() {
+        Ok(permit) => Some(permit),
+        Err(_) if response.status == 200 => {
+            tracing::info!(%peer, path = %core_request.path, "at max_connections; answering 503");
+            response = Response::text(503, "Server at its connection limit");
+            None
+        }
+        Err(_) => None,
+    };
     let status = response.status;
     match outcome {
         Ok(accepted) if status == 200 => {
@@ -255,6 +265,8 @@ fn answer<H: Handler>(
             let counted = Live::new(live);
             let task: WebSocketTask = Box::pin(async move {
                 let _counted = counted;
+                let _permit = permit;
+                let _connection = super::Counted::new(&shared.connections);
                 let upgraded = match hyper::upgrade::on(request).await {
                     Ok(upgraded) => upgraded,
                     Err(error) => {

@@ -157,6 +157,9 @@ where
 struct ServerShared {
     shutdown: Arc<Signal>,
     connections: AtomicUsize,
+    /// One per open connection (`max_connections`): a TCP connection, or a WebSocket on
+    /// an HTTP/2 connection.
+    permits: Arc<Semaphore>,
     finished: watch::Receiver<bool>,
 }
 
@@ -184,7 +187,6 @@ struct Settings {
     protocol: Arc<Config>,
     limits: Limits,
     nodelay: bool,
-    max_connections: usize,
     shutdown_timeout: Duration,
     budget: Option<Arc<SendBudget>>,
     #[cfg(feature = "rustls")]
@@ -482,15 +484,16 @@ pub fn serve_on<H: Handler>(
     let local_addr = listener.local_addr()?;
     let scheme = config.scheme();
     let (finished_tx, finished) = watch::channel(false);
+    let max_connections = config.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let shared = Arc::new(ServerShared {
         shutdown: Arc::new(Signal::default()),
         connections: AtomicUsize::new(0),
+        permits: Arc::new(Semaphore::new(max_connections)),
         finished,
     });
     let settings = Arc::new(Settings {
         limits: Limits::from(&config),
         nodelay: config.io.nodelay,
-        max_connections: config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
         shutdown_timeout: config.shutdown_timeout,
         budget: config.send_budget.map(SendBudget::new),
         #[cfg(feature = "rustls")]
@@ -521,7 +524,7 @@ async fn accept_loop<H: Handler>(
     finished: watch::Sender<bool>,
 ) {
     let mut tasks = JoinSet::new();
-    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let permits = Arc::clone(&shared.permits);
     loop {
         // Further clients wait in the listen backlog while max_connections are open.
         let permit = ::tokio::select! {
