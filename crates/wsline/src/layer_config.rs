@@ -90,9 +90,10 @@ pub struct ServerConfig {
     /// the application builds decides the threads). Default: the number of CPUs this process may run on (so a server pinned
     /// to one core runs one loop).
     pub workers: usize,
-    /// Most connections open at once; further clients wait in the listen backlog. On an
-    /// HTTP/2 connection each WebSocket counts as one more, and one past the limit is
-    /// answered 503. Default: 100,000.
+    /// Most connections open at once; further clients wait in the listen backlog (the
+    /// tokio server keeps one of them for the next client while it waits). On an HTTP/2
+    /// connection each WebSocket counts as one more besides the connection itself, and one
+    /// that finds none left is answered 503. Default: 100,000.
     pub max_connections: usize,
     /// Buffers, high-water mark and `TCP_NODELAY` of every accepted connection; past the
     /// high-water mark [`ServerConfig::backpressure`] applies. Default: [`IoConfig::default`].
@@ -121,8 +122,8 @@ pub struct ServerConfig {
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`): a client that wants more waits for one to end,
     /// or has the extra streams refused (`REFUSED_STREAM`). Each counts against the send
     /// budget like a connection of its own, and costs what one does (its read buffer, a
-    /// message being reassembled, compression state), plus up to 64 KiB that h2 buffers
-    /// for it. Default: 256.
+    /// message being reassembled, compression state), plus about 64 KiB that hyper and h2
+    /// buffer for it. Default: 256.
     pub http2_max_streams: u32,
     /// TLS (feature `rustls`): every accepted connection runs the TLS handshake with this
     /// configuration before the WebSocket one, and the server serves `wss://`. Default:

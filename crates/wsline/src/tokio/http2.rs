@@ -45,7 +45,9 @@ const SETTINGS_POLL: Duration = Duration::from_millis(2);
 /// # }
 /// ```
 ///
-/// The connection lives as long as a WebSocket on it or this handle does.
+/// The connection lives as long as a WebSocket on it or this handle does, and the server
+/// keeps it: wsline's server closes one that has had no WebSocket for its open timeout
+/// (10 s by default). Once [`is_closed`](Self::is_closed), connect again.
 #[derive(Clone)]
 pub struct Http2Connection {
     send: SendRequest<Empty<Bytes>>,

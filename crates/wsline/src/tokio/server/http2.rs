@@ -34,8 +34,10 @@ use crate::tokio::stream::MaybeTlsStream;
 use crate::tokio::stream::{Http2Stream, HTTP2_WRITE_CHUNK};
 use crate::tokio::websocket::WebSocket;
 
-/// The most h2 buffers for one stream beyond the WebSocket's own send buffer.
-const HTTP2_SEND_BUFFER: usize = 4 * HTTP2_WRITE_CHUNK;
+/// What h2 buffers for one stream; with hyper's own hand-off (a one-slot channel and the
+/// chunk its send task holds) about 4 chunks per stream sit outside the WebSocket's send
+/// buffer.
+const HTTP2_SEND_BUFFER: usize = HTTP2_WRITE_CHUNK;
 
 /// How the HTTP/2 connection preface starts (RFC 9113 §3.4: `PRI * HTTP/2.0…`); no
 /// HTTP/1.1 method is `PRI`.
@@ -140,7 +142,7 @@ pub(super) async fn serve<H: Handler>(
     let outcome = loop {
         tokio::select! {
             outcome = connection.as_mut() => break outcome,
-            () = sleep_until(linger), if linger.is_some() && tasks.is_empty() => {
+            () = sleep_until(linger), if linger.is_some() && *live.borrow() == 0 && spawned.is_empty() => {
                 tracing::debug!(%peer, "HTTP/2 connection did not close in time; dropping it");
                 break Ok(());
             }
@@ -151,6 +153,7 @@ pub(super) async fn serve<H: Handler>(
             () = shared.shutdown.raised(), if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
+                linger = open_timeout.map(|timeout| Instant::now() + timeout);
             }
             // No WebSocket for a whole open timeout (none yet, or all ended): GOAWAY, as an
             // HTTP/1.1 connection that sends no handshake is closed.
@@ -164,6 +167,12 @@ pub(super) async fn serve<H: Handler>(
     };
     if let Err(error) = outcome {
         tracing::debug!(%peer, %error, "HTTP/2 connection ended");
+    }
+    // A WebSocket answered in the last turn: its stream is gone with the connection, so
+    // its task ends at once.
+    spawned.close();
+    while let Ok(task) = spawned.try_recv() {
+        tasks.spawn(task);
     }
     while let Some(result) = tasks.join_next().await {
         super::report(result);
@@ -242,16 +251,22 @@ fn answer<H: Handler>(
         tracing::error!(%peer, path = %core_request.path, "on_handshake panicked; answering 500");
         response = Response::text(500, "Internal server error");
     }
-    // Each WebSocket is a connection for `max_connections`, as over HTTP/1.1.
-    let permit = match Arc::clone(&shared.permits).try_acquire_owned() {
-        Ok(permit) => Some(permit),
-        Err(_) if response.status == 200 => {
-            tracing::info!(%peer, path = %core_request.path, "at max_connections; answering 503");
-            response = Response::text(503, "Server at its connection limit");
-            None
+    // Each WebSocket is a connection for `max_connections`, as over HTTP/1.1; none opens
+    // once the server is shutting down.
+    let mut permit = None;
+    if outcome.is_ok() && response.status == 200 {
+        if shared.shutdown.is_raised() {
+            response = Response::text(503, "Server shutting down");
+        } else {
+            match Arc::clone(&shared.permits).try_acquire_owned() {
+                Ok(acquired) => permit = Some(acquired),
+                Err(_) => {
+                    tracing::info!(%peer, path = %core_request.path, "at max_connections; answering 503");
+                    response = Response::text(503, "Server at its connection limit");
+                }
+            }
         }
-        Err(_) => None,
-    };
+    }
     let status = response.status;
     match outcome {
         Ok(accepted) if status == 200 => {
