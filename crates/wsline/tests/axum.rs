@@ -15,9 +15,9 @@ use axum::Router;
 use http::Version;
 use tokio::sync::mpsc;
 use wsline::axum::{WebSocket, WebSocketUpgrade};
-use wsline::{CloseCode, Error, Message};
+use wsline::{CloseCode, Message};
 
-use support::{interop, process};
+use support::{interop, process, tokio_common};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -207,16 +207,8 @@ async fn the_extractor_refuses_what_is_not_a_handshake_with_the_servers_status()
 async fn a_client_that_closes_is_told_apart_from_a_server_close() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let (addr, _seen) = serve().await;
-        let mut ws = wsline::tokio::connect(&format!("ws://{addr}/py/close"))
-            .await
-            .unwrap();
-        let Some(Err(Error::ConnectionClosed(closed))) = ws.recv().await else {
-            panic!("expected the server's close");
-        };
-        assert_eq!(
-            (closed.code().as_u16(), closed.reason()),
-            (4003, "server bye")
-        );
+        let url = format!("ws://{addr}/py/close");
+        tokio_common::assert_server_closes_with(&url, 4003, "server bye").await;
     })
     .await
     .expect("test timed out");

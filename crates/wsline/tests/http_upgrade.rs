@@ -23,9 +23,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use wsline::tokio::WebSocket;
-use wsline::{CloseCode, Config, Error, Message, ServerConfig};
+use wsline::{CloseCode, Config, Message, ServerConfig};
 
-use support::{interop, process};
+use support::{interop, process, tokio_common};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -143,16 +143,8 @@ async fn the_tokio_client_gets_compressed_echoes_through_hyper() {
         assert!(ws.close_status().unwrap().clean);
         assert_eq!(closes.recv().await, Some((4001, "client bye".into())));
 
-        let mut ws = wsline::tokio::connect(&format!("ws://{addr}/ws/close"))
-            .await
-            .unwrap();
-        let Some(Err(Error::ConnectionClosed(closed))) = ws.recv().await else {
-            panic!("expected the server's close");
-        };
-        assert_eq!(
-            (closed.code().as_u16(), closed.reason()),
-            (4003, "server bye")
-        );
+        let url = format!("ws://{addr}/ws/close");
+        tokio_common::assert_server_closes_with(&url, 4003, "server bye").await;
     })
     .await
     .expect("test timed out");

@@ -73,3 +73,13 @@ where
         .expect("bind a free port");
     (server, reports)
 }
+
+/// Connects to `url` with the tokio client and expects the server to close at once with
+/// `code` and `reason`.
+pub async fn assert_server_closes_with(url: &str, code: u16, reason: &str) {
+    let mut ws = wsline::tokio::connect(url).await.expect("connect");
+    let Some(Err(wsline::Error::ConnectionClosed(closed))) = ws.recv().await else {
+        panic!("expected the server's close");
+    };
+    assert_eq!((closed.code().as_u16(), closed.reason()), (code, reason));
+}
