@@ -26,6 +26,11 @@ while [ $# -gt 0 ]; do
 done
 seconds="${1:-3600}"
 shift || true
+if ! [[ "$seconds" =~ ^[1-9][0-9]*$ && "$jobs" =~ ^[1-9][0-9]*$ ]]; then
+    echo "fuzz_campaign: SECONDS and --jobs must be positive integers (got '$seconds', '$jobs')" >&2
+    sed -n '2,14p' "$0" >&2
+    exit 2
+fi
 cd "$(dirname "$0")/../fuzz"
 
 if ! command -v cargo-fuzz >/dev/null; then
@@ -58,6 +63,8 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 out="campaign/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
+# What the fuzzers run: the tree as it is now (coverage is built from the tree at the end).
+fuzzed="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- ../crates || echo ' (modified)')"
 cargo fuzz build
 
 run_target() {
@@ -103,8 +110,9 @@ done
 {
     echo "# Fuzz campaign $(basename "$out")"
     echo
-    echo "$seconds s per target, $jobs at a time, on $(nproc) CPUs; wsline at" \
-        "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- ../crates || echo ' (modified)')."
+    built=""
+    [ "$coverage" = 1 ] && built=" (coverage built at $(git rev-parse --short HEAD))"
+    echo "$seconds s per target, $jobs at a time, on $(nproc) CPUs; wsline at $fuzzed$built."
     echo
     echo "| target | executions | exec/s | libFuzzer cov | ft | corpus files | peak RSS | outcome |"
     echo "|---|--:|--:|--:|--:|--:|--:|---|"
@@ -115,14 +123,23 @@ if [ "$coverage" = 1 ]; then
     triple="$(rustc -vV | sed -n 's/^host: //p')"
     objects=()
     profiles=()
+    covered=()
     for target in "${targets[@]}"; do
         echo "fuzz_campaign: coverage of $target"
-        cargo fuzz coverage --llvm-path "$llvm_bin" "$target" "corpus/$target" "seeds/$target" \
-            >"$out/$target.coverage.log" 2>&1
+        # A corpus input that crashes fails the coverage run: report it, go on.
+        if ! cargo fuzz coverage --llvm-path "$llvm_bin" "$target" "corpus/$target" \
+            "seeds/$target" >"$out/$target.coverage.log" 2>&1; then
+            echo "fuzz_campaign: coverage of $target failed; see fuzz/$out/$target.coverage.log" >&2
+            failed=1
+            continue
+        fi
+        covered+=("$target")
         objects+=("target/$triple/coverage/$triple/release/$target")
         profiles+=("coverage/$target/coverage.profdata")
     done
-    "$llvm_bin/llvm-profdata" merge -sparse "${profiles[@]}" -o "$out/all.profdata"
+    if [ ${#profiles[@]} -gt 0 ]; then
+        "$llvm_bin/llvm-profdata" merge -sparse "${profiles[@]}" -o "$out/all.profdata"
+    fi
     summarize() { # NAME PROFILE OBJECT...
         local name="$1" profile="$2"
         shift 2
@@ -149,10 +166,12 @@ print(f"| {name} | {proto} | {crate} |")
         echo
         echo "| target | crates/wsline/src/proto/ | crates/wsline/src/ |"
         echo "|---|--:|--:|"
-        for i in "${!targets[@]}"; do
-            summarize "${targets[$i]}" "${profiles[$i]}" "${objects[$i]}"
+        for i in "${!covered[@]}"; do
+            summarize "${covered[$i]}" "${profiles[$i]}" "${objects[$i]}"
         done
-        summarize "all targets" "$out/all.profdata" "${objects[@]}"
+        if [ ${#profiles[@]} -gt 0 ]; then
+            summarize "all targets" "$out/all.profdata" "${objects[@]}"
+        fi
     } >>"$out/report.md"
 fi
 
