@@ -212,12 +212,7 @@ pub(crate) fn accept_request(
 }
 
 fn reject(error: HandshakeError, version: Version, config: &Config) -> proto::Rejected {
-    let status = error.status().unwrap_or(400);
-    let text = format!("Failed to open a WebSocket connection: {error}.");
-    let mut response = proto::Response::text(status, &text);
-    if let Some(server) = &config.server_header {
-        response.headers.append("Server", server.clone());
-    }
+    let mut response = proto::error_response(&error, config);
     if version >= Version::HTTP_2 {
         proto::for_http2(&mut response);
     }
@@ -230,13 +225,7 @@ fn reject(error: HandshakeError, version: Version, config: &Config) -> proto::Re
 /// The core's view of the request: method, target, `:protocol`, headers; over HTTP/2 the
 /// `:authority` becomes `Host` when there is none.
 pub(crate) fn to_request(parts: &http::request::Parts) -> proto::Request {
-    let mut headers = Headers::new();
-    for (name, value) in &parts.headers {
-        headers.append(
-            name.as_str(),
-            String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        );
-    }
+    let mut headers = core_headers(&parts.headers);
     if parts.version >= Version::HTTP_2 && !parts.headers.contains_key(HOST) {
         if let Some(authority) = parts.uri.authority() {
             headers.append("Host", authority.as_str());
@@ -252,6 +241,19 @@ pub(crate) fn to_request(parts: &http::request::Parts) -> proto::Request {
         protocol: protocol(parts),
         headers,
     }
+}
+
+/// `map` as the core's header fields, every value kept (a value that is not UTF-8, which
+/// no WebSocket header may have, arrives lossily, as from wsline's own parser).
+pub(crate) fn core_headers(map: &http::HeaderMap) -> Headers {
+    let mut headers = Headers::new();
+    for (name, value) in map {
+        headers.append(
+            name.as_str(),
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        );
+    }
+    headers
 }
 
 /// The `:protocol` of an HTTP/2 extended CONNECT, as hyper (and axum) or the `h2` crate

@@ -28,14 +28,14 @@ pub use frame::{
     apply_mask, apply_mask_scalar, CloseCode, CloseFrame, Frame, FrameHeader, Opcode, Rsv,
     MAX_CLOSE_REASON_LEN, MAX_CONTROL_PAYLOAD_LEN,
 };
-#[cfg(feature = "http")]
-pub(crate) use handshake::for_http2;
 pub use handshake::{
     accept_key, is_token, negotiate, parse_extensions, parse_token_list, reason_phrase,
     HandshakeError, Headers, Negotiated, Rejected, Request, Response,
 };
 #[cfg(feature = "http2")]
 pub(crate) use handshake::{build_extended_connect, check_response};
+#[cfg(feature = "http")]
+pub(crate) use handshake::{error_response, for_http2};
 pub use message::{Message, Utf8Bytes};
 pub use send_buffer::SendBuffer;
 pub use uri::{UriError, WsUri};

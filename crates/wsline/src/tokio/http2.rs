@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::stream::{Http2Stream, MaybeTlsStream};
 use super::websocket::{Limits, WebSocket};
-use crate::proto::{self, Connection, Failure, HandshakeError, Headers};
+use crate::proto::{self, Connection, Failure, HandshakeError};
 use crate::{ConnectConfig, Error, Result, WsUri};
 
 /// How long to wait for the server's SETTINGS to enable extended CONNECT: a server sends
@@ -271,14 +271,7 @@ fn to_http(request: &proto::Request, uri: &WsUri) -> Result<http::Request<Empty<
 /// The server's answer as the core's response (status and headers).
 fn from_http<B>(response: &http::Response<B>) -> proto::Response {
     let mut out = proto::Response::new(response.status().as_u16());
-    let mut headers = Headers::new();
-    for (name, value) in response.headers() {
-        headers.append(
-            name.as_str(),
-            String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        );
-    }
-    out.headers = headers;
+    out.headers = crate::http::core_headers(response.headers());
     out
 }
 

@@ -549,9 +549,8 @@ impl Connection {
             Progress::Failed(error) => {
                 tracing::debug!(side = ?self.side, %error, "opening handshake failed");
                 // A server answers a request it cannot take with the error's status.
-                if let (Side::Server, Some(status)) = (self.side, error.status()) {
-                    let text = format!("Failed to open a WebSocket connection: {error}.");
-                    let response = handshake::reject_response(status, &text, &self.config);
+                if self.side == Side::Server && error.status().is_some() {
+                    let response = handshake::error_response(&error, &self.config);
                     self.writer.bytes(&response.to_bytes());
                 }
                 self.fail_connection(Some(Failure::Handshake(error)), CloseCode::ABNORMAL, "");

@@ -140,10 +140,9 @@ impl Opening {
                 response
             }
             Err(rejection) => {
-                let status = rejection.status().unwrap_or(400);
-                let text = format!("Failed to open a WebSocket connection: {rejection}.");
+                let response = handshake::error_response(&rejection, config);
                 *error = Some(rejection);
-                handshake::reject_response(status, &text, config)
+                response
             }
         })
     }

@@ -16,7 +16,9 @@ pub(crate) use http::{parse_request, parse_response, HeadLimits, HeadScanner};
 pub use http::{reason_phrase, Headers, Request, Response};
 #[cfg(feature = "http")]
 pub(crate) use server::for_http2;
-pub(crate) use server::{accept_response, check_request, reject_response, NegotiatedServer};
+pub(crate) use server::{
+    accept_response, check_request, error_response, reject_response, NegotiatedServer,
+};
 pub use server::{negotiate, Negotiated, Rejected};
 
 use crate::proto::extension::NegotiationError;

@@ -95,9 +95,7 @@ pub fn negotiate(request: &Request, config: &Config) -> Result<Negotiated, Rejec
                 .collect(),
         }),
         Err(error) => {
-            let status = error.status().unwrap_or(400);
-            let text = format!("Failed to open a WebSocket connection: {error}.");
-            let mut response = reject_response(status, &text, config);
+            let mut response = error_response(&error, config);
             if request.protocol.is_some() {
                 for_http2(&mut response);
             }
@@ -308,6 +306,14 @@ pub(crate) fn accept_response(negotiated: &NegotiatedServer, config: &Config) ->
         headers.append("Server", server.clone());
     }
     response
+}
+
+/// The response that reports a handshake `error`: its status (400 when it has none) and a
+/// text that names it.
+pub(crate) fn error_response(error: &HandshakeError, config: &Config) -> Response {
+    let status = error.status().unwrap_or(400);
+    let text = format!("Failed to open a WebSocket connection: {error}.");
+    reject_response(status, &text, config)
 }
 
 /// An error response with a short plain-text body, closing the connection.
