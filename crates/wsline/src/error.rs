@@ -85,6 +85,11 @@ pub enum Error {
     /// The HTTP proxy could not be reached, refused the tunnel, or answered wrongly.
     #[error("proxy error: {0}")]
     Proxy(#[from] ProxyError),
+    /// The configuration asks for what this build or layer cannot do, such as
+    /// [`Http2Policy::Always`](crate::Http2Policy::Always) on the blocking client. Every
+    /// attempt would fail the same way, so a reconnecting client stops at it.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
 
 impl Error {

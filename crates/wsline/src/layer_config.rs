@@ -34,6 +34,34 @@ pub enum BackpressurePolicy {
     Close,
 }
 
+/// Whether a client opens its WebSocket as a stream of an HTTP/2 connection (RFC 8441
+/// extended CONNECT) instead of over HTTP/1.1: [`ConnectConfig::http2`].
+///
+/// Over HTTP/1.1 a WebSocket has its TCP connection to itself, which costs the least CPU per
+/// message; HTTP/2 pays off when a client keeps several WebSockets to one server (use
+/// `tokio::Http2Connection` to open them on one connection) or reaches it through
+/// infrastructure that speaks only HTTP/2.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Http2Policy {
+    /// HTTP/1.1 only. The default.
+    #[default]
+    Never,
+    /// HTTP/2 when the server offers it (tokio client, feature `http2`): over `wss://` the
+    /// TLS handshake offers `h2` and `http/1.1` by ALPN, and when the server picks `h2` and
+    /// advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL` the WebSocket is an HTTP/2 stream;
+    /// otherwise it is HTTP/1.1 (on a new connection when the server picked `h2` without
+    /// RFC 8441). `ws://` stays HTTP/1.1: nothing in plain TCP says that a server speaks
+    /// HTTP/2. The blocking client and builds without `http2` use HTTP/1.1.
+    WhenOffered,
+    /// HTTP/2 always (tokio client, feature `http2`): ALPN `h2` alone over `wss://`, h2c
+    /// with prior knowledge over `ws://`. A server without HTTP/2 or RFC 8441 fails the
+    /// attempt with [`Error::Handshake`](crate::Error::Handshake) or
+    /// [`Error::Tls`](crate::Error::Tls); the blocking client and builds without `http2`
+    /// fail every attempt with [`Error::Unsupported`](crate::Error::Unsupported).
+    Always,
+}
+
 /// Socket and buffer settings of one connection, shared by [`ServerConfig::io`] and
 /// [`ConnectConfig::io`].
 ///
@@ -195,6 +223,10 @@ pub struct ConnectConfig {
     /// `http://[user:password@]host[:port]`. Default: `None`, connect directly (the
     /// `HTTPS_PROXY` environment variable is not read: pass its value here to use it).
     pub proxy: Option<String>,
+    /// Whether the WebSocket may be a stream of an HTTP/2 connection (RFC 8441): see
+    /// [`Http2Policy`]. Redirects, the proxy and TLS settings apply either way. Default:
+    /// [`Http2Policy::Never`], HTTP/1.1.
+    pub http2: Http2Policy,
     /// The waits between failed attempts of a reconnecting client
     /// (`sync::client::reconnecting`, `tokio::reconnecting`). Default: [`Backoff::default`](crate::Backoff::default).
     #[cfg(any(feature = "sync", feature = "tokio"))]
@@ -214,6 +246,7 @@ impl Default for ConnectConfig {
             io: IoConfig::default(),
             max_redirects: 10,
             proxy: None,
+            http2: Http2Policy::Never,
             #[cfg(any(feature = "sync", feature = "tokio"))]
             backoff: crate::Backoff::default(),
             #[cfg(feature = "rustls")]
@@ -236,7 +269,8 @@ impl fmt::Debug for ConnectConfig {
             .field(
                 "proxy",
                 &self.proxy.as_deref().map(crate::uri::without_user_info),
-            );
+            )
+            .field("http2", &self.http2);
         #[cfg(any(feature = "sync", feature = "tokio"))]
         debug.field("backoff", &self.backoff);
         #[cfg(feature = "rustls")]

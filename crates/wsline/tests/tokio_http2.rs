@@ -5,12 +5,22 @@
 
 mod support;
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response, Version};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use wsline::tokio::{serve_with, MaybeTlsStream, Server, WebSocket};
-use wsline::{CloseCode, ServerConfig};
+use wsline::{CloseCode, ConnectConfig, Http2Policy, ServerConfig};
 
 use support::{process, tls};
 
@@ -466,4 +476,181 @@ async fn websockets_on_http2_count_against_max_connections() {
     };
     again.send("three").await.unwrap();
     assert_eq!(again.recv().await.unwrap().unwrap(), "three".into());
+}
+
+/// `connect_with` and `Http2Policy::Always` over `ws://`: the WebSocket is the one stream of
+/// an h2c connection of its own, which ends with it; against a server without HTTP/2 the
+/// attempt fails at once with an error, and the default policy stays on HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_http2_always_opens_a_websocket_on_an_h2c_connection_of_its_own() {
+    let (h2_server, mut seen) = server(big()).await;
+    let url = format!("ws://{}/always?x=1", h2_server.local_addr());
+    let config = ConnectConfig {
+        http2: Http2Policy::Always,
+        ..ConnectConfig::default()
+    };
+    let mut ws = wsline::tokio::connect_with(&url, config.clone())
+        .await
+        .unwrap();
+    assert!(ws.get_ref().is_http2());
+    assert_eq!(ws.response().map(|response| response.status), Some(200));
+    ws.send("over h2c").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), "over h2c".into());
+    let (http2, path, extensions) = seen.recv().await.unwrap();
+    assert!(http2);
+    assert_eq!(path, "/always?x=1");
+    assert_eq!(extensions, ["permessage-deflate"]);
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    assert!(ws.close_status().unwrap().clean);
+    drop(ws);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h2_server.connection_count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP/2 connection outlived its only WebSocket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let ws = wsline::tokio::connect(&url).await.unwrap();
+    assert!(!ws.get_ref().is_http2(), "HTTP/1.1 by default");
+
+    let mut http1_only = big();
+    http1_only.http2 = false;
+    let (http1_server, _seen) = server(http1_only).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        wsline::tokio::connect_with(&format!("ws://{}/", http1_server.local_addr()), config),
+    )
+    .await
+    .expect("no hang");
+    assert!(outcome.is_err(), "{outcome:?}");
+}
+
+/// The blocking client has no HTTP/2: `Http2Policy::Always` is refused before anything is
+/// sent, and not retried by a reconnecting client.
+#[test]
+fn the_blocking_client_refuses_http2_always() {
+    let config = ConnectConfig {
+        http2: Http2Policy::Always,
+        ..ConnectConfig::default()
+    };
+    match wsline::sync::client::connect_with("ws://127.0.0.1:9/", config.clone()) {
+        Err(wsline::Error::Unsupported(why)) => assert!(why.contains("HTTP/1.1 only"), "{why}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    let mut connections = wsline::sync::client::reconnecting("ws://127.0.0.1:9/", config);
+    assert!(matches!(
+        connections.next(),
+        Some(Err(wsline::Error::Unsupported(_)))
+    ));
+    assert!(connections.next().is_none());
+}
+
+/// A hyper server over TLS offering `h2` and `http/1.1` by ALPN, serving WebSockets through
+/// `wsline::http` on both; `connect_protocol` says whether its HTTP/2 advertises RFC 8441
+/// (hyper's does only when asked). It reports the HTTP version of each WebSocket.
+async fn hyper_tls_server(
+    identity: &tls::Identity,
+    connect_protocol: bool,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Version>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut tls = (*identity.server()).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let config = Arc::new(big().protocol);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, config, tx) = (acceptor.clone(), Arc::clone(&config), tx.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let (config, tx) = (Arc::clone(&config), tx.clone());
+                    async move {
+                        let version = request.version();
+                        let (parts, body) = request.into_parts();
+                        let accepted = match wsline::http::accept(&parts, config) {
+                            Ok(accepted) => accepted,
+                            Err(rejected) => {
+                                return Ok::<Response<Full<Bytes>>, Infallible>(rejected.response())
+                            }
+                        };
+                        let response = accepted.response();
+                        let request = Request::from_parts(parts, body);
+                        tokio::spawn(async move {
+                            let Ok(upgraded) = hyper::upgrade::on(request).await else {
+                                return;
+                            };
+                            let _ = tx.send(version);
+                            let mut ws = accepted.into_websocket(TokioIo::new(upgraded));
+                            while let Some(Ok(message)) = ws.recv().await {
+                                if ws.send(message).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                        Ok(response)
+                    }
+                });
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                if connect_protocol {
+                    builder.http2().enable_connect_protocol();
+                }
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// `Http2Policy::WhenOffered` over `wss://`: HTTP/2 where the server picks `h2` and
+/// advertises RFC 8441; HTTP/1.1 on a new connection where it picks `h2` without it (a
+/// server that Go's lesson, golang/go#71128, is about); compression either way.
+/// `Always` against the latter is an error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_offered_the_client_takes_http2_where_the_server_serves_websockets_over_it() {
+    let identity = tls::Identity::new();
+    for connect_protocol in [true, false] {
+        let (addr, mut versions) = hyper_tls_server(&identity, connect_protocol).await;
+        let url = format!("wss://localhost:{}/chat", addr.port());
+        let mut config = ConnectConfig {
+            http2: Http2Policy::WhenOffered,
+            ..ConnectConfig::default()
+        };
+        config.tls = Some(identity.client());
+        let mut ws = wsline::tokio::connect_with(&url, config.clone())
+            .await
+            .unwrap();
+        assert_eq!(ws.get_ref().is_http2(), connect_protocol);
+        assert_eq!(
+            ws.extension_names().collect::<Vec<_>>(),
+            ["permessage-deflate"]
+        );
+        let text = "x".repeat(10_000);
+        ws.send(text.as_str()).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap(), text.as_str().into());
+        let expected = if connect_protocol {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        assert_eq!(versions.recv().await, Some(expected));
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+
+        if !connect_protocol {
+            config.http2 = Http2Policy::Always;
+            match wsline::tokio::connect_with(&url, config).await {
+                Err(wsline::Error::Handshake(error)) => {
+                    assert!(error.to_string().contains("RFC 8441"), "{error}");
+                }
+                other => panic!("expected a handshake error, got {other:?}"),
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use crate::proto::{self, HandshakeError};
-use crate::{ConnectConfig, Error, Result, WsUri};
+use crate::{ConnectConfig, Error, Http2Policy, Result, WsUri};
 
 /// The statuses that redirect (RFC 9110 §15.4).
 const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
@@ -25,6 +25,21 @@ pub(crate) fn handshake_connection(
     config.apply_to(&mut request);
     conn.send_request(request)?;
     Ok(conn)
+}
+
+/// Refuses [`Http2Policy::Always`] on a client that cannot speak HTTP/2 (`client` names
+/// it): every attempt would fail the same way, so none is made.
+///
+/// # Errors
+/// [`Error::Unsupported`] when `config` asks for HTTP/2 always.
+pub(crate) fn refuse_http2(config: &ConnectConfig, client: &str) -> Result<()> {
+    if config.http2 == Http2Policy::Always {
+        return Err(Error::Unsupported(format!(
+            "Http2Policy::Always: {client} speaks HTTP/1.1 only (HTTP/2 needs the tokio \
+             client and the `http2` feature)"
+        )));
+    }
+    Ok(())
 }
 
 /// One client's way to an open connection across redirects: where the next attempt goes,

@@ -38,15 +38,18 @@ pub fn connect(uri: &str) -> Result<WebSocket> {
     connect_with(uri, ConnectConfig::default())
 }
 
-/// Opens a WebSocket connection to `uri` with `config`.
+/// Opens a WebSocket connection to `uri` with `config`, over HTTP/1.1 (this client has no
+/// HTTP/2: [`ConnectConfig::http2`] other than `Always` means HTTP/1.1 here).
 ///
 /// # Errors
-/// As [`connect`].
+/// As [`connect`], and [`Error::Unsupported`](crate::Error::Unsupported) for
+/// [`Http2Policy::Always`](crate::Http2Policy::Always).
 pub fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket> {
     let deadline = config
         .protocol
         .open_timeout
         .map(|timeout| Instant::now() + timeout);
+    crate::layer::client::refuse_http2(&config, "the blocking client")?;
     let mut opening = Opening::new(uri.parse()?, config);
     loop {
         match attempt(&opening, deadline) {

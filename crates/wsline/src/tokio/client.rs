@@ -37,13 +37,22 @@ pub async fn connect(uri: &str) -> Result<WebSocket<MaybeTlsStream>> {
 /// for `wss://`, then the opening handshake, following redirects up to
 /// [`ConnectConfig::max_redirects`], all within the configuration's `open_timeout`.
 ///
+/// With [`ConnectConfig::http2`] (feature `http2`) the WebSocket may instead be the one
+/// stream of a new HTTP/2 connection (RFC 8441): [`MaybeTlsStream::is_http2`] tells. To
+/// open several WebSockets on one HTTP/2 connection, use
+/// [`Http2Connection`](super::Http2Connection).
+///
 /// # Errors
 /// [`Error::Uri`] for a URI that is not `ws://…` or `wss://…`, [`Error::Io`] when the TCP
 /// connection fails (refused, unreachable), [`Error::Tls`] when the TLS handshake fails
 /// (an untrusted certificate) or the build has no TLS (feature `rustls`),
 /// [`Error::Handshake`] when the server rejects the handshake (the response is kept whole)
-/// or answers wrongly, [`Error::Timeout`] past the open timeout.
+/// or answers wrongly, [`Error::Timeout`] past the open timeout,
+/// [`Error::Unsupported`] for [`Http2Policy::Always`](crate::Http2Policy::Always) without
+/// the `http2` feature.
 pub async fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket<MaybeTlsStream>> {
+    #[cfg(not(feature = "http2"))]
+    crate::layer::client::refuse_http2(&config, "a build without the `http2` feature")?;
     let open_timeout = config.protocol.open_timeout;
     let mut opening = Opening::new(uri.parse()?, config);
     let attempts = async move {
@@ -62,11 +71,78 @@ pub async fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket<
     }
 }
 
-/// One connection attempt: TCP (perhaps through the proxy), TLS for `wss://`, the opening
-/// handshake.
+/// One connection attempt: TCP (perhaps through the proxy), TLS for `wss://`, then the
+/// opening handshake over HTTP/1.1, or an extended CONNECT on a new HTTP/2 connection when
+/// [`ConnectConfig::http2`] asks for it and the server speaks it.
 async fn attempt(opening: &Opening) -> Result<WebSocket<MaybeTlsStream>> {
     let uri = opening.attempt_uri()?;
     let config = opening.config();
+    #[cfg(feature = "http2")]
+    {
+        use crate::Http2Policy;
+        let alpn: Option<&[&[u8]]> = match config.http2 {
+            Http2Policy::Never => None,
+            Http2Policy::WhenOffered => Some(&[b"h2", b"http/1.1"]),
+            Http2Policy::Always => Some(&[b"h2"]),
+        };
+        let started = Instant::now();
+        let stream = transport(uri, config, alpn).await?;
+        let http2 = match &stream {
+            MaybeTlsStream::Tcp(_) => config.http2 == Http2Policy::Always,
+            _ => negotiated_h2(&stream, uri, config)?,
+        };
+        if !http2 {
+            return handshake(stream, uri.clone(), config).await;
+        }
+        // The server's SETTINGS follow its side of the handshake within a round trip, and
+        // nothing says that they came without RFC 8441: when HTTP/1.1 is the way out, wait
+        // about as long again as connecting took, not the full wait.
+        let settings_wait = match config.http2 {
+            Http2Policy::WhenOffered => (started.elapsed() * 2).clamp(
+                std::time::Duration::from_millis(250),
+                super::http2::SETTINGS_WAIT,
+            ),
+            _ => super::http2::SETTINGS_WAIT,
+        };
+        if let Some(connection) = super::http2::start(stream, uri, config, settings_wait).await? {
+            return connection.open_uri(uri.clone()).await;
+        }
+        if config.http2 == Http2Policy::Always {
+            return Err(super::http2::not_advertised());
+        }
+        tracing::debug!(%uri, "the server picked h2 without RFC 8441: HTTP/1.1 on a new connection");
+        let stream = transport(uri, config, Some(&[b"http/1.1"])).await?;
+        handshake(stream, uri.clone(), config).await
+    }
+    #[cfg(not(feature = "http2"))]
+    {
+        let stream = transport(uri, config, None).await?;
+        handshake(stream, uri.clone(), config).await
+    }
+}
+
+/// Whether the TLS handshake picked `h2` by ALPN; an error when HTTP/2 is required and the
+/// server picked something else.
+#[cfg(feature = "http2")]
+fn negotiated_h2(stream: &MaybeTlsStream, uri: &WsUri, config: &ConnectConfig) -> Result<bool> {
+    let picked = stream.negotiated_h2();
+    if !picked && config.http2 == crate::Http2Policy::Always {
+        return Err(Error::Tls(format!(
+            "{}: the server did not pick HTTP/2 (ALPN h2)",
+            uri.host()
+        )));
+    }
+    Ok(picked)
+}
+
+/// The connection an attempt runs its handshake on: TCP to `uri`'s host, perhaps through
+/// the proxy's tunnel, then TLS for `wss://`, offering `alpn` by ALPN (`None`: what the
+/// TLS configuration says, by default nothing).
+pub(crate) async fn transport(
+    uri: &WsUri,
+    config: &ConnectConfig,
+    alpn: Option<&[&[u8]]>,
+) -> Result<MaybeTlsStream> {
     let tcp = match &config.proxy {
         None => TcpStream::connect((uri.host(), uri.port())).await?,
         Some(proxy) => {
@@ -77,12 +153,11 @@ async fn attempt(opening: &Opening) -> Result<WebSocket<MaybeTlsStream>> {
         }
     };
     tcp.set_nodelay(config.io.nodelay)?;
-    let stream = if uri.is_secure() {
-        secure(tcp, uri, config).await?
+    if uri.is_secure() {
+        secure(tcp, uri, config, alpn).await
     } else {
-        MaybeTlsStream::Tcp(tcp)
-    };
-    handshake(stream, uri.clone(), config).await
+        Ok(MaybeTlsStream::Tcp(tcp))
+    }
 }
 
 /// A TCP stream to `uri`'s host through the proxy's `CONNECT` tunnel.
@@ -102,10 +177,20 @@ async fn tunnel(proxy: &Proxy, uri: &WsUri) -> Result<TcpStream> {
     }
 }
 
-/// The TLS handshake of a `wss://` connection.
+/// The TLS handshake of a `wss://` connection, offering `alpn` when given.
 #[cfg(feature = "rustls")]
-async fn secure(tcp: TcpStream, uri: &WsUri, config: &ConnectConfig) -> Result<MaybeTlsStream> {
-    let (tls, name) = crate::tls::client_session(uri, config)?;
+async fn secure(
+    tcp: TcpStream,
+    uri: &WsUri,
+    config: &ConnectConfig,
+    alpn: Option<&[&[u8]]>,
+) -> Result<MaybeTlsStream> {
+    let (mut tls, name) = crate::tls::client_session(uri, config)?;
+    if let Some(alpn) = alpn {
+        let mut offering = (*tls).clone();
+        offering.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        tls = std::sync::Arc::new(offering);
+    }
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
@@ -114,7 +199,12 @@ async fn secure(tcp: TcpStream, uri: &WsUri, config: &ConnectConfig) -> Result<M
 }
 
 #[cfg(not(feature = "rustls"))]
-async fn secure(_: TcpStream, uri: &WsUri, _: &ConnectConfig) -> Result<MaybeTlsStream> {
+async fn secure(
+    _: TcpStream,
+    uri: &WsUri,
+    _: &ConnectConfig,
+    _: Option<&[&[u8]]>,
+) -> Result<MaybeTlsStream> {
     Err(Error::no_tls(uri))
 }
 

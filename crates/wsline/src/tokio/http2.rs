@@ -6,7 +6,6 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::tokio::net::TcpStream;
 use ::tokio::sync::watch;
 use ::tokio::time::Instant;
 use bytes::Bytes;
@@ -22,7 +21,7 @@ use crate::{ConnectConfig, Error, Result, WsUri};
 
 /// How long to wait for the server's SETTINGS to enable extended CONNECT: a server sends
 /// them first, within a round trip.
-const SETTINGS_WAIT: Duration = Duration::from_secs(2);
+pub(super) const SETTINGS_WAIT: Duration = Duration::from_secs(2);
 /// How often the flag is looked at meanwhile.
 const SETTINGS_POLL: Duration = Duration::from_millis(2);
 
@@ -75,8 +74,10 @@ impl Http2Connection {
     }
 
     /// Opens the HTTP/2 connection to `uri`'s host (its path is the default for
-    /// [`open`](Self::open)), within the configuration's `open_timeout`. The settings
-    /// apply to every WebSocket opened on it; proxies and redirects are not followed.
+    /// [`open`](Self::open)), through [`ConnectConfig::proxy`] if set, within the
+    /// configuration's `open_timeout`. The settings apply to every WebSocket opened on it;
+    /// redirects are not followed (a 3xx answer to [`open`](Self::open) is its error), and
+    /// [`ConnectConfig::http2`] is not looked at: this is HTTP/2 always.
     ///
     /// # Errors
     /// [`Error::Uri`] for a URI that is not `ws://…` or `wss://…`, [`Error::Io`] when the
@@ -109,6 +110,11 @@ impl Http2Connection {
         } else {
             self.uri.join(path)?
         };
+        self.open_uri(uri).await
+    }
+
+    /// Opens a WebSocket for `uri` (on this connection's origin) on a new stream.
+    pub(super) async fn open_uri(&self, uri: WsUri) -> Result<WebSocket<MaybeTlsStream>> {
         let opening = open_stream(
             self.send.clone(),
             uri,
@@ -130,16 +136,38 @@ impl Http2Connection {
     }
 }
 
-/// TCP, TLS with ALPN `h2` for `wss://`, the HTTP/2 handshake, and the server's settings.
+/// TCP (through the proxy, if any), TLS with ALPN `h2` alone for `wss://`, then the HTTP/2
+/// handshake and the server's settings.
 async fn handshake(uri: WsUri, config: ConnectConfig) -> Result<Http2Connection> {
-    let tcp = TcpStream::connect((uri.host(), uri.port())).await?;
-    tcp.set_nodelay(config.io.nodelay)?;
-    let peer_addr = tcp.peer_addr().ok();
-    let stream = if uri.is_secure() {
-        secure(tcp, &uri, &config).await?
-    } else {
-        MaybeTlsStream::Tcp(tcp)
-    };
+    let stream = super::client::transport(&uri, &config, Some(&[b"h2"])).await?;
+    if uri.is_secure() && !stream.negotiated_h2() {
+        return Err(Error::Tls(format!(
+            "{}: the server did not pick HTTP/2 (ALPN h2)",
+            uri.host()
+        )));
+    }
+    start(stream, &uri, &config, SETTINGS_WAIT)
+        .await?
+        .ok_or_else(not_advertised)
+}
+
+/// The error for a server that speaks HTTP/2 but has not enabled extended CONNECT.
+pub(super) fn not_advertised() -> Error {
+    Error::Handshake(HandshakeError::InvalidHttp(
+        "the server does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441)".into(),
+    ))
+}
+
+/// The HTTP/2 handshake over `stream` (h2c, or TLS that picked `h2`), run in a task of its
+/// own, and the server's settings: `None` when they have not enabled extended CONNECT
+/// within `settings_wait`.
+pub(super) async fn start(
+    stream: MaybeTlsStream,
+    uri: &WsUri,
+    config: &ConnectConfig,
+    settings_wait: Duration,
+) -> Result<Option<Http2Connection>> {
+    let peer_addr = stream.peer_addr();
     let (mut send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .max_header_list_size(u32::try_from(config.protocol.max_head_size).unwrap_or(u32::MAX))
         .max_send_buf_size(4 * super::stream::HTTP2_WRITE_CHUNK)
@@ -149,7 +177,8 @@ async fn handshake(uri: WsUri, config: ConnectConfig) -> Result<Http2Connection>
     // The connection runs in a task of its own, and says when the server's SETTINGS (its
     // first frame) enabled extended CONNECT. hyper processes them in a task of its own and
     // wakes nobody for them, so the flag is looked at every few milliseconds until it is
-    // set or SETTINGS_WAIT has passed.
+    // set or the wait has passed (the task looks on until SETTINGS_WAIT, so that a
+    // connection kept by its caller still learns the flag).
     let (enabled_tx, mut enabled) = watch::channel(false);
     ::tokio::spawn(async move {
         let mut connection = pin!(connection);
@@ -172,42 +201,16 @@ async fn handshake(uri: WsUri, config: ConnectConfig) -> Result<Http2Connection>
         }
     });
     send.ready().await.map_err(http2_error)?;
-    let advertised = ::tokio::time::timeout(SETTINGS_WAIT, enabled.wait_for(|enabled| *enabled));
+    let advertised = ::tokio::time::timeout(settings_wait, enabled.wait_for(|enabled| *enabled));
     if !matches!(advertised.await, Ok(Ok(_))) {
-        return Err(Error::Handshake(HandshakeError::InvalidHttp(
-            "the server does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441)".into(),
-        )));
+        return Ok(None);
     }
-    Ok(Http2Connection {
+    Ok(Some(Http2Connection {
         send,
-        uri,
-        config: Arc::new(config),
+        uri: uri.clone(),
+        config: Arc::new(config.clone()),
         peer_addr,
-    })
-}
-
-/// The TLS handshake, offering only `h2` by ALPN.
-#[cfg(feature = "rustls")]
-async fn secure(tcp: TcpStream, uri: &WsUri, config: &ConnectConfig) -> Result<MaybeTlsStream> {
-    let (tls, name) = crate::tls::client_session(uri, config)?;
-    let mut tls = (*tls).clone();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .map_err(crate::tls::io_error)?;
-    if stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
-        return Err(Error::Tls(format!(
-            "{}: the server did not pick HTTP/2 (ALPN h2)",
-            uri.host()
-        )));
-    }
-    Ok(MaybeTlsStream::Tls(Box::new(stream.into())))
-}
-
-#[cfg(not(feature = "rustls"))]
-async fn secure(_: TcpStream, uri: &WsUri, _: &ConnectConfig) -> Result<MaybeTlsStream> {
-    Err(Error::no_tls(uri))
+    }))
 }
 
 /// One extended CONNECT: the request, the server's answer checked as the core checks a

@@ -51,6 +51,17 @@ impl MaybeTlsStream {
         }
     }
 
+    /// Whether the TLS handshake picked HTTP/2 (`h2`) by ALPN: the connection speaks HTTP/2
+    /// from its first byte. `false` for plain TCP.
+    #[cfg(feature = "http2")]
+    pub(crate) fn negotiated_h2(&self) -> bool {
+        match self {
+            #[cfg(feature = "rustls")]
+            Self::Tls(stream) => stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()),
+            _ => false,
+        }
+    }
+
     /// Whether this is a stream of an HTTP/2 connection (RFC 8441), not a connection of its
     /// own.
     #[must_use]
@@ -125,6 +136,7 @@ impl AsyncWrite for Http2Stream {
 }
 
 /// The most one write hands to an HTTP/2 stream (see [`Http2Stream`]).
+#[cfg(feature = "http2")]
 pub(crate) const HTTP2_WRITE_CHUNK: usize = 16 << 10;
 
 /// Forwards a method call to the stream in either variant.

@@ -62,9 +62,8 @@ pub(super) async fn detect(
         return Ok(Detected::Http1(stream, Vec::new()));
     }
     #[cfg(feature = "rustls")]
-    if let MaybeTlsStream::Tls(tls) = &stream {
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-        return Ok(if h2 {
+    if let MaybeTlsStream::Tls(_) = &stream {
+        return Ok(if stream.negotiated_h2() {
             Detected::Http2(stream, Vec::new())
         } else {
             Detected::Http1(stream, Vec::new())
