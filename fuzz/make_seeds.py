@@ -98,6 +98,26 @@ def seeds():
         "rejected_until_eof": bytes([1, 3]) + b"HTTP/1.1 500 Internal Server Error\r\n\r\n" + bytes(40),
         "wrong_accept": bytes([0, 0]) + RESPONSE.replace(b"s3pP", b"AAAA") + b"\r\n",
     }
+    h2_connect = (
+        b"https://example.com/chat\nsec-websocket-version: 13\n"
+        b"sec-websocket-extensions: permessage-deflate; client_max_window_bits\n"
+        b"sec-websocket-protocol: chat, superchat"
+    )
+    h1_upgrade = (
+        b"/chat\nhost: example.com\nupgrade: websocket\nconnection: Upgrade\n"
+        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\nsec-websocket-version: 13\n"
+        b"sec-websocket-extensions: permessage-deflate; server_no_context_takeover"
+    )
+    out["http_parts"] = {
+        # HTTP/2, CONNECT, :protocol websocket (hyper's extension, then h2's).
+        "h2_connect": bytes([0x16]) + h2_connect,
+        "h2_connect_h2_extension": bytes([0x96]) + h2_connect,
+        "h2_connect_other_protocol": bytes([0x36]) + b"/chat\nwebtransport\nsec-websocket-version: 13",
+        "h2_get": bytes([0x12]) + h2_connect,
+        "h1_upgrade": bytes([0x01]) + h1_upgrade,
+        "h10_upgrade": bytes([0x00]) + h1_upgrade,
+        "h1_small_limits": bytes([0x41]) + h1_upgrade,
+    }
     for target, frames, reply_key in (
         ("server_connection", client_frames, None),
         ("client_connection", server_frames, KEY),

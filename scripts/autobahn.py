@@ -5,6 +5,14 @@ Modes:
   server  start a server under test, drive it with `kosoku -m fuzzingclient`.
   client  start `kosoku -m fuzzingserver`, run a client under test against it.
 
+With --http2-bridge the cases run over HTTP/2 (RFC 8441), which kosoku does not
+speak: scripts/interop/node/h2_bridge.mjs sits between, turning each of kosoku's
+HTTP/1.1 WebSockets into an extended CONNECT stream of one h2c connection to the
+server under test (server mode), or each extended CONNECT of the client under
+test into an HTTP/1.1 WebSocket to kosoku (client mode), and copying the bytes
+unchanged. --compare DIR then fails every case that was OK in the report in DIR
+(the same corpus over HTTP/1.1) and is not OK here.
+
 The kosoku report (index.json plus per-case JSON/HTML) and the logs of every
 process go to target/autobahn/{server,client}/. One summary line is printed,
 then every failing case. Exit status: 0 when every case that ran passed, 1 on
@@ -120,6 +128,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=Path,
         help="report directory (default: target/autobahn/MODE)",
     )
+    parser.add_argument(
+        "--http2-bridge",
+        action="store_true",
+        help="run the cases over HTTP/2 through scripts/interop/node/h2_bridge.mjs",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="fail cases that are OK in the report in DIR and not OK in this one",
+    )
     args = parser.parse_args(argv)
     args.exclude = split_patterns(args.exclude)
     args.allow_unimplemented = split_patterns(args.allow_unimplemented)
@@ -234,6 +253,29 @@ def wait_for_listen_port(log_path: Path, proc: subprocess.Popen) -> int:
     )
 
 
+def start_bridge(direction: str, target_port: int, outdir: Path):
+    """Start the HTTP/1.1 <-> HTTP/2 bridge towards `target_port`; return it and its port."""
+    node = shutil.which("node")
+    if not node:
+        raise HarnessError("--http2-bridge needs node")
+    script = ROOT / "scripts" / "interop" / "node" / "h2_bridge.mjs"
+    log_path = outdir / f"bridge-{direction}.log"
+    print(f"+ node {script} {direction} {target_port}  (log: {log_path})", flush=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [node, str(script), direction, str(target_port)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    line = proc.stdout.readline().decode().strip()
+    if not line.isdigit():
+        stop(proc)
+        raise HarnessError(f"h2_bridge.mjs did not print its port (got {line!r})")
+    return proc, int(line)
+
+
 def kosoku_selection(exclude: list) -> list:
     """kosoku options excluding the given case patterns."""
     return [arg for pattern in exclude for arg in ("-x", pattern)]
@@ -246,8 +288,11 @@ def run_server_mode(args: argparse.Namespace) -> list:
     """
     port = free_port()
     server = start(expand(args.server_cmd, port), args.outdir / "server.log")
+    bridge = None
     try:
         wait_for_tcp(port, server, STARTUP_TIMEOUT)
+        if args.http2_bridge:
+            bridge, port = start_bridge("to-h2", port, args.outdir)
         fuzzer = start(
             kosoku_command()
             + ["-m", "fuzzingclient", "-p", str(args.jobs), "-o", str(args.outdir)]
@@ -261,8 +306,12 @@ def run_server_mode(args: argparse.Namespace) -> list:
             stop(fuzzer)
         if server.poll() is not None:
             return [f"server exited during the run with status {server.returncode}"]
+        if bridge and bridge.poll() is not None:
+            return [f"h2_bridge.mjs exited during the run with status {bridge.returncode}"]
         return []
     finally:
+        if bridge:
+            stop(bridge)
         stop(server)
 
 
@@ -279,8 +328,11 @@ def run_client_mode(args: argparse.Namespace) -> list:
         + ["127.0.0.1:0"],
         log_path,
     )
+    bridge = None
     try:
         port = wait_for_listen_port(log_path, fuzzer)
+        if args.http2_bridge:
+            bridge, port = start_bridge("to-h1", port, args.outdir)
         client = start(
             expand(args.client_cmd, port),
             args.outdir / "client.log",
@@ -295,6 +347,8 @@ def run_client_mode(args: argparse.Namespace) -> list:
         wait(fuzzer, REPORT_GRACE, "fuzzingserver (did the client update reports?)")
         return [f"client exited with status {status}"] if status else []
     finally:
+        if bridge:
+            stop(bridge)
         stop(fuzzer)
 
 
@@ -359,6 +413,28 @@ def case_detail(outdir: Path, case_id: str, entry: dict) -> str:
     )
 
 
+def compare(results: dict, baseline: dict, baseline_dir: Path) -> list:
+    """The cases OK in `baseline` (the report in `baseline_dir`) that are not OK here."""
+    worse = [
+        f"{case_id}: {results[case_id]['behavior']}/{results[case_id]['behaviorClose']}"
+        if case_id in results
+        else f"{case_id}: missing"
+        for case_id in sorted(baseline, key=case_sort_key)
+        if baseline[case_id]["behavior"] == "OK"
+        and baseline[case_id]["behaviorClose"] == "OK"
+        and (
+            case_id not in results
+            or results[case_id]["behavior"] != "OK"
+            or results[case_id]["behaviorClose"] != "OK"
+        )
+    ]
+    if not worse:
+        ok = sum(1 for entry in baseline.values() if entry["behavior"] == "OK")
+        print(f"  every case OK in {baseline_dir} ({ok}) is OK here")
+        return []
+    return [f"OK in {baseline_dir}, not here: {abbreviate(worse)}"]
+
+
 def abbreviate(case_ids: list, limit: int = 20) -> str:
     """Join case ids, eliding all but the first `limit`."""
     more = len(case_ids) - limit
@@ -373,17 +449,20 @@ def report(args: argparse.Namespace, problems: list) -> int:
     disallowed = [
         c for c in summary.unimplemented if not matches(c, args.allow_unimplemented)
     ]
-    print(summary_line(args.mode, summary))
+    label = f"{args.mode} over HTTP/2" if args.http2_bridge else args.mode
+    print(summary_line(label, summary))
     for case_id in summary.failed:
         print(case_detail(args.outdir, case_id, results[case_id]))
     if disallowed:
         print(f"  UNIMPLEMENTED, not allowed: {abbreviate(disallowed)}")
     if summary.missing:
         print(f"  missing from the report: {abbreviate(summary.missing)}")
+    if args.compare:
+        problems = problems + compare(results, read_report(args.compare), args.compare)
     for problem in problems:
         print(f"  {problem}")
     print(f"report: {args.outdir / 'index.html'}")
-    (args.outdir / "summary.txt").write_text(summary_line(args.mode, summary) + "\n")
+    (args.outdir / "summary.txt").write_text(summary_line(label, summary) + "\n")
     return 1 if summary.failed or disallowed or summary.missing or problems else 0
 
 

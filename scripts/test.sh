@@ -7,7 +7,8 @@
 #      of passing with a skip note;
 #   3. the Autobahn TestSuite (via kosoku) against the sync server and client (all 517
 #      cases) and the tokio server and client (all but 12.*, the compression cases that
-#      only vary message sizes through the same core code; 13.* still runs);
+#      only vary message sizes through the same core code; 13.* still runs), those over
+#      HTTP/1.1 and again over HTTP/2 (RFC 8441) through a Node bridge;
 #   4. a short fuzzing run of every fuzz target (FUZZ_SECONDS each, default 10; 0 skips).
 # It installs the peers itself: a Python venv in target/venv (kosoku, websockets), Node's
 # `ws` in scripts/interop/node/node_modules, cargo-fuzz, and for the browser test
@@ -110,6 +111,13 @@ step autobahn --mode server --outdir target/autobahn/tokio-server --exclude '12.
     --server-cmd "$server_cmd --tokio"
 step autobahn --mode client --outdir target/autobahn/tokio-client --exclude '12.*' \
     --client-cmd "target/release/examples/tokio_autobahn_client ws://127.0.0.1:{port}"
+# The same corpus over HTTP/2 (RFC 8441), through scripts/interop/node/h2_bridge.mjs: every
+# case OK over HTTP/1.1 above must be OK over HTTP/2.
+step autobahn --mode server --http2-bridge --outdir target/autobahn/tokio-server-h2 \
+    --exclude '12.*' --compare target/autobahn/tokio-server --server-cmd "$server_cmd --tokio"
+step autobahn --mode client --http2-bridge --outdir target/autobahn/tokio-client-h2 \
+    --exclude '12.*' --compare target/autobahn/tokio-client \
+    --client-cmd "target/release/examples/tokio_autobahn_client ws://127.0.0.1:{port} --http2"
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
     if ! command -v cargo-fuzz >/dev/null; then
@@ -119,5 +127,6 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
 fi
 
 echo "== Autobahn summaries"
-cat target/autobahn/{server,client,tokio-server,tokio-client}/summary.txt 2>/dev/null || true
+cat target/autobahn/{server,client,tokio-server,tokio-client,tokio-server-h2,tokio-client-h2}/summary.txt \
+    2>/dev/null || true
 exit "$status"

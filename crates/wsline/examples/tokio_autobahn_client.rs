@@ -5,13 +5,18 @@
 //!
 //! `AUTOBAHN_JOBS=N` runs N cases at once (default 1), to shorten a CI run.
 //!
+//! With `--http2` after the URL (feature `http2`) every case is a WebSocket stream of one
+//! HTTP/2 connection (h2c with prior knowledge for `ws://`), opened again if it ends: the
+//! suite speaks HTTP/1.1 only, so `scripts/autobahn.py --http2-bridge` puts
+//! `scripts/interop/node/h2_bridge.mjs` between.
+//!
 //! ```text
 //! cargo run --release --features tokio --example tokio_autobahn_client -- ws://127.0.0.1:9001
 //! ```
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use wsline::tokio::{connect_with, MaybeTlsStream, WebSocket};
+use wsline::tokio::{MaybeTlsStream, WebSocket};
 use wsline::{ConnectConfig, Error, Message};
 
 const AGENT: &str = "wsline-tokio";
@@ -34,12 +39,65 @@ fn config() -> ConnectConfig {
     config
 }
 
+/// Where the cases' WebSockets are opened: a connection each (HTTP/1.1), or streams of one
+/// HTTP/2 connection.
+#[derive(Clone)]
+struct Opener {
+    base: String,
+    #[cfg(feature = "http2")]
+    http2: Option<Arc<tokio::sync::Mutex<Option<wsline::tokio::Http2Connection>>>>,
+}
+
+impl Opener {
+    fn new(base: String, http2: bool) -> wsline::Result<Self> {
+        #[cfg(feature = "http2")]
+        let opener = Self {
+            base,
+            http2: http2.then(Default::default),
+        };
+        #[cfg(not(feature = "http2"))]
+        let opener = {
+            if http2 {
+                return Err(Error::Unsupported(
+                    "--http2 needs the `http2` feature".into(),
+                ));
+            }
+            Self { base }
+        };
+        Ok(opener)
+    }
+
+    /// Opens the WebSocket for `path_and_query` (such as `/getCaseCount`).
+    async fn open(&self, path_and_query: &str) -> wsline::Result<WebSocket<MaybeTlsStream>> {
+        #[cfg(feature = "http2")]
+        if let Some(shared) = &self.http2 {
+            let connection = {
+                let mut shared = shared.lock().await;
+                match shared.as_ref() {
+                    Some(connection) if !connection.is_closed() => connection.clone(),
+                    _ => {
+                        let connection =
+                            wsline::tokio::Http2Connection::connect_with(&self.base, config())
+                                .await?;
+                        *shared = Some(connection.clone());
+                        connection
+                    }
+                }
+            };
+            return connection.open(path_and_query).await;
+        }
+        wsline::tokio::connect_with(&format!("{}{path_and_query}", self.base), config()).await
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> wsline::Result<()> {
-    let base = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let base = args
+        .next()
         .unwrap_or_else(|| "ws://127.0.0.1:9001".to_owned());
-    let mut ws = connect_with(&format!("{base}/getCaseCount"), config()).await?;
+    let opener = Opener::new(base, args.next().as_deref() == Some("--http2"))?;
+    let mut ws = opener.open("/getCaseCount").await?;
     let count = match ws.recv().await {
         Some(Ok(Message::Text(text))) => text.trim().parse::<u32>().ok(),
         _ => None,
@@ -58,31 +116,35 @@ async fn main() -> wsline::Result<()> {
     let next = Arc::new(AtomicU32::new(1));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..jobs {
-        let (base, next) = (base.clone(), Arc::clone(&next));
+        let (opener, next) = (opener.clone(), Arc::clone(&next));
         workers.spawn(async move {
             loop {
                 let case = next.fetch_add(1, Ordering::Relaxed);
                 if case > count {
                     return;
                 }
-                let url = format!("{base}/runCase?case={case}&agent={AGENT}");
-                if let Err(error) = run_case(&url).await {
+                let path = format!("/runCase?case={case}&agent={AGENT}");
+                if let Err(error) = run_case(&opener, &path).await {
                     eprintln!("case {case}: {error}");
                 }
             }
         });
     }
     while workers.join_next().await.is_some() {}
-    let url = format!("{base}/updateReports?agent={AGENT}");
     // The server closes once the reports are written.
-    drain(connect_with(&url, config()).await?).await;
+    drain(
+        opener
+            .open(&format!("/updateReports?agent={AGENT}"))
+            .await?,
+    )
+    .await;
     Ok(())
 }
 
 /// Echoes every message until the server closes the connection; replies to a burst of
 /// messages go out in one write.
-async fn run_case(url: &str) -> wsline::Result<()> {
-    let mut ws = connect_with(url, config()).await?;
+async fn run_case(opener: &Opener, path: &str) -> wsline::Result<()> {
+    let mut ws = opener.open(path).await?;
     while let Some(message) = ws.recv().await {
         ws.feed(message?).await?;
     }
