@@ -40,6 +40,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::http::{accept_request, to_request, Rejected};
 use crate::proto::{self, parse_token_list, Config};
+use crate::IoConfig;
 
 /// The WebSocket a handler gets from [`WebSocketUpgrade::on_upgrade`]: wsline's tokio
 /// [`WebSocket`](crate::tokio::WebSocket) over hyper's upgraded connection.
@@ -53,6 +54,7 @@ pub struct WebSocketUpgrade<F = DefaultOnFailedUpgrade> {
     request: proto::Request,
     version: Version,
     config: Arc<Config>,
+    io: IoConfig,
     on_upgrade: OnUpgrade,
     on_failed_upgrade: F,
 }
@@ -63,6 +65,7 @@ impl<F> std::fmt::Debug for WebSocketUpgrade<F> {
             .field("request", &self.request)
             .field("version", &self.version)
             .field("config", &self.config)
+            .field("io", &self.io)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +123,15 @@ impl<F> WebSocketUpgrade<F> {
         self
     }
 
+    /// The read buffer size and send high-water mark of the WebSocket (default:
+    /// [`IoConfig::default`], 64 KiB and 256 KiB; `nodelay` is the server's, which
+    /// `axum::serve` sets on its TCP streams). Past the mark `send` waits for the client.
+    #[must_use]
+    pub fn io(mut self, io: IoConfig) -> Self {
+        self.io = io;
+        self
+    }
+
     /// Negotiates no extension, so no permessage-deflate.
     #[must_use]
     pub fn without_compression(mut self) -> Self {
@@ -141,6 +153,7 @@ impl<F> WebSocketUpgrade<F> {
             request: self.request,
             version: self.version,
             config: self.config,
+            io: self.io,
             on_upgrade: self.on_upgrade,
             on_failed_upgrade: callback,
         }
@@ -162,10 +175,14 @@ impl<F: OnFailedUpgrade> WebSocketUpgrade<F> {
             Err(rejected) => return Rejection::Handshake(rejected).into_response(),
         };
         let response = accepted.response();
-        let (on_upgrade, on_failed_upgrade) = (self.on_upgrade, self.on_failed_upgrade);
+        let (on_upgrade, on_failed_upgrade, io) =
+            (self.on_upgrade, self.on_failed_upgrade, self.io);
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => callback(accepted.into_websocket(TokioIo::new(upgraded))).await,
+                Ok(upgraded) => {
+                    let ws = accepted.into_websocket(TokioIo::new(upgraded)).with_io(&io);
+                    callback(ws).await;
+                }
                 Err(error) => {
                     on_failed_upgrade.call(crate::Error::Io(std::io::Error::other(error)))
                 }
@@ -189,6 +206,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade<DefaultOnFailedUpg
             request,
             version: parts.version,
             config: default_config(),
+            io: IoConfig::default(),
             on_upgrade,
             on_failed_upgrade: DefaultOnFailedUpgrade,
         })

@@ -134,7 +134,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// server that did the upgrade itself), with `leftover`: the bytes that server read past
     /// the handshake head, if any. No extension is in use.
     ///
-    /// The read buffer and send high-water mark take their defaults (64 KiB, 256 KiB).
+    /// The read buffer and send high-water mark take their defaults (64 KiB, 256 KiB):
+    /// [`with_io`](Self::with_io) sets others.
     #[must_use]
     pub fn from_upgraded(stream: S, side: Side, config: Config, leftover: &[u8]) -> Self {
         let conn = Connection::after_handshake(side, config, Instant::now().into_std());
@@ -145,6 +146,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let mut ws = Self::new(stream, conn, limits);
         ws.received(leftover);
         ws
+    }
+
+    /// Takes the read buffer size and the send high-water mark of `io` (its `nodelay` is
+    /// the socket's: set it on the TCP stream), for a WebSocket made by
+    /// [`from_upgraded`](Self::from_upgraded) or [`from_negotiated`](Self::from_negotiated).
+    ///
+    /// ```
+    /// # fn open(stream: tokio::io::DuplexStream) {
+    /// use wsline::proto::Side;
+    /// use wsline::tokio::WebSocket;
+    /// use wsline::{Config, IoConfig};
+    ///
+    /// let io = IoConfig { send_high_water: 1 << 20, ..IoConfig::default() };
+    /// let ws = WebSocket::from_upgraded(stream, Side::Server, Config::default(), &[]).with_io(&io);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_io(mut self, io: &crate::IoConfig) -> Self {
+        let backpressure = self.limits.backpressure;
+        self.limits = Limits {
+            backpressure,
+            ..Limits::new(io.read_buffer_size, io.send_high_water)
+        };
+        self
     }
 
     /// Feeds bytes that were read from the stream before it became this connection's.
@@ -162,7 +187,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// `leftover`: the bytes that stack read past the request head, if any (hyper's
     /// `Upgraded` replays its own).
     ///
-    /// The read buffer and send high-water mark take their defaults (64 KiB, 256 KiB).
+    /// The read buffer and send high-water mark take their defaults (64 KiB, 256 KiB):
+    /// [`with_io`](Self::with_io) sets others.
     #[must_use]
     pub fn from_negotiated(
         stream: S,
@@ -1053,6 +1079,23 @@ mod tests {
         let (client, server) = duplex(1 << 16);
         let ws = WebSocket::from_upgraded(server, Side::Server, Config::default(), &[]);
         (ws, client)
+    }
+
+    #[::tokio::test]
+    async fn with_io_sets_the_high_water_mark_of_an_upgraded_websocket() {
+        let (ws, _client) = server_over_duplex();
+        let io = crate::IoConfig {
+            send_high_water: 1000,
+            ..crate::IoConfig::default()
+        };
+        let mut ws = ws.with_io(&io);
+        // Nothing is written until a step runs, so the queue grows by each message.
+        ws.try_send(Message::binary(vec![0; 600])).unwrap();
+        ws.try_send(Message::binary(vec![0; 600])).unwrap();
+        match ws.try_send(Message::binary(vec![0; 600])) {
+            Err(Error::SendBufferFull { limit, .. }) => assert_eq!(limit, 1000),
+            other => panic!("expected SendBufferFull, got {other:?}"),
+        }
     }
 
     /// A server's close frame with code 1000 and no reason.
