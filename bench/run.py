@@ -3,15 +3,18 @@
 
 Builds the bench crate in release mode, then for every server x scenario:
 starts a fresh server pinned to one core (`taskset -c 0`), runs `loadgen`
-pinned to another core (`taskset -c 1`, with `--server-pid`), collects its
-JSON line, stops the server (by its PID only) and finally prints a Markdown
-table with throughput, latency and server CPU per message, plus ratios
-against the baseline server (fastwebsockets).
+(or `loadgen-h2` for the HTTP/2 scenarios, only against servers that speak
+HTTP/2) pinned to another core (`taskset -c 1`, with `--server-pid`), collects
+its JSON line, stops the server (by its PID only) and finally prints a
+Markdown table with throughput, latency and server CPU per message, plus
+ratios against the baseline server (fastwebsockets), and a second table
+comparing each server's HTTP/2 cells with its matching HTTP/1.1 cells.
 
 Usage (from anywhere):
     python3 bench/run.py                       # all servers, all scenarios, 10 s windows
     python3 bench/run.py --quick               # 2 s windows, shorter warm-up
     python3 bench/run.py --servers fastwebsockets,wsline-sync --scenarios 100x20B-text
+    python3 bench/run.py --servers wsline-tokio,sockudo-ws --scenarios 100x20B-text,h2-100x20B-text-1conn
     python3 bench/run.py --json results.json   # also keep the raw loadgen output
 
 Only the Python 3 standard library is used.
@@ -39,11 +42,17 @@ SERVERS = {
     "fastwebsockets": "target/release/echo-fastwebsockets --port {port}",
     "tokio-tungstenite": "target/release/echo-tokio-tungstenite --port {port}",
     "tungstenite": "target/release/echo-tungstenite --port {port}",
+    "tokio-websockets": "target/release/echo-tokio-websockets --port {port}",
+    "sockudo-ws": "target/release/echo-sockudo-ws --port {port}",
     "wsline-sync": "../target/release/wsline serve --host 127.0.0.1 --port {port}"
     " --no-compression --max-message-size 16777216",
     "wsline-tokio": "../target/release/wsline serve --host 127.0.0.1 --port {port}"
     " --no-compression --max-message-size 16777216 --tokio",
 }
+
+# Servers that also serve WebSockets over HTTP/2 (RFC 8441, h2c with prior
+# knowledge) on the same port; the HTTP/2 scenarios run only against these.
+HTTP2_SERVERS = {"wsline-tokio", "sockudo-ws"}
 
 # Ratios in the table are relative to this server.
 BASELINE = "fastwebsockets"
@@ -66,9 +75,28 @@ SCENARIOS = {
         "1000 conns × 20 B text (in-flight 1)",
         dict(connections=1000, size=20, type="text", in_flight=1),
     ),
+    # HTTP/2 (loadgen-h2): `streams` WebSockets per connection; `http1` names
+    # the HTTP/1.1 scenario with the same WebSockets, sizes and in-flight.
+    "h2-100x20B-text-1conn": (
+        "HTTP/2: 1 conn × 100 streams × 20 B text (in-flight 1)",
+        dict(connections=1, streams=100, size=20, type="text", in_flight=1, http1="100x20B-text"),
+    ),
+    "h2-100x20B-text-100conn": (
+        "HTTP/2: 100 conns × 1 stream × 20 B text (in-flight 1)",
+        dict(connections=100, streams=1, size=20, type="text", in_flight=1, http1="100x20B-text"),
+    ),
+    "h2-10x16KiB-binary-1conn": (
+        "HTTP/2: 1 conn × 10 streams × 16 KiB binary (in-flight 4)",
+        dict(connections=1, streams=10, size=16384, type="binary", in_flight=4, http1="10x16KiB-binary"),
+    ),
+    "h2-10x16KiB-binary-10conn": (
+        "HTTP/2: 10 conns × 1 stream × 16 KiB binary (in-flight 4)",
+        dict(connections=10, streams=1, size=16384, type="binary", in_flight=4, http1="10x16KiB-binary"),
+    ),
 }
 
 LOADGEN = "target/release/loadgen"
+LOADGEN_H2 = "target/release/loadgen-h2"
 SERVER_CORE = "0"
 LOADGEN_CORE = "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -198,10 +226,12 @@ def run_one(server, cmd, scen_name, scen, args, pinning, log_dir):
             if not wait_listening(proc, port):
                 rc = proc.poll()
                 return {"error": f"server did not start listening (exit code {rc}); see {log_path}"}
+            http2 = "streams" in scen
             lg = [
-                os.path.join(BENCH_DIR, LOADGEN),
+                os.path.join(BENCH_DIR, LOADGEN_H2 if http2 else LOADGEN),
                 "--url", f"ws://127.0.0.1:{port}/",
                 "--connections", str(scen["connections"]),
+            ] + (["--streams-per-connection", str(scen["streams"])] if http2 else []) + [
                 "--size", str(scen["size"]),
                 "--" + scen["type"],
                 "--in-flight", str(scen["in_flight"]),
@@ -299,6 +329,58 @@ def table(results, servers, scenarios):
     return "\n".join(rows)
 
 
+def http2_table(results, servers, scenarios):
+    """Markdown table: each server's HTTP/2 cells against its HTTP/1.1 cell of
+    the matching scenario (same run), and against sockudo-ws over HTTP/2; empty
+    if no HTTP/2 cell has its HTTP/1.1 counterpart."""
+    rows = [
+        "| HTTP/2 scenario | Server | HTTP/1.1 CPU µs/msg | HTTP/2 CPU µs/msg "
+        "| CPU/msg h2 vs HTTP/1.1 | CPU/msg h2 vs sockudo-ws h2 | HTTP/1.1 msgs/s | HTTP/2 msgs/s "
+        "| msgs/s h2 vs HTTP/1.1 | HTTP/2 p99 µs | other load (h1 / h2) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+
+    def ok(r):
+        return r is not None and "msgs_per_sec" in r
+
+    for scen in scenarios:
+        h1 = SCENARIOS[scen][1].get("http1")
+        if h1 is None:
+            continue
+        peer = results.get(("sockudo-ws", scen))
+        for server in servers:
+            r2, r1 = results.get((server, scen)), results.get((server, h1))
+            if not (ok(r2) and ok(r1)):
+                continue
+            cpu1, cpu2 = r1.get("server_cpu_us_per_msg"), r2.get("server_cpu_us_per_msg")
+            rows.append(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0f}% / {:.0f}% |".format(
+                    SCENARIOS[scen][0],
+                    server,
+                    fmt_num(cpu1, 2),
+                    fmt_num(cpu2, 2),
+                    fmt_ratio(cpu2, cpu1),
+                    fmt_ratio(cpu2, peer.get("server_cpu_us_per_msg") if ok(peer) else None),
+                    fmt_num(r1["msgs_per_sec"]),
+                    fmt_num(r2["msgs_per_sec"]),
+                    fmt_ratio(r2["msgs_per_sec"], r1["msgs_per_sec"]),
+                    fmt_num(r2["latency_us"]["p99"], 1),
+                    r1.get("background_cores", 0) * 100,
+                    r2.get("background_cores", 0) * 100,
+                )
+            )
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def print_tables(results, servers, scenarios):
+    """The main table, then the HTTP/2 vs HTTP/1.1 table if there is one."""
+    print(table(results, servers, scenarios))
+    h2 = http2_table(results, servers, scenarios)
+    if h2:
+        print("\nHTTP/2 vs HTTP/1.1 (same server, same run):\n")
+        print(h2)
+
+
 def pick(names, table_, what):
     """Validate a comma-separated selection against a table's keys."""
     if not names:
@@ -353,7 +435,7 @@ def main():
                     res[key] = r
         srv = [s for s in SERVERS if any(k[0] == s for k in res)]
         scn = [c for c in SCENARIOS if any(k[1] == c for k in res)]
-        print(table(res, srv, scn))
+        print_tables(res, srv, scn)
         return 0
     if args.duration is None:
         args.duration = 2.0 if args.quick else 10.0
@@ -415,9 +497,14 @@ def main():
         if not os.access(exe, os.X_OK):
             log(f"skipping {server}: {os.path.relpath(exe, BENCH_DIR)} is not built")
             for scen in scenarios:
+                if "streams" in SCENARIOS[scen][1] and server not in HTTP2_SERVERS:
+                    continue
                 results[(server, scen)] = {"skipped": f"skipped: {os.path.relpath(exe, BENCH_DIR)} not built"}
             continue
         for scen in scenarios:
+            if "streams" in SCENARIOS[scen][1] and server not in HTTP2_SERVERS:
+                log(f"{server:18} {scen:16} skipped: no HTTP/2")
+                continue
             r = None
             for attempt in range(1 + args.retries):
                 log(f"{server:18} {scen:16} …" + (f" (retry {attempt}: other load was high)" if attempt else ""))
@@ -444,7 +531,7 @@ def main():
                     )
                 )
 
-    print(table(results, servers, scenarios))
+    print_tables(results, servers, scenarios)
     save()
     failed = any("error" in r for r in results.values())
     return 1 if failed else 0

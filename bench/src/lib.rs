@@ -1,9 +1,13 @@
 //! Shared helpers for the wsline echo benchmark binaries.
 //!
-//! The benchmark crate holds one load generator (`loadgen`) and several peer
+//! The benchmark crate holds two load generators (`loadgen` for HTTP/1.1,
+//! `loadgen-h2` for HTTP/2 extended CONNECT, sharing [`load`]) and several peer
 //! echo servers (`echo-tungstenite`, `echo-tokio-tungstenite`,
-//! `echo-fastwebsockets`). Every server takes `--port P` and binds to
-//! `127.0.0.1:P`; this module parses that flag so all servers behave alike.
+//! `echo-fastwebsockets`, `echo-tokio-websockets`, `echo-sockudo-ws`). Every
+//! server takes `--port P` and binds to `127.0.0.1:P`; this module parses that
+//! flag so all servers behave alike.
+
+pub mod load;
 
 use std::net::SocketAddr;
 use std::process::exit;

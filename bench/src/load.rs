@@ -1,0 +1,768 @@
+//! What the two load generators share: `loadgen` (HTTP/1.1, mio) and
+//! `loadgen-h2` (HTTP/2 extended CONNECT, h2 on Tokio) build the same masked
+//! client frames, parse echoes with the same strict [`EchoParser`], record
+//! latencies in the same [`Histogram`], sample CPU time the same way and print
+//! the same JSON line ([`Report`]).
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// Result type of the load generators: errors are human-readable messages.
+pub type Res<T> = Result<T, String>;
+
+/// Fixed masking key for all client frames (masking is mandatory for
+/// clients; a fixed key is fine for a benchmark).
+pub const MASK_KEY: [u8; 4] = [0x5a, 0xc3, 0x17, 0xe8];
+/// Upper bound on the size of the pre-built burst of back-to-back frames.
+pub const MAX_BURST_BYTES: usize = 256 * 1024;
+/// Largest `--size` accepted (the benchmark servers accept at least 16 MiB).
+pub const MAX_SIZE: usize = 64 << 20;
+
+/// Parses a non-negative number of seconds.
+pub fn parse_secs(flag: &str, v: &str) -> Res<Duration> {
+    let s: f64 = v
+        .parse()
+        .map_err(|_| format!("{flag}: not a number: {v:?}"))?;
+    if !(s.is_finite() && (0.0..1e6).contains(&s)) {
+        return Err(format!("{flag}: out of range: {v:?}"));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// Parses an integer in `min..=max`.
+pub fn parse_count(flag: &str, v: &str, min: usize, max: usize) -> Res<usize> {
+    let n: usize = v
+        .parse()
+        .map_err(|_| format!("{flag}: not an integer: {v:?}"))?;
+    if n < min || n > max {
+        return Err(format!("{flag}: must be in {min}..={max}, got {n}"));
+    }
+    Ok(n)
+}
+
+/// Splits a `ws://host[:port][/path]` URL into (host:port, host, port, path).
+pub fn parse_url(url: &str) -> Res<(String, String, u16, String)> {
+    let rest = url.strip_prefix("ws://").ok_or_else(|| {
+        format!("--url must start with ws:// (got {url:?}); wss is not supported")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(format!("--url has no host: {url:?}"));
+    }
+    let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
+        // [v6]:port
+        let end = stripped
+            .find(']')
+            .ok_or_else(|| format!("--url: bad IPv6 host: {url:?}"))?;
+        let host = &stripped[..end];
+        let port = match stripped[end + 1..].strip_prefix(':') {
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("--url: bad port in {url:?}"))?,
+            None => 80,
+        };
+        (host.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse()
+                    .map_err(|_| format!("--url: bad port in {url:?}"))?,
+            ),
+            None => (authority.to_string(), 80),
+        }
+    };
+    Ok((authority.to_string(), host, port, path.to_string()))
+}
+
+/// The payload of every message: printable ASCII for text (hence valid
+/// UTF-8), a non-repeating byte pattern for binary.
+pub fn message_payload(size: usize, text: bool) -> Vec<u8> {
+    if text {
+        (0..size).map(|i| b'a' + (i % 26) as u8).collect()
+    } else {
+        (0..size)
+            .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
+            .collect()
+    }
+}
+
+/// Builds one masked client frame (FIN set) with the given opcode and payload.
+pub fn build_client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    f.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    f.extend_from_slice(&MASK_KEY);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK_KEY[i & 3]));
+    f
+}
+
+/// Total header length implied by the second header byte (server frames are
+/// unmasked; a mask bit is rejected later but sized correctly here).
+pub fn header_len(b1: u8) -> usize {
+    let ext = match b1 & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
+}
+
+/// Log-linear latency histogram over nanoseconds: exact below 256 ns, then
+/// 128 sub-buckets per power of two (relative error below 0.8 %).
+pub struct Histogram {
+    /// Bucket counts.
+    counts: Vec<u64>,
+    /// Number of recorded values.
+    total: u64,
+    /// Exact maximum.
+    max: u64,
+    /// Sum of values, for the mean.
+    sum: u128,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Histogram {
+    /// Sub-bucket bits: 2^SUB_BITS values per power of two above 2^(SUB_BITS+1).
+    const SUB_BITS: u32 = 7;
+
+    /// An empty histogram covering the whole `u64` range.
+    pub fn new() -> Self {
+        Histogram {
+            counts: vec![0; (64 << Self::SUB_BITS) + 256],
+            total: 0,
+            max: 0,
+            sum: 0,
+        }
+    }
+
+    /// Bucket index of a value.
+    fn index(v: u64) -> usize {
+        let sub = 1u64 << Self::SUB_BITS; // 128
+        if v < 2 * sub {
+            return v as usize;
+        }
+        let e = 63 - v.leading_zeros(); // floor(log2 v) >= SUB_BITS + 1
+        let shift = e - Self::SUB_BITS;
+        (shift as usize) * sub as usize + (v >> shift) as usize
+    }
+
+    /// Lowest and highest value mapped to bucket `idx`.
+    fn bounds(idx: usize) -> (u64, u64) {
+        let sub = 1usize << Self::SUB_BITS;
+        if idx < 2 * sub {
+            return (idx as u64, idx as u64);
+        }
+        let shift = idx / sub - 1;
+        let mant = (idx - shift * sub) as u64;
+        let lo = mant << shift;
+        (lo, lo + ((1u64 << shift) - 1))
+    }
+
+    /// Records one value.
+    pub fn record(&mut self, v: u64) {
+        self.counts[Self::index(v)] += 1;
+        self.total += 1;
+        self.sum += u128::from(v);
+        self.max = self.max.max(v);
+    }
+
+    /// Records the time from `sent` to `now`.
+    pub fn record_since(&mut self, sent: Instant, now: Instant) {
+        self.record(u64::try_from(now.duration_since(sent).as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Value at quantile `q` (0..=1): midpoint of the bucket holding it,
+    /// clamped to the exact maximum.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (idx, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let (lo, hi) = Self::bounds(idx);
+                return (lo + (hi - lo) / 2).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// Exact maximum of recorded values.
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// Mean of recorded values.
+    pub fn mean(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.total as f64
+        }
+    }
+}
+
+/// What the payload bytes of the frame being received belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrameKind {
+    /// Part of the echoed data message.
+    Data,
+    /// A control frame with this opcode.
+    Control(u8),
+}
+
+/// The owner of an [`EchoParser`]: knows which messages are outstanding and
+/// reacts to what the parser found.
+pub trait EchoSink {
+    /// The payload every message was sent with (what each echo must equal).
+    fn payload(&self) -> &[u8];
+    /// The opcode every message was sent with (1 text, 2 binary).
+    fn opcode(&self) -> u8;
+    /// Whether at least one sent message still awaits its echo.
+    fn is_awaiting_echo(&self) -> bool;
+    /// One complete, correct echo arrived (the oldest outstanding message).
+    fn on_echo(&mut self) -> Res<()>;
+    /// A ping with this payload arrived; the sink queues the pong.
+    fn on_ping(&mut self, payload: &[u8]);
+}
+
+/// Minimal but strict parser of the server's frame stream: RSV bits,
+/// masking, opcode, length and FIN are checked and every echoed payload is
+/// compared byte for byte with what was sent. Fragmented echoes are accepted;
+/// a close frame, a reserved opcode, a wrong opcode, length or payload, or a
+/// message nobody waits for is an error.
+pub struct EchoParser {
+    /// Partially received frame header.
+    hdr: [u8; 14],
+    /// Valid bytes in `hdr`.
+    hdr_len: usize,
+    /// Payload bytes still to come for the current frame; `None` between frames.
+    frame_remaining: Option<u64>,
+    /// What the current frame's payload is.
+    frame_kind: FrameKind,
+    /// FIN bit of the current data frame.
+    frame_fin: bool,
+    /// Whether a data message is being received (first frame seen, no FIN yet).
+    in_message: bool,
+    /// Payload bytes of the current echoed message received so far.
+    msg_off: usize,
+    /// Payload of the control frame being received.
+    ctrl_payload: Vec<u8>,
+}
+
+impl Default for EchoParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EchoParser {
+    /// A parser at a frame boundary, outside any message.
+    pub fn new() -> Self {
+        EchoParser {
+            hdr: [0; 14],
+            hdr_len: 0,
+            frame_remaining: None,
+            frame_kind: FrameKind::Data,
+            frame_fin: true,
+            in_message: false,
+            msg_off: 0,
+            ctrl_payload: Vec::new(),
+        }
+    }
+
+    /// Processes received bytes of the frame stream.
+    ///
+    /// # Errors
+    ///
+    /// On anything but echoes of what the sink sent, pings and pongs.
+    pub fn consume(&mut self, mut data: &[u8], sink: &mut impl EchoSink) -> Res<()> {
+        while !data.is_empty() {
+            match self.frame_remaining {
+                None => {
+                    // Accumulate the header: 2 bytes, then as many as it says.
+                    let need = if self.hdr_len < 2 {
+                        2
+                    } else {
+                        header_len(self.hdr[1])
+                    };
+                    let take = (need - self.hdr_len).min(data.len());
+                    self.hdr[self.hdr_len..self.hdr_len + take].copy_from_slice(&data[..take]);
+                    self.hdr_len += take;
+                    data = &data[take..];
+                    if self.hdr_len < 2 || self.hdr_len < header_len(self.hdr[1]) {
+                        continue;
+                    }
+                    self.start_frame(sink)?;
+                }
+                Some(remaining) => {
+                    let take = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(data.len());
+                    let chunk = &data[..take];
+                    data = &data[take..];
+                    match self.frame_kind {
+                        FrameKind::Data => {
+                            let expected = &sink.payload()[self.msg_off..self.msg_off + take];
+                            if chunk != expected {
+                                return Err(format!(
+                                    "echoed payload differs from what was sent (within bytes {}..{})",
+                                    self.msg_off,
+                                    self.msg_off + take
+                                ));
+                            }
+                            self.msg_off += take;
+                        }
+                        FrameKind::Control(_) => self.ctrl_payload.extend_from_slice(chunk),
+                    }
+                    let left = remaining - take as u64;
+                    self.frame_remaining = Some(left);
+                    if left == 0 {
+                        self.end_frame(sink)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates a complete header in `hdr` and starts its frame.
+    fn start_frame(&mut self, sink: &mut impl EchoSink) -> Res<()> {
+        let sent_opcode = sink.opcode();
+        let sent_len = sink.payload().len();
+        let h = &self.hdr;
+        let fin = h[0] & 0x80 != 0;
+        let rsv = h[0] & 0x70;
+        let opcode = h[0] & 0x0f;
+        if h[1] & 0x80 != 0 {
+            return Err("server sent a masked frame".into());
+        }
+        if rsv != 0 {
+            return Err(format!(
+                "server frame has RSV bits {rsv:#x} set (no extension was negotiated)"
+            ));
+        }
+        let len = match h[1] & 0x7f {
+            126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+            127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
+            n => u64::from(n),
+        };
+        self.hdr_len = 0;
+        match opcode {
+            0x0..=0x2 => {
+                if opcode == 0 {
+                    if !self.in_message {
+                        return Err("server sent a continuation frame outside a message".into());
+                    }
+                } else {
+                    if self.in_message {
+                        return Err("server started a new message inside a fragmented one".into());
+                    }
+                    if opcode != sent_opcode {
+                        return Err(format!(
+                            "echo has opcode {opcode}, sent opcode {sent_opcode}"
+                        ));
+                    }
+                    if !sink.is_awaiting_echo() {
+                        return Err(
+                            "server sent a message that was not an echo (none outstanding)".into(),
+                        );
+                    }
+                    self.in_message = true;
+                    self.msg_off = 0;
+                }
+                if len > (sent_len - self.msg_off) as u64 {
+                    return Err(format!(
+                        "echoed message is longer than the {sent_len} bytes sent"
+                    ));
+                }
+                self.frame_kind = FrameKind::Data;
+                self.frame_fin = fin;
+            }
+            0x8..=0xa => {
+                if !fin || len > 125 {
+                    return Err(format!(
+                        "server sent an invalid control frame (opcode {opcode})"
+                    ));
+                }
+                self.frame_kind = FrameKind::Control(opcode);
+                self.ctrl_payload.clear();
+            }
+            _ => return Err(format!("server sent reserved opcode {opcode:#x}")),
+        }
+        self.frame_remaining = Some(len);
+        if len == 0 {
+            self.end_frame(sink)?;
+        }
+        Ok(())
+    }
+
+    /// Completes the current frame (all payload received).
+    fn end_frame(&mut self, sink: &mut impl EchoSink) -> Res<()> {
+        self.frame_remaining = None;
+        match self.frame_kind {
+            FrameKind::Control(0x8) => {
+                let code = if self.ctrl_payload.len() >= 2 {
+                    u16::from_be_bytes([self.ctrl_payload[0], self.ctrl_payload[1]]).to_string()
+                } else {
+                    "none".into()
+                };
+                let reason = String::from_utf8_lossy(self.ctrl_payload.get(2..).unwrap_or(&[]));
+                Err(format!(
+                    "server sent a close frame during the run (code {code}, reason {reason:?})"
+                ))
+            }
+            FrameKind::Control(0x9) => {
+                sink.on_ping(&self.ctrl_payload);
+                Ok(())
+            }
+            FrameKind::Control(_) => Ok(()), // unsolicited pong: ignore
+            FrameKind::Data => {
+                if !self.frame_fin {
+                    return Ok(());
+                }
+                let sent_len = sink.payload().len();
+                if self.msg_off != sent_len {
+                    return Err(format!(
+                        "echoed message has {} bytes, sent {sent_len}",
+                        self.msg_off
+                    ));
+                }
+                self.in_message = false;
+                sink.on_echo()
+            }
+        }
+    }
+}
+
+/// utime+stime of a process (all threads), in clock ticks, from /proc/PID/stat.
+pub fn proc_cpu_ticks(pid: &str) -> Res<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let s = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    // The command name (field 2) may contain spaces; fields resume after ')'.
+    let rest = s
+        .rfind(')')
+        .map(|i| &s[i + 1..])
+        .ok_or_else(|| format!("unexpected format of {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); utime is field 14, stime field 15.
+    let get = |i: usize| -> Res<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("unexpected format of {path}"))
+    };
+    Ok(get(11)? + get(12)?)
+}
+
+/// Clock ticks per second for /proc times.
+pub fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions and only reads a constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// CPU-time snapshot of the server (if sampled) and of this process.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSnap {
+    /// When the snapshot was taken.
+    pub at: Instant,
+    /// Server utime+stime in ticks.
+    pub server: Option<u64>,
+    /// Own utime+stime in ticks.
+    pub client: u64,
+}
+
+/// Takes a [`CpuSnap`].
+pub fn cpu_snap(server_pid: Option<u32>) -> Res<CpuSnap> {
+    let server = match server_pid {
+        Some(pid) => Some(
+            proc_cpu_ticks(&pid.to_string())
+                .map_err(|e| format!("server process {pid}: {e} (did it exit?)"))?,
+        ),
+        None => None,
+    };
+    let client = proc_cpu_ticks("self")?;
+    Ok(CpuSnap {
+        at: Instant::now(),
+        server,
+        client,
+    })
+}
+
+/// Formats an optional float as JSON.
+fn json_opt(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.3}"),
+        _ => "null".into(),
+    }
+}
+
+/// Escapes a string for JSON.
+pub fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Everything the JSON result line is made of.
+pub struct Report<'a> {
+    /// `--url` as given.
+    pub url: &'a str,
+    /// TCP connections.
+    pub connections: usize,
+    /// WebSockets per HTTP/2 connection (`None` for HTTP/1.1, where it is 1
+    /// and the field is left out).
+    pub streams_per_connection: Option<usize>,
+    /// Payload bytes per message.
+    pub size: usize,
+    /// Text rather than binary messages.
+    pub text: bool,
+    /// Messages outstanding per WebSocket.
+    pub in_flight: usize,
+    /// Warm-up before the window.
+    pub warmup: Duration,
+    /// Messages completed in the window.
+    pub window_msgs: u64,
+    /// Latencies of those messages.
+    pub hist: &'a Histogram,
+    /// Server process sampled, if any.
+    pub server_pid: Option<u32>,
+    /// CPU snapshot at window start.
+    pub start: CpuSnap,
+    /// CPU snapshot at window end.
+    pub end: CpuSnap,
+}
+
+impl Report<'_> {
+    /// The JSON line: throughput, latency quantiles and CPU per message.
+    ///
+    /// # Errors
+    ///
+    /// If no message completed in the window.
+    pub fn to_json(&self) -> Res<String> {
+        let window = self.end.at.duration_since(self.start.at).as_secs_f64();
+        if self.window_msgs == 0 {
+            return Err("no message was echoed during the measured window".into());
+        }
+        let tck = clock_ticks_per_sec();
+        let msgs = self.window_msgs as f64;
+        let server_cpu_s = match (self.start.server, self.end.server) {
+            (Some(a), Some(z)) => Some(z.saturating_sub(a) as f64 / tck),
+            _ => None,
+        };
+        let client_cpu_s = self.end.client.saturating_sub(self.start.client) as f64 / tck;
+        let us = |ns: u64| ns as f64 / 1000.0;
+        let h = self.hist;
+        let streams = match self.streams_per_connection {
+            Some(m) => format!(
+                "\"transport\":\"h2\",\"streams_per_connection\":{m},\"streams\":{},",
+                m * self.connections
+            ),
+            None => String::new(),
+        };
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "{{\"url\":{},\"connections\":{},{streams}\"size\":{},\"type\":\"{}\",\"in_flight\":{},\
+             \"warmup_s\":{:.3},\"window_s\":{:.3},\"messages\":{},\"msgs_per_sec\":{:.1},\
+             \"bytes_per_sec\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\
+             \"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\"server_pid\":{},\"server_cpu_s\":{},\
+             \"server_cpu_util\":{},\"server_cpu_us_per_msg\":{},\"client_cpu_s\":{:.3},\
+             \"client_cpu_util\":{:.3},\"client_cpu_us_per_msg\":{:.3},\"clk_tck\":{}}}",
+            json_str(self.url),
+            self.connections,
+            self.size,
+            if self.text { "text" } else { "binary" },
+            self.in_flight,
+            self.warmup.as_secs_f64(),
+            window,
+            self.window_msgs,
+            msgs / window,
+            msgs * self.size as f64 / window,
+            us(h.quantile(0.50)),
+            us(h.quantile(0.90)),
+            us(h.quantile(0.99)),
+            us(h.quantile(0.999)),
+            us(h.max),
+            h.mean() / 1000.0,
+            self.server_pid
+                .map_or("null".to_string(), |p| p.to_string()),
+            json_opt(server_cpu_s),
+            json_opt(server_cpu_s.map(|s| s / window)),
+            json_opt(server_cpu_s.map(|s| s * 1e6 / msgs)),
+            client_cpu_s,
+            client_cpu_s / window,
+            client_cpu_s * 1e6 / msgs,
+            tck,
+        );
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_contiguous_and_tight() {
+        let mut prev_hi = None;
+        for idx in 0..Histogram::new().counts.len() {
+            let (lo, hi) = Histogram::bounds(idx);
+            if let Some(p) = prev_hi {
+                assert_eq!(lo, p + 1, "gap before bucket {idx}");
+            }
+            assert_eq!(Histogram::index(lo), idx);
+            assert_eq!(Histogram::index(hi), idx);
+            assert!((hi - lo) as f64 <= lo as f64 / 127.0 + 1.0);
+            prev_hi = Some(hi);
+            if hi == u64::MAX {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn histogram_quantiles() {
+        let mut h = Histogram::new();
+        for v in 1..=1000u64 {
+            h.record(v * 1000);
+        }
+        let p50 = h.quantile(0.5) as f64;
+        assert!((p50 - 500_000.0).abs() / 500_000.0 < 0.01, "{p50}");
+        assert_eq!(h.quantile(1.0), 1_000_000);
+        assert_eq!(h.max(), 1_000_000);
+    }
+
+    #[test]
+    fn client_frame_encoding() {
+        let f = build_client_frame(1, b"hi");
+        assert_eq!(&f[..2], &[0x81, 0x82]);
+        assert_eq!(&f[2..6], &MASK_KEY);
+        assert_eq!(f[6] ^ MASK_KEY[0], b'h');
+        let big = build_client_frame(2, &vec![0; 70_000]);
+        assert_eq!(big[1], 0x80 | 127);
+        assert_eq!(big.len(), 70_000 + 14);
+        let mid = build_client_frame(2, &[0; 200]);
+        assert_eq!(mid[1], 0x80 | 126);
+        assert_eq!(header_len(mid[1]), 8);
+    }
+
+    #[test]
+    fn url_parsing() {
+        let (hh, h, p, path) = parse_url("ws://127.0.0.1:9001/x?y").unwrap();
+        assert_eq!(
+            (hh.as_str(), h.as_str(), p, path.as_str()),
+            ("127.0.0.1:9001", "127.0.0.1", 9001, "/x?y")
+        );
+        let (_, h, p, path) = parse_url("ws://localhost").unwrap();
+        assert_eq!((h.as_str(), p, path.as_str()), ("localhost", 80, "/"));
+        assert!(parse_url("wss://x/").is_err());
+    }
+
+    #[test]
+    fn proc_stat_parses_self() {
+        assert!(proc_cpu_ticks("self").is_ok());
+    }
+
+    /// Counts what an [`EchoParser`] reports.
+    struct Counter {
+        /// Messages still awaiting an echo.
+        outstanding: usize,
+        /// Echoes seen.
+        echoes: usize,
+        /// Ping payloads seen.
+        pings: Vec<Vec<u8>>,
+    }
+
+    impl EchoSink for Counter {
+        fn payload(&self) -> &[u8] {
+            b"hello"
+        }
+        fn opcode(&self) -> u8 {
+            1
+        }
+        fn is_awaiting_echo(&self) -> bool {
+            self.outstanding > 0
+        }
+        fn on_echo(&mut self) -> Res<()> {
+            self.outstanding -= 1;
+            self.echoes += 1;
+            Ok(())
+        }
+        fn on_ping(&mut self, payload: &[u8]) {
+            self.pings.push(payload.to_vec());
+        }
+    }
+
+    #[test]
+    fn parser_accepts_fragmented_echo_split_anywhere_and_pings() {
+        // "hello" as "hel" + "lo" (RFC 6455 §5.7), a ping between, fed byte by byte.
+        let stream = b"\x01\x03hel\x89\x01p\x80\x02lo\x81\x05hello";
+        let mut sink = Counter {
+            outstanding: 2,
+            echoes: 0,
+            pings: Vec::new(),
+        };
+        let mut parser = EchoParser::new();
+        for b in stream.chunks(1) {
+            parser.consume(b, &mut sink).unwrap();
+        }
+        assert_eq!(sink.echoes, 2);
+        assert_eq!(sink.pings, vec![b"p".to_vec()]);
+    }
+
+    #[test]
+    fn parser_rejects_wrong_payload_close_and_unrequested_echo() {
+        let mut sink = Counter {
+            outstanding: 1,
+            echoes: 0,
+            pings: Vec::new(),
+        };
+        assert!(EchoParser::new()
+            .consume(b"\x81\x05hellp", &mut sink)
+            .is_err());
+        assert!(EchoParser::new()
+            .consume(b"\x88\x02\x03\xe8", &mut sink)
+            .is_err());
+        sink.outstanding = 0;
+        assert!(EchoParser::new()
+            .consume(b"\x81\x05hello", &mut sink)
+            .is_err());
+    }
+}
