@@ -150,8 +150,8 @@ pub struct ServerConfig {
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`): a client that wants more waits for one to end,
     /// or has the extra streams refused (`REFUSED_STREAM`). Each counts against the send
     /// budget like a connection of its own, and costs what one does (its read buffer, a
-    /// message being reassembled, compression state), plus about 64 KiB that hyper and h2
-    /// buffer for it. Default: 256.
+    /// message being reassembled, compression state), plus up to 64 KiB that h2
+    /// buffers for it. Default: 256.
     pub http2_max_streams: u32,
     /// TLS (feature `rustls`): every accepted connection runs the TLS handshake with this
     /// configuration before the WebSocket one, and the server serves `wss://`. Default:

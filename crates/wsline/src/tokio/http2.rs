@@ -14,7 +14,7 @@ use http_body_util::Empty;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::stream::{Http2Stream, MaybeTlsStream};
+use super::stream::{Http2Stream, MaybeTlsStream, ReadAhead};
 use super::websocket::{Limits, WebSocket};
 use crate::proto::{self, Connection, Failure, HandshakeError};
 use crate::{ConnectConfig, Error, Result, WsUri};
@@ -171,7 +171,7 @@ pub(super) async fn start(
     let (mut send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .max_header_list_size(u32::try_from(config.protocol.max_head_size).unwrap_or(u32::MAX))
         .max_send_buf_size(4 * super::stream::HTTP2_WRITE_CHUNK)
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(ReadAhead::new(stream, Vec::new())))
         .await
         .map_err(http2_error)?;
     // The connection runs in a task of its own, and says when the server's SETTINGS (its

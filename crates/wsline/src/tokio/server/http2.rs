@@ -1,29 +1,23 @@
 //! WebSockets over HTTP/2 (RFC 8441) in the tokio server: a connection that picked `h2` by
-//! ALPN, or a plain one that starts with the HTTP/2 preface, is served by hyper's HTTP/2
+//! ALPN, or a plain one that starts with the HTTP/2 preface, is served by the `h2` crate's
 //! server with `SETTINGS_ENABLE_CONNECT_PROTOCOL`; each extended CONNECT goes through the
 //! same handshake (`wsline::http`, then the handler's hook) and the same handler, close
 //! policy, shutdown and send budget as an HTTP/1.1 connection. HTTP/2 flow control is the
 //! stream's backpressure: a stream whose window is used up takes no more bytes, so the
 //! WebSocket's send buffer fills and the high-water mark applies, as over TCP.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Version;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, watch};
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -31,13 +25,17 @@ use super::{prepare, run_handler, Handler, ServerShared, Settings};
 use crate::http::{accept_request, to_http, to_request};
 use crate::proto::{Connection, Response};
 use crate::tokio::stream::MaybeTlsStream;
-use crate::tokio::stream::{Http2Stream, HTTP2_WRITE_CHUNK};
+use crate::tokio::stream::{Http2Stream, ReadAhead, HTTP2_WRITE_CHUNK};
 use crate::tokio::websocket::WebSocket;
 
-/// What h2 buffers for one stream; with hyper's own hand-off (a one-slot channel and the
-/// chunk its send task holds) about 4 chunks per stream sit outside the WebSocket's send
-/// buffer.
-const HTTP2_SEND_BUFFER: usize = HTTP2_WRITE_CHUNK;
+/// What h2 buffers for one stream, outside the WebSocket's send buffer: four chunks, so
+/// that a write finds room for a whole chunk while the last ones wait for the socket (with
+/// room for one, the capacity freed in pieces as h2 writes made DATA frames of a few bytes,
+/// each a `writev` of its own).
+const HTTP2_SEND_BUFFER: usize = 4 * HTTP2_WRITE_CHUNK;
+
+/// The receive window of each stream and of the connection.
+const RECEIVE_WINDOW: u32 = 1 << 20;
 
 /// How the HTTP/2 connection preface starts (RFC 9113 §3.4: `PRI * HTTP/2.0…`); no
 /// HTTP/1.1 method is `PRI`.
@@ -96,6 +94,10 @@ pub(super) async fn detect(
 
 /// Serves one HTTP/2 connection until it ends; on shutdown, sends GOAWAY and lets its
 /// WebSockets finish their closing handshakes (each is told 1001).
+///
+/// The connection is h2's, driven here: each extended CONNECT is answered in this loop,
+/// and its WebSocket writes straight into its h2 stream ([`Http2Stream`]), with no task
+/// or channel between them.
 pub(super) async fn serve<H: Handler>(
     stream: MaybeTlsStream,
     received: Vec<u8>,
@@ -104,54 +106,65 @@ pub(super) async fn serve<H: Handler>(
     settings: Arc<Settings>,
     shared: Arc<ServerShared>,
 ) {
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let mut builder = h2::server::Builder::new();
     builder
         .enable_connect_protocol()
         .max_concurrent_streams(settings.http2_max_streams)
         // What h2 buffers per stream beyond the WebSocket's own send buffer (with writes of
-        // at most HTTP2_WRITE_CHUNK, see MaybeTlsStream).
-        .max_send_buf_size(HTTP2_SEND_BUFFER)
+        // at most HTTP2_WRITE_CHUNK, see Http2Stream).
+        .max_send_buffer_size(HTTP2_SEND_BUFFER)
+        // What a client may send ahead of the WebSockets' reads: per stream, and for the
+        // connection (hyper's defaults; RFC 9113's 64 KiB would cost a WINDOW_UPDATE round
+        // trip every few 16 KiB messages).
+        .initial_window_size(RECEIVE_WINDOW)
+        .initial_connection_window_size(RECEIVE_WINDOW)
         // The request head's limit, as over HTTP/1.1 (HPACK-decoded size, RFC 9113 §6.5.2).
         .max_header_list_size(u32::try_from(settings.protocol.max_head_size).unwrap_or(u32::MAX));
+    let open_timeout = settings.protocol.open_timeout;
+    // The first bytes, read to tell the protocol, go to h2 before the rest.
+    let handshake = builder.handshake::<_, Bytes>(ReadAhead::new(stream, received));
+    let handshake = match open_timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, handshake).await {
+            Ok(handshake) => handshake,
+            Err(_) => return tracing::debug!(%peer, "HTTP/2 preface not received in time"),
+        },
+        None => handshake.await,
+    };
+    let mut connection = match handshake {
+        Ok(connection) => connection,
+        Err(error) => return tracing::debug!(%peer, %error, "HTTP/2 handshake failed"),
+    };
     // The WebSockets of this connection run in tasks this function owns: dropped (the
     // server's shutdown timeout passed), it drops them; their panics are reported.
-    let (spawn_tx, mut spawned) = mpsc::unbounded_channel::<WebSocketTask>();
-    let (live_tx, live) = watch::channel(0usize);
-    let open_timeout = settings.protocol.open_timeout;
-    let service = {
-        let shared = Arc::clone(&shared);
-        service_fn(move |request| {
-            let response = answer(
-                request, peer, &handler, &settings, &shared, &spawn_tx, &live_tx,
-            );
-            async move { Ok::<_, Infallible>(response) }
-        })
-    };
-    let stream = Prefixed {
-        prefix: received,
-        at: 0,
-        stream,
-    };
-    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
     let mut tasks = JoinSet::new();
+    let (live_tx, live) = watch::channel(0usize);
     let mut closing = false;
-    // hyper's graceful shutdown waits for the client to answer a PING: one that never does
-    // (a dead or hostile peer) has the connection dropped this long after, while idle.
+    // A graceful shutdown waits for the client to answer a PING: one that never does (a
+    // dead or hostile peer) has the connection dropped this long after, while idle.
     let mut linger = None;
-    let outcome = loop {
+    loop {
         tokio::select! {
-            outcome = connection.as_mut() => break outcome,
-            () = sleep_until(linger), if linger.is_some() && *live.borrow() == 0 && spawned.is_empty() => {
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    let websocket = answer(request, respond, peer, &handler, &settings, &shared, &live_tx);
+                    if let Some(websocket) = websocket {
+                        tasks.spawn(websocket);
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%peer, %error, "HTTP/2 connection ended");
+                    break;
+                }
+                None => break,
+            },
+            () = sleep_until(linger), if linger.is_some() && *live.borrow() == 0 => {
                 tracing::debug!(%peer, "HTTP/2 connection did not close in time; dropping it");
-                break Ok(());
-            }
-            Some(task) = spawned.recv() => {
-                tasks.spawn(task);
+                break;
             }
             Some(result) = tasks.join_next() => super::report(result),
             () = shared.shutdown.raised(), if !closing => {
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                connection.graceful_shutdown();
                 linger = open_timeout.map(|timeout| Instant::now() + timeout);
             }
             // No WebSocket for a whole open timeout (none yet, or all ended): GOAWAY, as an
@@ -159,20 +172,13 @@ pub(super) async fn serve<H: Handler>(
             () = idle(live.clone(), open_timeout), if !closing => {
                 closing = true;
                 tracing::debug!(%peer, "HTTP/2 connection idle; closing it");
-                connection.as_mut().graceful_shutdown();
+                connection.graceful_shutdown();
                 linger = open_timeout.map(|timeout| Instant::now() + timeout);
             }
         }
-    };
-    if let Err(error) = outcome {
-        tracing::debug!(%peer, %error, "HTTP/2 connection ended");
     }
-    // A WebSocket answered in the last turn: its stream is gone with the connection, so
-    // its task ends at once.
-    spawned.close();
-    while let Ok(task) = spawned.try_recv() {
-        tasks.spawn(task);
-    }
+    // The streams are gone with the connection, so the tasks end at once.
+    drop(connection);
     while let Some(result) = tasks.join_next().await {
         super::report(result);
     }
@@ -225,17 +231,17 @@ impl Drop for Live {
 
 /// Answers one request of an HTTP/2 connection: the handshake of `wsline::http`, passed
 /// through the handler's hook (a panic there is this request's 500, not the connection's
-/// end); a 200 to a valid extended CONNECT opens the WebSocket on the stream, in a task of
-/// the connection's.
+/// end); a 200 to a valid extended CONNECT returns the WebSocket on the stream, to run in a
+/// task of the connection's.
 fn answer<H: Handler>(
-    request: http::Request<Incoming>,
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
     peer: SocketAddr,
     handler: &Arc<H>,
     settings: &Arc<Settings>,
     shared: &Arc<ServerShared>,
-    spawn: &mpsc::UnboundedSender<WebSocketTask>,
     live: &watch::Sender<usize>,
-) -> http::Response<Full<Bytes>> {
+) -> Option<WebSocketTask> {
     let (parts, body) = request.into_parts();
     let core_request = to_request(&parts);
     let outcome = accept_request(&core_request, parts.version, Arc::clone(&settings.protocol));
@@ -267,42 +273,8 @@ fn answer<H: Handler>(
         }
     }
     let status = response.status;
-    match outcome {
-        Ok(accepted) if status == 200 => {
-            tracing::info!(%peer, path = %core_request.path, http = 2, "connection opened");
-            let request = http::Request::from_parts(parts, body);
-            let (handler, settings, shared) = (
-                Arc::clone(handler),
-                Arc::clone(settings),
-                Arc::clone(shared),
-            );
-            let counted = Live::new(live);
-            let task: WebSocketTask = Box::pin(async move {
-                let _counted = counted;
-                let _permit = permit;
-                let _connection = super::Counted::new(&shared.connections);
-                let upgraded = match hyper::upgrade::on(request).await {
-                    Ok(upgraded) => upgraded,
-                    Err(error) => {
-                        return tracing::debug!(%peer, %error, "HTTP/2 stream not upgraded");
-                    }
-                };
-                let stream =
-                    MaybeTlsStream::Http2(Box::new(Http2Stream::new(upgraded, Some(peer))));
-                let (negotiated, request) = accepted.into_parts();
-                let conn = Connection::from_negotiated(
-                    negotiated,
-                    Arc::clone(&settings.protocol),
-                    std::time::Instant::now(),
-                );
-                let mut ws = WebSocket::new(stream, conn, settings.limits);
-                ws.set_request(request);
-                prepare(&mut ws, &settings, &shared);
-                run_handler(ws, peer, &handler, &shared).await;
-            });
-            // The receiver lives as long as the connection that called this.
-            let _ = spawn.send(task);
-        }
+    let accepted = match outcome {
+        Ok(accepted) if status == 200 => accepted,
         _ => {
             tracing::info!(%peer, status, path = %core_request.path, http = 2, "handshake rejected");
             // Any other 2xx to a CONNECT would open a tunnel (RFC 9113 §8.5) with no
@@ -310,67 +282,50 @@ fn answer<H: Handler>(
             if (200..300).contains(&status) && parts.method == http::Method::CONNECT {
                 response = Response::text(500, "Internal server error");
             }
-        }
-    }
-    to_http(&response, Version::HTTP_2)
-}
-
-/// A connection whose first bytes were read to tell its protocol: hands them to hyper
-/// before the rest.
-struct Prefixed {
-    prefix: Vec<u8>,
-    at: usize,
-    stream: MaybeTlsStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.at < this.prefix.len() {
-            let rest = &this.prefix[this.at..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.at += n;
-            if this.at == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.at = 0;
+            let (head, body) = to_http::<Bytes>(&response, Version::HTTP_2).into_parts();
+            let head = http::Response::from_parts(head, ());
+            match respond.send_response(head, body.is_empty()) {
+                Ok(mut send) if !body.is_empty() => {
+                    let _ = send.send_data(body, true);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%peer, %error, "HTTP/2 answer not sent"),
             }
-            return Poll::Ready(Ok(()));
+            return None;
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
+    };
+    let head = http::Response::from_parts(
+        to_http::<Bytes>(&response, Version::HTTP_2).into_parts().0,
+        (),
+    );
+    let send = match respond.send_response(head, false) {
+        Ok(send) => send,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "HTTP/2 stream gone before its 200");
+            return None;
+        }
+    };
+    tracing::info!(%peer, path = %core_request.path, http = 2, "connection opened");
+    let (handler, settings, shared) = (
+        Arc::clone(handler),
+        Arc::clone(settings),
+        Arc::clone(shared),
+    );
+    let counted = Live::new(live);
+    Some(Box::pin(async move {
+        let _counted = counted;
+        let _permit = permit;
+        let _connection = super::Counted::new(&shared.connections);
+        let stream = MaybeTlsStream::Http2(Box::new(Http2Stream::on_stream(send, body, peer)));
+        let (negotiated, request) = accepted.into_parts();
+        let conn = Connection::from_negotiated(
+            negotiated,
+            Arc::clone(&settings.protocol),
+            std::time::Instant::now(),
+        );
+        let mut ws = WebSocket::new(stream, conn, settings.limits);
+        ws.set_request(request);
+        prepare(&mut ws, &settings, &shared);
+        run_handler(ws, peer, &handler, &shared).await;
+    }))
 }
