@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use super::{prepare, run_handler, Handler, ServerShared, Settings};
 use crate::http::{accept_request, to_http, to_request};
 use crate::proto::{Connection, Response};
+use crate::tokio::signal::Listener;
 use crate::tokio::stream::MaybeTlsStream;
 use crate::tokio::stream::{Http2Stream, ReadAhead, HTTP2_WRITE_CHUNK};
 use crate::tokio::websocket::WebSocket;
@@ -138,10 +140,17 @@ pub(super) async fn serve<H: Handler>(
     // server's shutdown timeout passed), it drops them; their panics are reported.
     let mut tasks = JoinSet::new();
     let (live_tx, live) = watch::channel(0usize);
-    let mut closing = false;
+    // What the loop waits on besides the connection lives across its turns: made again at
+    // each (each message, on a connection with one WebSocket), it would register with the
+    // server-wide shutdown signal and the live count every time.
+    let mut going_away = Listener::new(Arc::clone(&shared.shutdown));
+    let idle = idle(live.clone(), open_timeout);
     // A graceful shutdown waits for the client to answer a PING: one that never does (a
     // dead or hostile peer) has the connection dropped this long after, while idle.
-    let mut linger = None;
+    let linger = sleep_until(None);
+    tokio::pin!(idle, linger);
+    let mut closing = false;
+    let mut lingering = false;
     loop {
         tokio::select! {
             accepted = connection.accept() => match accepted {
@@ -157,23 +166,25 @@ pub(super) async fn serve<H: Handler>(
                 }
                 None => break,
             },
-            () = sleep_until(linger), if linger.is_some() && *live.borrow() == 0 => {
+            () = &mut linger, if lingering && *live.borrow() == 0 => {
                 tracing::debug!(%peer, "HTTP/2 connection did not close in time; dropping it");
                 break;
             }
             Some(result) = tasks.join_next() => super::report(result),
-            () = shared.shutdown.raised(), if !closing => {
+            // Shut down, or no WebSocket for a whole open timeout (none yet, or all ended,
+            // as an HTTP/1.1 connection that sends no handshake is closed): GOAWAY.
+            () = raised(&mut going_away), if !closing => {
                 closing = true;
                 connection.graceful_shutdown();
-                linger = open_timeout.map(|timeout| Instant::now() + timeout);
+                lingering = open_timeout.is_some();
+                linger.set(sleep_until(open_timeout.map(|timeout| Instant::now() + timeout)));
             }
-            // No WebSocket for a whole open timeout (none yet, or all ended): GOAWAY, as an
-            // HTTP/1.1 connection that sends no handshake is closed.
-            () = idle(live.clone(), open_timeout), if !closing => {
+            () = &mut idle, if !closing => {
                 closing = true;
                 tracing::debug!(%peer, "HTTP/2 connection idle; closing it");
                 connection.graceful_shutdown();
-                linger = open_timeout.map(|timeout| Instant::now() + timeout);
+                lingering = open_timeout.is_some();
+                linger.set(sleep_until(open_timeout.map(|timeout| Instant::now() + timeout)));
             }
         }
     }
@@ -182,6 +193,17 @@ pub(super) async fn serve<H: Handler>(
     while let Some(result) = tasks.join_next().await {
         super::report(result);
     }
+}
+
+/// Resolves once the server shuts down: an atomic load per poll, registered only once.
+fn raised(listener: &mut Listener) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(|cx| {
+        if listener.poll_raised(cx) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
 }
 
 /// Sleeps until `deadline`; never without one.
