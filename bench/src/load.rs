@@ -2,9 +2,12 @@
 //! `loadgen-h2` (HTTP/2 extended CONNECT, h2 on Tokio) build the same masked
 //! client frames, parse echoes with the same strict [`EchoParser`], record
 //! latencies in the same [`Histogram`], sample CPU time the same way and print
-//! the same JSON line ([`Report`]).
+//! the same JSON line ([`Report`]); they take the same options
+//! ([`CommonOptions`]).
 
 use std::fmt::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::exit;
 use std::time::{Duration, Instant};
 
 /// Result type of the load generators: errors are human-readable messages.
@@ -76,6 +79,247 @@ pub fn parse_url(url: &str) -> Res<(String, String, u16, String)> {
         }
     };
     Ok((authority.to_string(), host, port, path.to_string()))
+}
+
+/// The command-line options both load generators take.
+#[derive(Debug, Clone)]
+pub struct CommonOptions {
+    /// Original `--url`, echoed into the JSON output.
+    pub url: String,
+    /// `host:port` as written in the URL (the `Host` header or `:authority`).
+    pub authority: String,
+    /// Request target (path and query) from the URL.
+    pub path: String,
+    /// Resolved server address.
+    pub addr: SocketAddr,
+    /// Number of concurrent (TCP) connections.
+    pub connections: usize,
+    /// Payload size of every message in bytes.
+    pub size: usize,
+    /// Text (opcode 1) rather than binary (opcode 2) messages.
+    pub text: bool,
+    /// Messages outstanding per WebSocket.
+    pub in_flight: usize,
+    /// Warm-up before the measured window.
+    pub warmup: Duration,
+    /// Length of the measured window.
+    pub duration: Duration,
+    /// Server process whose CPU time is sampled, if any.
+    pub server_pid: Option<u32>,
+    /// Bound on establishing all connections (and their WebSockets).
+    pub connect_timeout: Duration,
+    /// Fatal if no echo at all completes for this long.
+    pub stall_timeout: Duration,
+    /// Connections being set up at once.
+    pub connect_concurrency: usize,
+}
+
+impl CommonOptions {
+    /// Parses the command line: the shared flags here, every other flag by
+    /// `extra`, which gets the flag and a function fetching its value (inline
+    /// `--x=v` or the next argument) and returns whether it knew the flag.
+    /// `-h`/`--help` prints `usage` and exits 0; `--connections` is limited to
+    /// `1..=max_connections`.
+    ///
+    /// # Errors
+    ///
+    /// On an unknown flag, a missing or bad value, a missing `--url`, a zero
+    /// `--duration` or a URL that does not parse or resolve.
+    pub fn parse(
+        args: &[String],
+        usage: &str,
+        max_connections: usize,
+        mut extra: impl FnMut(&str, &mut dyn FnMut() -> Res<String>) -> Res<bool>,
+    ) -> Res<Self> {
+        let mut url = None;
+        let mut connections = 1;
+        let mut size = 20;
+        let mut text = true;
+        let mut in_flight = 1;
+        let mut warmup = Duration::from_secs(1);
+        let mut duration = Duration::from_secs(5);
+        let mut server_pid = None;
+        let mut connect_timeout = Duration::from_secs(15);
+        let mut stall_timeout = Duration::from_secs(10);
+        let mut connect_concurrency = 128;
+
+        let mut i = 0;
+        while i < args.len() {
+            let arg = args[i].as_str();
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+                _ => (arg, None),
+            };
+            // Fetches the flag's value, either inline (`--x=v`) or the next arg.
+            let mut value = || -> Res<String> {
+                if let Some(v) = inline.clone() {
+                    return Ok(v);
+                }
+                i += 1;
+                args.get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            match flag {
+                "-h" | "--help" => {
+                    println!("{usage}");
+                    exit(0);
+                }
+                "--url" => url = Some(value()?),
+                "--connections" => connections = parse_count(flag, &value()?, 1, max_connections)?,
+                "--size" => size = parse_count(flag, &value()?, 0, MAX_SIZE)?,
+                "--text" => text = true,
+                "--binary" => text = false,
+                "--in-flight" => in_flight = parse_count(flag, &value()?, 1, 1_000_000)?,
+                "--warmup" => warmup = parse_secs(flag, &value()?)?,
+                "--duration" => duration = parse_secs(flag, &value()?)?,
+                "--server-pid" => {
+                    let v = value()?;
+                    server_pid = Some(
+                        v.parse::<u32>()
+                            .map_err(|_| format!("--server-pid: not a pid: {v:?}"))?,
+                    );
+                }
+                "--connect-timeout" => connect_timeout = parse_secs(flag, &value()?)?,
+                "--stall-timeout" => stall_timeout = parse_secs(flag, &value()?)?,
+                "--connect-concurrency" => {
+                    connect_concurrency = parse_count(flag, &value()?, 1, 1_000_000)?
+                }
+                _ => {
+                    if !extra(flag, &mut value)? {
+                        return Err(format!("unknown argument {arg:?}\n{usage}"));
+                    }
+                }
+            }
+            i += 1;
+        }
+        let url = url.ok_or_else(|| format!("--url is required\n{usage}"))?;
+        if duration.is_zero() {
+            return Err("--duration must be > 0".into());
+        }
+        let (authority, host, port, path) = parse_url(&url)?;
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host}:{port} resolved to no address"))?;
+        Ok(CommonOptions {
+            url,
+            authority,
+            path,
+            addr,
+            connections,
+            size,
+            text,
+            in_flight,
+            warmup,
+            duration,
+            server_pid,
+            connect_timeout,
+            stall_timeout,
+            connect_concurrency,
+        })
+    }
+
+    /// The [`Report`] of a run with these options.
+    pub fn report<'a>(
+        &'a self,
+        streams_per_connection: Option<usize>,
+        counts: &'a EchoCounts,
+        start: CpuSnap,
+        end: CpuSnap,
+    ) -> Report<'a> {
+        Report {
+            url: &self.url,
+            connections: self.connections,
+            streams_per_connection,
+            size: self.size,
+            text: self.text,
+            in_flight: self.in_flight,
+            warmup: self.warmup,
+            window_msgs: counts.window_msgs,
+            hist: &counts.hist,
+            server_pid: self.server_pid,
+            start,
+            end,
+        }
+    }
+}
+
+/// What a run sends on every WebSocket: the message, encoded once.
+pub struct Messages {
+    /// Payload of every message (what the echo must equal).
+    pub payload: Vec<u8>,
+    /// Opcode of sent messages.
+    pub opcode: u8,
+    /// Length of one encoded client frame.
+    pub frame_len: usize,
+    /// `copies` encoded client frames back to back.
+    pub burst: Vec<u8>,
+    /// Frames in `burst`: `in_flight`, but at most what fits in
+    /// [`MAX_BURST_BYTES`] (and at least one).
+    pub copies: usize,
+}
+
+impl Messages {
+    /// Encodes the message of `opts` (`--size`, `--text`/`--binary`) and a
+    /// burst of up to `--in-flight` copies.
+    pub fn new(opts: &CommonOptions) -> Self {
+        let payload = message_payload(opts.size, opts.text);
+        let opcode = if opts.text { 1 } else { 2 };
+        let frame = build_client_frame(opcode, &payload);
+        let frame_len = frame.len();
+        let copies = opts.in_flight.min((MAX_BURST_BYTES / frame_len).max(1));
+        Messages {
+            payload,
+            opcode,
+            frame_len,
+            burst: frame.repeat(copies),
+            copies,
+        }
+    }
+}
+
+/// Run-wide echo counters and the flags of the run's phases.
+pub struct EchoCounts {
+    /// Whether completions are counted (inside the measured window).
+    pub measuring: bool,
+    /// Whether new messages are issued.
+    pub sending: bool,
+    /// Latency histogram of messages completed in the window.
+    pub hist: Histogram,
+    /// Messages completed in the window.
+    pub window_msgs: u64,
+    /// Messages completed overall (warm-up included).
+    pub total_msgs: u64,
+    /// Last time any echo completed (stall detection).
+    pub last_progress: Instant,
+}
+
+impl EchoCounts {
+    /// Counters at zero, sending but not measuring yet.
+    pub fn new(start: Instant) -> Self {
+        EchoCounts {
+            measuring: false,
+            sending: true,
+            hist: Histogram::new(),
+            window_msgs: 0,
+            total_msgs: 0,
+            last_progress: start,
+        }
+    }
+
+    /// Accounts one echo, of a message sent at `sent`, completed at `now`;
+    /// returns whether the next message is to be issued in its place.
+    pub fn record_echo(&mut self, sent: Instant, now: Instant) -> bool {
+        self.total_msgs += 1;
+        self.last_progress = now;
+        if self.measuring {
+            self.window_msgs += 1;
+            self.hist.record_since(sent, now);
+        }
+        self.sending
+    }
 }
 
 /// The payload of every message: printable ASCII for text (hence valid
@@ -693,6 +937,63 @@ mod tests {
         let (_, h, p, path) = parse_url("ws://localhost").unwrap();
         assert_eq!((h.as_str(), p, path.as_str()), ("localhost", 80, "/"));
         assert!(parse_url("wss://x/").is_err());
+    }
+
+    /// `CommonOptions::parse` with an extra `--extra N` flag.
+    fn parse_with_extra(args: &[&str]) -> Res<(CommonOptions, Option<String>)> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut extra = None;
+        let opts = CommonOptions::parse(&args, "USAGE", 10, |flag, value| {
+            if flag != "--extra" {
+                return Ok(false);
+            }
+            extra = Some(value()?);
+            Ok(true)
+        })?;
+        Ok((opts, extra))
+    }
+
+    #[test]
+    fn common_options_parse() {
+        let (o, extra) = parse_with_extra(&[
+            "--url=ws://127.0.0.1:9001/e",
+            "--extra",
+            "7",
+            "--binary",
+            "--connections=10",
+            "--duration",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(extra.as_deref(), Some("7"));
+        assert_eq!(
+            (o.authority.as_str(), o.path.as_str()),
+            ("127.0.0.1:9001", "/e")
+        );
+        assert_eq!(
+            (o.connections, o.text, o.size, o.in_flight),
+            (10, false, 20, 1)
+        );
+        assert_eq!(o.duration, Duration::from_millis(500));
+        assert_eq!(o.connect_concurrency, 128);
+        let err = |args: &[&str]| parse_with_extra(args).unwrap_err();
+        assert_eq!(
+            err(&["--url", "ws://x/", "--bogus"]),
+            "unknown argument \"--bogus\"\nUSAGE"
+        );
+        assert_eq!(err(&["--duration", "1"]), "--url is required\nUSAGE");
+        assert_eq!(
+            err(&["--url", "ws://x/", "--duration", "0"]),
+            "--duration must be > 0"
+        );
+        assert_eq!(
+            err(&["--url", "ws://x/", "--extra"]),
+            "--extra needs a value"
+        );
+        assert_eq!(
+            err(&["--url", "ws://x/", "--connections", "11"]),
+            "--connections: must be in 1..=10, got 11"
+        );
     }
 
     #[test]

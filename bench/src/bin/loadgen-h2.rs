@@ -30,7 +30,6 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::exit;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -44,8 +43,8 @@ use http::{header, Method, Request, StatusCode};
 use tokio::net::TcpStream;
 use tokio::task::{spawn_local, LocalSet};
 use wsline_bench::load::{
-    build_client_frame, cpu_snap, message_payload, parse_count, parse_secs, parse_url, CpuSnap,
-    EchoParser, EchoSink, Histogram, Report, Res, MAX_BURST_BYTES, MAX_SIZE,
+    build_client_frame, cpu_snap, parse_count, CommonOptions, CpuSnap, EchoCounts, EchoParser,
+    EchoSink, Messages, Res,
 };
 
 /// Initial receive window of every stream (one WebSocket): 8 MiB.
@@ -58,35 +57,14 @@ const TICK: Duration = Duration::from_millis(10);
 /// Parsed command line.
 #[derive(Debug, Clone)]
 struct Config {
-    /// Original `--url`, echoed into the JSON output.
-    url: String,
+    /// The options shared with `loadgen` (`connections` counts HTTP/2
+    /// connections, `in_flight` is per WebSocket).
+    opts: CommonOptions,
     /// `http://host:port/path`: `:scheme`, `:authority` and `:path` of the
     /// extended CONNECT (RFC 8441 §4).
     request_uri: String,
-    /// Resolved server address.
-    addr: SocketAddr,
-    /// Number of HTTP/2 (TCP) connections.
-    connections: usize,
     /// WebSockets (streams) per connection.
     streams_per_connection: usize,
-    /// Payload size of every message in bytes.
-    size: usize,
-    /// Text (opcode 1) rather than binary (opcode 2) messages.
-    text: bool,
-    /// Messages outstanding per WebSocket.
-    in_flight: usize,
-    /// Warm-up before the measured window.
-    warmup: Duration,
-    /// Length of the measured window.
-    duration: Duration,
-    /// Server process whose CPU time is sampled, if any.
-    server_pid: Option<u32>,
-    /// Bound on establishing all connections and WebSockets.
-    connect_timeout: Duration,
-    /// Fatal if no echo at all completes for this long.
-    stall_timeout: Duration,
-    /// Connections being set up at once.
-    connect_concurrency: usize,
 }
 
 /// The usage text.
@@ -113,93 +91,20 @@ fn usage() -> &'static str {
 
 /// Parses the command line into a [`Config`].
 fn parse_args(args: &[String]) -> Res<Config> {
-    let mut url = None;
-    let mut connections = 1;
     let mut streams_per_connection = 1;
-    let mut size = 20;
-    let mut text = true;
-    let mut in_flight = 1;
-    let mut warmup = Duration::from_secs(1);
-    let mut duration = Duration::from_secs(5);
-    let mut server_pid = None;
-    let mut connect_timeout = Duration::from_secs(15);
-    let mut stall_timeout = Duration::from_secs(10);
-    let mut connect_concurrency = 128;
-
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_str();
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg, None),
-        };
-        // Fetches the flag's value, either inline (`--x=v`) or the next arg.
-        let mut value = || -> Res<String> {
-            if let Some(v) = inline.clone() {
-                return Ok(v);
-            }
-            i += 1;
-            args.get(i)
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+    let opts = CommonOptions::parse(args, usage(), 100_000, |flag, value| {
         match flag {
-            "-h" | "--help" => {
-                println!("{}", usage());
-                exit(0);
-            }
-            "--url" => url = Some(value()?),
-            "--connections" => connections = parse_count(flag, &value()?, 1, 100_000)?,
             "--streams-per-connection" => {
                 streams_per_connection = parse_count(flag, &value()?, 1, 100_000)?
             }
-            "--size" => size = parse_count(flag, &value()?, 0, MAX_SIZE)?,
-            "--text" => text = true,
-            "--binary" => text = false,
-            "--in-flight" => in_flight = parse_count(flag, &value()?, 1, 1_000_000)?,
-            "--warmup" => warmup = parse_secs(flag, &value()?)?,
-            "--duration" => duration = parse_secs(flag, &value()?)?,
-            "--server-pid" => {
-                let v = value()?;
-                server_pid = Some(
-                    v.parse::<u32>()
-                        .map_err(|_| format!("--server-pid: not a pid: {v:?}"))?,
-                );
-            }
-            "--connect-timeout" => connect_timeout = parse_secs(flag, &value()?)?,
-            "--stall-timeout" => stall_timeout = parse_secs(flag, &value()?)?,
-            "--connect-concurrency" => {
-                connect_concurrency = parse_count(flag, &value()?, 1, 1_000_000)?
-            }
-            _ => return Err(format!("unknown argument {arg:?}\n{}", usage())),
+            _ => return Ok(false),
         }
-        i += 1;
-    }
-    let url = url.ok_or_else(|| format!("--url is required\n{}", usage()))?;
-    if duration.is_zero() {
-        return Err("--duration must be > 0".into());
-    }
-    let (authority, host, port, path) = parse_url(&url)?;
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host}:{port} resolved to no address"))?;
+        Ok(true)
+    })?;
     Ok(Config {
-        url,
-        request_uri: format!("http://{authority}{path}"),
-        addr,
-        connections,
+        request_uri: format!("http://{}{}", opts.authority, opts.path),
+        opts,
         streams_per_connection,
-        size,
-        text,
-        in_flight,
-        warmup,
-        duration,
-        server_pid,
-        connect_timeout,
-        stall_timeout,
-        connect_concurrency,
     })
 }
 
@@ -221,18 +126,8 @@ struct Plan {
 
 /// Run-wide counters and flags, shared by every task of the one thread.
 struct Tally {
-    /// Whether completions are counted (inside the measured window).
-    measuring: bool,
-    /// Whether new messages are issued.
-    sending: bool,
-    /// Latency histogram of messages completed in the window.
-    hist: Histogram,
-    /// Messages completed in the window.
-    window_msgs: u64,
-    /// Messages completed overall (warm-up included).
-    total_msgs: u64,
-    /// Last time any echo completed (stall detection).
-    last_progress: Instant,
+    /// Echo counters and phase flags.
+    counts: EchoCounts,
     /// The first fatal error any task ran into.
     error: Option<String>,
 }
@@ -282,14 +177,7 @@ impl EchoSink for Socket {
             .sent_at
             .pop_front()
             .ok_or("server sent a message that was not an echo (none outstanding)")?;
-        let mut t = self.tally.borrow_mut();
-        t.total_msgs += 1;
-        t.last_progress = now;
-        if t.measuring {
-            t.window_msgs += 1;
-            t.hist.record_since(sent, now);
-        }
-        if t.sending {
+        if self.tally.borrow_mut().counts.record_echo(sent, now) {
             self.sent_at.push_back(now);
             self.unsent += 1;
         }
@@ -362,9 +250,9 @@ struct Connection {
 /// `streams_per_connection` WebSockets.
 async fn open_connection(index: usize, cfg: Rc<Config>, tally: SharedTally) -> Res<Connection> {
     let context = |e: String| format!("connection {index}: {e}");
-    let tcp = TcpStream::connect(cfg.addr)
+    let tcp = TcpStream::connect(cfg.opts.addr)
         .await
-        .map_err(|e| context(format!("connect to {} failed: {e}", cfg.addr)))?;
+        .map_err(|e| context(format!("connect to {} failed: {e}", cfg.opts.addr)))?;
     tcp.set_nodelay(true)
         .map_err(|e| context(format!("TCP_NODELAY: {e}")))?;
     let (client, connection) = h2::client::Builder::new()
@@ -447,56 +335,53 @@ async fn open_connection(index: usize, cfg: Rc<Config>, tally: SharedTally) -> R
 async fn run(cfg: Config) -> Res<String> {
     let program_start = Instant::now();
     let cfg = Rc::new(cfg);
-    let payload = message_payload(cfg.size, cfg.text);
-    let opcode = if cfg.text { 1 } else { 2 };
-    let frame = build_client_frame(opcode, &payload);
-    let frame_len = frame.len();
-    let copies = cfg.in_flight.min((MAX_BURST_BYTES / frame_len).max(1));
+    let Messages {
+        payload,
+        opcode,
+        frame_len,
+        burst,
+        copies,
+    } = Messages::new(&cfg.opts);
     let plan = Rc::new(Plan {
         payload,
         opcode,
         frame_len,
-        burst: Bytes::from(frame.repeat(copies)),
+        burst: Bytes::from(burst),
         copies,
-        in_flight: cfg.in_flight,
+        in_flight: cfg.opts.in_flight,
     });
     let tally = Rc::new(RefCell::new(Tally {
-        measuring: false,
-        sending: true,
-        hist: Histogram::new(),
-        window_msgs: 0,
-        total_msgs: 0,
-        last_progress: program_start,
+        counts: EchoCounts::new(program_start),
         error: None,
     }));
 
     // ---- connect + open every WebSocket, `connect_concurrency` connections at a time ----
-    let opening = futures_util::stream::iter(0..cfg.connections)
+    let opening = futures_util::stream::iter(0..cfg.opts.connections)
         .map(|i| open_connection(i, Rc::clone(&cfg), Rc::clone(&tally)))
-        .buffer_unordered(cfg.connect_concurrency)
+        .buffer_unordered(cfg.opts.connect_concurrency)
         .try_collect::<Vec<Connection>>();
-    let connections = tokio::time::timeout(cfg.connect_timeout, opening)
+    let connections = tokio::time::timeout(cfg.opts.connect_timeout, opening)
         .await
         .map_err(|_| {
             format!(
                 "connect timeout: {} connections × {} WebSockets not open within {:?}",
-                cfg.connections, cfg.streams_per_connection, cfg.connect_timeout
+                cfg.opts.connections, cfg.streams_per_connection, cfg.opts.connect_timeout
             )
         })??;
 
     // ---- run: warm-up, then the measured window ----
     let run_start = Instant::now();
-    let window_start_at = run_start + cfg.warmup;
-    let window_end_at = window_start_at + cfg.duration;
+    let window_start_at = run_start + cfg.opts.warmup;
+    let window_end_at = window_start_at + cfg.opts.duration;
     let hard_deadline = window_end_at + Duration::from_secs(5);
-    tally.borrow_mut().last_progress = run_start;
+    tally.borrow_mut().counts.last_progress = run_start;
     let mut handles = Vec::with_capacity(connections.len());
     for (c, connection) in connections.into_iter().enumerate() {
         for (s, (send, recv)) in connection.sockets.into_iter().enumerate() {
             let socket = Socket {
                 plan: Rc::clone(&plan),
                 tally: Rc::clone(&tally),
-                sent_at: VecDeque::with_capacity(cfg.in_flight),
+                sent_at: VecDeque::with_capacity(cfg.opts.in_flight),
                 unsent: 0,
                 pongs: Vec::new(),
             };
@@ -518,14 +403,14 @@ async fn run(cfg: Config) -> Res<String> {
             return Err(e);
         }
         if snap_start.is_none() && now >= window_start_at {
-            snap_start = Some(cpu_snap(cfg.server_pid)?);
-            tally.borrow_mut().measuring = true;
+            snap_start = Some(cpu_snap(cfg.opts.server_pid)?);
+            tally.borrow_mut().counts.measuring = true;
         }
         if now >= window_end_at {
-            let snap = cpu_snap(cfg.server_pid)?;
+            let snap = cpu_snap(cfg.opts.server_pid)?;
             let mut t = tally.borrow_mut();
-            t.measuring = false;
-            t.sending = false;
+            t.counts.measuring = false;
+            t.counts.sending = false;
             break snap;
         }
         if now >= hard_deadline {
@@ -533,12 +418,12 @@ async fn run(cfg: Config) -> Res<String> {
         }
         let (last_progress, total_msgs) = {
             let t = tally.borrow();
-            (t.last_progress, t.total_msgs)
+            (t.counts.last_progress, t.counts.total_msgs)
         };
-        if now.duration_since(last_progress) > cfg.stall_timeout {
+        if now.duration_since(last_progress) > cfg.opts.stall_timeout {
             return Err(format!(
                 "server stalled: no echo completed for {:?} ({total_msgs} echoed so far)",
-                cfg.stall_timeout
+                cfg.opts.stall_timeout
             ));
         }
         let next_edge = if snap_start.is_none() {
@@ -551,21 +436,15 @@ async fn run(cfg: Config) -> Res<String> {
     };
     let snap_start = snap_start.ok_or("measured window never started")?;
     let t = tally.borrow();
-    let line = Report {
-        url: &cfg.url,
-        connections: cfg.connections,
-        streams_per_connection: Some(cfg.streams_per_connection),
-        size: cfg.size,
-        text: cfg.text,
-        in_flight: cfg.in_flight,
-        warmup: cfg.warmup,
-        window_msgs: t.window_msgs,
-        hist: &t.hist,
-        server_pid: cfg.server_pid,
-        start: snap_start,
-        end: snap_end,
-    }
-    .to_json();
+    let line = cfg
+        .opts
+        .report(
+            Some(cfg.streams_per_connection),
+            &t.counts,
+            snap_start,
+            snap_end,
+        )
+        .to_json();
     drop(handles);
     line
 }

@@ -25,15 +25,14 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::exit;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use wsline_bench::load::{
-    build_client_frame, cpu_snap, message_payload, parse_count, parse_secs, parse_url, CpuSnap,
-    EchoParser, EchoSink, Histogram, Report, Res, MAX_BURST_BYTES, MAX_SIZE,
+    build_client_frame, cpu_snap, CommonOptions, CpuSnap, EchoCounts, EchoParser, EchoSink,
+    Messages, Res,
 };
 
 /// `Sec-WebSocket-Key` sent on every connection (the RFC 6455 §1.3 sample).
@@ -45,38 +44,8 @@ const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// Size of the single read buffer shared by all connections.
 const READ_BUF_SIZE: usize = 256 * 1024;
 
-/// Parsed command line.
-#[derive(Debug, Clone)]
-struct Config {
-    /// Original `--url`, echoed into the JSON output.
-    url: String,
-    /// `host:port` as written in the URL (for the `Host` header).
-    host_header: String,
-    /// Request target (path and query) for the upgrade request.
-    path: String,
-    /// Resolved server address.
-    addr: SocketAddr,
-    /// Number of concurrent connections.
-    connections: usize,
-    /// Payload size of every message in bytes.
-    size: usize,
-    /// Text (opcode 1) rather than binary (opcode 2) messages.
-    text: bool,
-    /// Messages outstanding per connection.
-    in_flight: usize,
-    /// Warm-up before the measured window.
-    warmup: Duration,
-    /// Length of the measured window.
-    duration: Duration,
-    /// Server process whose CPU time is sampled, if any.
-    server_pid: Option<u32>,
-    /// Bound on establishing all connections (TCP connect + upgrade).
-    connect_timeout: Duration,
-    /// Fatal if no echo at all completes for this long.
-    stall_timeout: Duration,
-    /// Connections allowed in the connect/handshake state at once.
-    connect_concurrency: usize,
-}
+/// Parsed command line: `loadgen` takes only the shared options.
+type Config = CommonOptions;
 
 /// Prints the usage text.
 fn usage() -> &'static str {
@@ -99,90 +68,7 @@ fn usage() -> &'static str {
 
 /// Parses the command line into a [`Config`].
 fn parse_args(args: &[String]) -> Res<Config> {
-    let mut url = None;
-    let mut connections = 1;
-    let mut size = 20;
-    let mut text = true;
-    let mut in_flight = 1;
-    let mut warmup = Duration::from_secs(1);
-    let mut duration = Duration::from_secs(5);
-    let mut server_pid = None;
-    let mut connect_timeout = Duration::from_secs(15);
-    let mut stall_timeout = Duration::from_secs(10);
-    let mut connect_concurrency = 128;
-
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_str();
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg, None),
-        };
-        // Fetches the flag's value, either inline (`--x=v`) or the next arg.
-        let mut value = || -> Res<String> {
-            if let Some(v) = inline.clone() {
-                return Ok(v);
-            }
-            i += 1;
-            args.get(i)
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag {
-            "-h" | "--help" => {
-                println!("{}", usage());
-                exit(0);
-            }
-            "--url" => url = Some(value()?),
-            "--connections" => connections = parse_count(flag, &value()?, 1, 1_000_000)?,
-            "--size" => size = parse_count(flag, &value()?, 0, MAX_SIZE)?,
-            "--text" => text = true,
-            "--binary" => text = false,
-            "--in-flight" => in_flight = parse_count(flag, &value()?, 1, 1_000_000)?,
-            "--warmup" => warmup = parse_secs(flag, &value()?)?,
-            "--duration" => duration = parse_secs(flag, &value()?)?,
-            "--server-pid" => {
-                let v = value()?;
-                server_pid = Some(
-                    v.parse::<u32>()
-                        .map_err(|_| format!("--server-pid: not a pid: {v:?}"))?,
-                );
-            }
-            "--connect-timeout" => connect_timeout = parse_secs(flag, &value()?)?,
-            "--stall-timeout" => stall_timeout = parse_secs(flag, &value()?)?,
-            "--connect-concurrency" => {
-                connect_concurrency = parse_count(flag, &value()?, 1, 1_000_000)?
-            }
-            _ => return Err(format!("unknown argument {arg:?}\n{}", usage())),
-        }
-        i += 1;
-    }
-    let url = url.ok_or_else(|| format!("--url is required\n{}", usage()))?;
-    if duration.is_zero() {
-        return Err("--duration must be > 0".into());
-    }
-    let (host_header, host, port, path) = parse_url(&url)?;
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host}:{port} resolved to no address"))?;
-    Ok(Config {
-        url,
-        host_header,
-        path,
-        addr,
-        connections,
-        size,
-        text,
-        in_flight,
-        warmup,
-        duration,
-        server_pid,
-        connect_timeout,
-        stall_timeout,
-        connect_concurrency,
-    })
+    CommonOptions::parse(args, usage(), 1_000_000, |_, _| Ok(false))
 }
 
 /// Connection life-cycle.
@@ -234,18 +120,8 @@ struct Bench {
     frame_len: usize,
     /// Several encoded client frames back to back.
     burst: Vec<u8>,
-    /// Whether completions are counted (inside the measured window).
-    measuring: bool,
-    /// Whether new messages are issued.
-    sending: bool,
-    /// Latency histogram of messages completed in the window.
-    hist: Histogram,
-    /// Messages completed in the window.
-    window_msgs: u64,
-    /// Messages completed overall (warm-up included).
-    total_msgs: u64,
-    /// Last time any echo completed (stall detection).
-    last_progress: Instant,
+    /// Echo counters and phase flags.
+    counts: EchoCounts,
 }
 
 /// Outcome of draining a socket.
@@ -448,13 +324,7 @@ impl EchoSink for ConnSink<'_> {
             .pop_front()
             .ok_or("server sent a message that was not an echo (none outstanding)")?;
         let b = &mut *self.b;
-        b.total_msgs += 1;
-        b.last_progress = now;
-        if b.measuring {
-            b.window_msgs += 1;
-            b.hist.record_since(sent, now);
-        }
-        if b.sending {
+        if b.counts.record_echo(sent, now) {
             self.sent_at.push_back(now);
             *self.out_remaining += b.frame_len as u64;
         }
@@ -519,16 +389,17 @@ fn check_upgrade_response(head: &[u8]) -> Step {
 /// Runs the benchmark and returns the JSON result line.
 fn run(cfg: Config) -> Res<String> {
     let program_start = Instant::now();
-    let payload = message_payload(cfg.size, cfg.text);
-    let opcode = if cfg.text { 1 } else { 2 };
-    let frame = build_client_frame(opcode, &payload);
-    let frame_len = frame.len();
-    let copies = cfg.in_flight.min((MAX_BURST_BYTES / frame_len).max(1));
-    let burst = frame.repeat(copies);
+    let Messages {
+        payload,
+        opcode,
+        frame_len,
+        burst,
+        copies: _,
+    } = Messages::new(&cfg);
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        cfg.path, cfg.host_header
+        cfg.path, cfg.authority
     )
     .into_bytes();
 
@@ -539,12 +410,7 @@ fn run(cfg: Config) -> Res<String> {
         opcode,
         frame_len,
         burst,
-        measuring: false,
-        sending: true,
-        hist: Histogram::new(),
-        window_msgs: 0,
-        total_msgs: 0,
-        last_progress: program_start,
+        counts: EchoCounts::new(program_start),
     };
 
     let mut poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
@@ -601,7 +467,7 @@ fn run(cfg: Config) -> Res<String> {
     let window_start_at = run_start + cfg.warmup;
     let window_end_at = window_start_at + cfg.duration;
     let hard_deadline = window_end_at + Duration::from_secs(5);
-    b.last_progress = run_start;
+    b.counts.last_progress = run_start;
     for c in conns.iter_mut() {
         for _ in 0..cfg.in_flight {
             c.issue(&b, run_start);
@@ -616,22 +482,22 @@ fn run(cfg: Config) -> Res<String> {
         let now = Instant::now();
         if snap_start.is_none() && now >= window_start_at {
             snap_start = Some(cpu_snap(cfg.server_pid)?);
-            b.measuring = true;
+            b.counts.measuring = true;
         }
         if now >= window_end_at {
             snap_end = cpu_snap(cfg.server_pid)?;
-            b.measuring = false;
-            b.sending = false;
+            b.counts.measuring = false;
+            b.counts.sending = false;
             break;
         }
         if now >= hard_deadline {
             return Err("overall deadline exceeded".into());
         }
-        if now.duration_since(b.last_progress) > cfg.stall_timeout {
+        if now.duration_since(b.counts.last_progress) > cfg.stall_timeout {
             let outstanding: usize = conns.iter().map(|c| c.sent_at.len()).sum();
             return Err(format!(
                 "server stalled: no echo completed for {:?} ({outstanding} messages outstanding, {} echoed so far)",
-                cfg.stall_timeout, b.total_msgs
+                cfg.stall_timeout, b.counts.total_msgs
             ));
         }
         let next_boundary = if snap_start.is_none() {
@@ -673,21 +539,7 @@ fn run(cfg: Config) -> Res<String> {
     }
 
     let snap_start = snap_start.ok_or("measured window never started")?;
-    Report {
-        url: &cfg.url,
-        connections: cfg.connections,
-        streams_per_connection: None,
-        size: cfg.size,
-        text: cfg.text,
-        in_flight: cfg.in_flight,
-        warmup: cfg.warmup,
-        window_msgs: b.window_msgs,
-        hist: &b.hist,
-        server_pid: cfg.server_pid,
-        start: snap_start,
-        end: snap_end,
-    }
-    .to_json()
+    cfg.report(None, &b.counts, snap_start, snap_end).to_json()
 }
 
 /// Entry point: parse, run, print JSON or fail with a clear message.
