@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -269,7 +270,12 @@ def start_bridge(direction: str, target_port: int, outdir: Path):
             stdout=subprocess.PIPE,
             stderr=log,
         )
-    line = proc.stdout.readline().decode().strip()
+    # The port line, read in a thread so that a bridge that prints nothing cannot hang us.
+    lines = []
+    reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(STARTUP_TIMEOUT)
+    line = lines[0].decode().strip() if lines else ""
     if not line.isdigit():
         stop(proc)
         raise HarnessError(f"h2_bridge.mjs did not print its port (got {line!r})")

@@ -57,7 +57,8 @@ pub enum Http2Policy {
     /// HTTP/2 always (tokio client, feature `http2`): ALPN `h2` alone over `wss://`, h2c
     /// with prior knowledge over `ws://`. A server without HTTP/2 or RFC 8441 fails the
     /// attempt with [`Error::Handshake`](crate::Error::Handshake) or
-    /// [`Error::Tls`](crate::Error::Tls); the blocking client and builds without `http2`
+    /// [`Error::Tls`](crate::Error::Tls), one that hangs up with a transient error as over
+    /// HTTP/1.1 (closed early, or I/O); the blocking client and builds without `http2`
     /// fail every attempt with [`Error::Unsupported`](crate::Error::Unsupported).
     Always,
 }
@@ -151,7 +152,10 @@ pub struct ServerConfig {
     /// or has the extra streams refused (`REFUSED_STREAM`). Each counts against the send
     /// budget like a connection of its own, and costs what one does (its read buffer, a
     /// message being reassembled, compression state), plus up to 64 KiB that h2
-    /// buffers for it. Default: 256.
+    /// buffers for it to send and its 256 KiB receive window of what the client sent ahead
+    /// of the WebSocket's reads. The connection's receive window is room for every stream's,
+    /// up to 16 MiB: a WebSocket whose handler does not read holds its own 256 KiB, not the
+    /// others'. Default: 256.
     pub http2_max_streams: u32,
     /// TLS (feature `rustls`): every accepted connection runs the TLS handshake with this
     /// configuration before the WebSocket one, and the server serves `wss://`. Default:

@@ -654,3 +654,104 @@ async fn when_offered_the_client_takes_http2_where_the_server_serves_websockets_
         }
     }
 }
+
+/// Bytes that do not compress (permessage-deflate is on).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Regression (review of the h2 server): with one receive window for the connection no
+/// bigger than a stream's, a WebSocket whose handler did not read (busy elsewhere) held the
+/// whole connection window, and every other WebSocket of the connection stalled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_that_is_not_read_does_not_stall_the_others_on_its_connection() {
+    let (busy_tx, mut busy_rx) = mpsc::unbounded_channel::<()>();
+    let handler = move |mut ws: WebSocket<MaybeTlsStream>| {
+        let busy_tx = busy_tx.clone();
+        async move {
+            if ws.request().is_some_and(|request| request.path == "/busy") {
+                let _ = busy_tx.send(());
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            while let Some(message) = ws.recv().await {
+                ws.send(message?).await?;
+            }
+            Ok(())
+        }
+    };
+    let server = serve_with(handler, "127.0.0.1:0", big()).await.unwrap();
+    let mut client = ConnectConfig::default();
+    client.protocol.max_message_size = Some(16 << 20);
+    let connection = wsline::tokio::Http2Connection::connect_with(
+        &format!("ws://{}/", server.local_addr()),
+        client,
+    )
+    .await
+    .unwrap();
+    let mut busy = connection.open("/busy").await.unwrap();
+    let mut echo = connection.open("/echo").await.unwrap();
+    busy_rx.recv().await.unwrap();
+    // 2 MiB to the WebSocket nobody reads: past its stream's window, so it is not all
+    // taken, and the send waits; what was taken stays in its stream.
+    let writer = tokio::spawn(async move {
+        let _ = busy.send(wsline::Message::binary(noise(2 << 20, 1))).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(busy);
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    echo.send("still here").await.unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(10), echo.recv()).await;
+    writer.abort();
+    assert_eq!(
+        answered
+            .expect("an answer while the other WebSocket is not read")
+            .unwrap()
+            .unwrap(),
+        "still here".into()
+    );
+}
+
+/// Regression (review): `Http2Policy::Always` against a server that closes at once
+/// (restarting) reported "no RFC 8441", a permanent error, about half the time, so a
+/// reconnecting client gave up; and against an HTTP/1.1-only server it was sometimes an
+/// I/O error, retried forever. Now: closed early (transient) and "does not speak HTTP/2"
+/// (permanent), every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_always_tells_a_server_that_hung_up_from_one_without_http2() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hangs_up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            drop(tcp);
+        }
+    });
+    let mut http1_only = big();
+    http1_only.http2 = false;
+    let (http1_server, _seen) = server(http1_only).await;
+    let config = ConnectConfig {
+        http2: Http2Policy::Always,
+        ..ConnectConfig::default()
+    };
+    for _ in 0..5 {
+        match wsline::tokio::connect_with(&format!("ws://{hangs_up}/"), config.clone()).await {
+            Err(wsline::Error::Handshake(wsline::proto::HandshakeError::ClosedEarly))
+            | Err(wsline::Error::Io(_)) => {}
+            other => panic!("a server that hung up: {other:?}"),
+        }
+        let url = format!("ws://{}/", http1_server.local_addr());
+        match wsline::tokio::connect_with(&url, config.clone()).await {
+            Err(wsline::Error::Handshake(wsline::proto::HandshakeError::InvalidHttp(why))) => {
+                assert!(why.contains("does not speak HTTP/2"), "{why}");
+            }
+            other => panic!("an HTTP/1.1-only server: {other:?}"),
+        }
+    }
+}

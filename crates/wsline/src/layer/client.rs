@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use crate::proto::{self, HandshakeError};
-use crate::{ConnectConfig, Error, Http2Policy, Result, WsUri};
+use crate::{ConnectConfig, Error, Result, WsUri};
 
 /// The statuses that redirect (RFC 9110 §15.4).
 const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
@@ -32,8 +32,9 @@ pub(crate) fn handshake_connection(
 ///
 /// # Errors
 /// [`Error::Unsupported`] when `config` asks for HTTP/2 always.
+#[cfg(any(feature = "sync", not(feature = "http2")))]
 pub(crate) fn refuse_http2(config: &ConnectConfig, client: &str) -> Result<()> {
-    if config.http2 == Http2Policy::Always {
+    if config.http2 == crate::Http2Policy::Always {
         return Err(Error::Unsupported(format!(
             "Http2Policy::Always: {client} speaks HTTP/1.1 only (HTTP/2 needs the tokio \
              client and the `http2` feature)"

@@ -42,7 +42,7 @@ pub fn connect(uri: &str) -> Result<WebSocket> {
 /// HTTP/2: [`ConnectConfig::http2`] other than `Always` means HTTP/1.1 here).
 ///
 /// # Errors
-/// As [`connect`], and [`Error::Unsupported`](crate::Error::Unsupported) for
+/// As [`connect`], and [`Error::Unsupported`] for
 /// [`Http2Policy::Always`](crate::Http2Policy::Always).
 pub fn connect_with(uri: &str, config: ConnectConfig) -> Result<WebSocket> {
     let deadline = config

@@ -6,7 +6,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::tokio::sync::watch;
+use ::tokio::sync::{oneshot, watch};
 use ::tokio::time::Instant;
 use bytes::Bytes;
 use http::{Method, Uri, Version};
@@ -180,6 +180,7 @@ pub(super) async fn start(
     // set or the wait has passed (the task looks on until SETTINGS_WAIT, so that a
     // connection kept by its caller still learns the flag).
     let (enabled_tx, mut enabled) = watch::channel(false);
+    let (ended_tx, ended) = oneshot::channel();
     ::tokio::spawn(async move {
         let mut connection = pin!(connection);
         let deadline = Instant::now() + SETTINGS_WAIT;
@@ -196,14 +197,25 @@ pub(super) async fn start(
                 () = ::tokio::time::sleep(SETTINGS_POLL) => {}
             }
         };
-        if let Err(error) = outcome {
+        if let Err(error) = &outcome {
             tracing::debug!(%error, "HTTP/2 connection ended");
         }
+        // Before `enabled_tx` goes: a caller that sees it gone finds the outcome here.
+        let _ = ended_tx.send(outcome);
+        drop(enabled_tx);
     });
-    send.ready().await.map_err(http2_error)?;
-    let advertised = ::tokio::time::timeout(settings_wait, enabled.wait_for(|enabled| *enabled));
-    if !matches!(advertised.await, Ok(Ok(_))) {
-        return Ok(None);
+    let ready = send.ready().await;
+    let advertised = match ready {
+        Ok(()) => ::tokio::time::timeout(settings_wait, enabled.wait_for(|enabled| *enabled))
+            .await
+            .map(|enabled| enabled.is_ok()),
+        Err(_) => Ok(false),
+    };
+    match advertised {
+        Ok(true) => {}
+        // The connection ended before its SETTINGS said anything: say how.
+        Ok(false) => return Err(ended_early(ended.await.unwrap_or(Ok(())))),
+        Err(_) => return Ok(None),
     }
     Ok(Some(Http2Connection {
         send,
@@ -276,6 +288,25 @@ fn from_http<B>(response: &http::Response<B>) -> proto::Response {
     let mut out = proto::Response::new(response.status().as_u16());
     out.headers = crate::http::core_headers(response.headers());
     out
+}
+
+/// How an HTTP/2 connection that ended during its handshake failed: closed (transient, as
+/// over HTTP/1.1), an I/O error (transient), or a peer that speaks no HTTP/2 (an HTTP/1.1
+/// server answering the preface: every attempt would fail so).
+fn ended_early(outcome: std::result::Result<(), hyper::Error>) -> Error {
+    let Err(error) = outcome else {
+        return Error::Handshake(HandshakeError::ClosedEarly);
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return Error::Io(std::io::Error::new(io.kind(), error.to_string()));
+        }
+        source = cause.source();
+    }
+    Error::Handshake(HandshakeError::InvalidHttp(format!(
+        "the server does not speak HTTP/2: {error}"
+    )))
 }
 
 /// An HTTP/2 failure (the connection, a stream, an upgrade) as an I/O error.

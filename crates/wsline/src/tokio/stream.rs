@@ -76,10 +76,12 @@ impl MaybeTlsStream {
 
 /// One stream of an HTTP/2 connection that carries a WebSocket (feature `http2`).
 ///
-/// Writes are gathered or cut to 16 KiB, a full DATA frame, and each waits for HTTP/2 flow control to grant it room (the
-/// stream's and the connection's windows, and what h2 may buffer for the stream), so the
-/// WebSocket's send buffer (its high-water mark, the server's send budget) holds the rest,
-/// as over TCP. Reading hands the window back as the bytes are taken.
+/// On the server, writes are gathered or cut to 16 KiB (a full DATA frame) and each waits
+/// for HTTP/2 flow control to grant it room (the stream's and the connection's windows, and
+/// the 64 KiB h2 may buffer for the stream), so the WebSocket's send buffer (its high-water
+/// mark, the server's send budget) holds the rest, as over TCP; reading hands the window
+/// back as the bytes are taken. On the client, over hyper's upgraded stream, writes are cut
+/// to 16 KiB and hyper's send task holds one at a time.
 #[cfg(feature = "http2")]
 pub struct Http2Stream {
     io: Http2Io,
@@ -135,25 +137,30 @@ impl std::fmt::Debug for Http2Stream {
     }
 }
 
-/// An h2 error as an I/O error when writing, where even the stream's clean end is one.
+/// An h2 error as an I/O error when writing, where even the stream's clean end is one: a
+/// stream ended or closed (or a write after that, h2's user error) is a broken pipe, a reset
+/// with an error code a reset connection.
 #[cfg(feature = "http2")]
 fn broken(error: h2::Error) -> io::Error {
-    h2_io_error(error).unwrap_or_else(|| io::ErrorKind::BrokenPipe.into())
+    match error.reason() {
+        Some(h2::Reason::NO_ERROR | h2::Reason::CANCEL | h2::Reason::STREAM_CLOSED) => {
+            io::Error::new(io::ErrorKind::BrokenPipe, error)
+        }
+        Some(_) => io::Error::new(io::ErrorKind::ConnectionReset, error),
+        None if error.is_io() => error
+            .into_io()
+            .unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()),
+        None => io::Error::new(io::ErrorKind::BrokenPipe, error),
+    }
 }
 
-/// An h2 error as an I/O error: a reset or GOAWAY with `NO_ERROR` or `CANCEL` is the end
-/// of the stream (`None`), as hyper reads it.
+/// An h2 error when reading: a reset or GOAWAY with `NO_ERROR` or `CANCEL` is the end of
+/// the stream (`None`), as hyper reads it; anything else as [`broken`].
 #[cfg(feature = "http2")]
 fn h2_io_error(error: h2::Error) -> Option<io::Error> {
     match error.reason() {
         Some(h2::Reason::NO_ERROR | h2::Reason::CANCEL) => None,
-        Some(h2::Reason::STREAM_CLOSED) => Some(io::Error::new(io::ErrorKind::BrokenPipe, error)),
-        Some(_) => Some(io::Error::new(io::ErrorKind::ConnectionReset, error)),
-        None => Some(
-            error
-                .into_io()
-                .unwrap_or_else(|| io::Error::other("HTTP/2 error")),
-        ),
+        _ => Some(broken(error)),
     }
 }
 
@@ -196,7 +203,7 @@ impl AsyncWrite for Http2Stream {
         self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }
 
-    /// Gathers up to [`HTTP2_WRITE_CHUNK`] bytes of `bufs` into one DATA frame's worth:
+    /// Gathers up to 16 KiB of `bufs` into one DATA frame's worth:
     /// the bytes are copied for h2 anyway, and a frame header (or a small message) sent on
     /// its own would be a DATA frame, and a `writev`, of its own.
     fn poll_write_vectored(
@@ -236,12 +243,8 @@ impl AsyncWrite for Http2Stream {
                     Poll::Pending => {
                         // Waiting for the window: a reset must still wake the writer.
                         if let Poll::Ready(reset) = send.poll_reset(cx) {
-                            let error = reset.map_or_else(broken, |reason| {
-                                io::Error::new(
-                                    io::ErrorKind::ConnectionReset,
-                                    h2::Error::from(reason),
-                                )
-                            });
+                            let error =
+                                reset.map_or_else(broken, |reason| broken(h2::Error::from(reason)));
                             return Poll::Ready(Err(error));
                         }
                         return Poll::Pending;

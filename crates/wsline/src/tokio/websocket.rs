@@ -164,11 +164,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// ```
     #[must_use]
     pub fn with_io(mut self, io: &crate::IoConfig) -> Self {
-        let backpressure = self.limits.backpressure;
-        self.limits = Limits {
-            backpressure,
-            ..Limits::new(io.read_buffer_size, io.send_high_water)
-        };
+        let sized = Limits::new(io.read_buffer_size, io.send_high_water);
+        self.limits.read_buffer_size = sized.read_buffer_size;
+        self.limits.send_high_water = sized.send_high_water;
         self
     }
 

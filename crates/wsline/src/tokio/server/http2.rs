@@ -36,8 +36,14 @@ use crate::tokio::websocket::WebSocket;
 /// each a `writev` of its own).
 const HTTP2_SEND_BUFFER: usize = 4 * HTTP2_WRITE_CHUNK;
 
-/// The receive window of each stream and of the connection.
-const RECEIVE_WINDOW: u32 = 1 << 20;
+/// The receive window of each stream: what a client may send ahead of its WebSocket's
+/// reads (four 16 KiB messages in flight and room to spare).
+const STREAM_WINDOW: u32 = 256 << 10;
+
+/// The most the connection's receive window grows to: with a window of its own per stream
+/// allowed, a WebSocket that is not read (its handler busy, its send buffer full) holds
+/// only its stream's share, and the others go on; 64 such streams fill it.
+const MAX_CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// How the HTTP/2 connection preface starts (RFC 9113 §3.4: `PRI * HTTP/2.0…`); no
 /// HTTP/1.1 method is `PRI`.
@@ -103,6 +109,7 @@ pub(super) async fn detect(
 pub(super) async fn serve<H: Handler>(
     stream: MaybeTlsStream,
     received: Vec<u8>,
+    accepted: Instant,
     peer: SocketAddr,
     handler: Arc<H>,
     settings: Arc<Settings>,
@@ -115,18 +122,24 @@ pub(super) async fn serve<H: Handler>(
         // What h2 buffers per stream beyond the WebSocket's own send buffer (with writes of
         // at most HTTP2_WRITE_CHUNK, see Http2Stream).
         .max_send_buffer_size(HTTP2_SEND_BUFFER)
-        // What a client may send ahead of the WebSockets' reads: per stream, and for the
-        // connection (hyper's defaults; RFC 9113's 64 KiB would cost a WINDOW_UPDATE round
-        // trip every few 16 KiB messages).
-        .initial_window_size(RECEIVE_WINDOW)
-        .initial_connection_window_size(RECEIVE_WINDOW)
+        // What a client may send ahead of the WebSockets' reads: per stream (RFC 9113's
+        // 64 KiB would cost a WINDOW_UPDATE round trip every few 16 KiB messages), and for
+        // the connection room for every stream's window, up to a bound.
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(
+            STREAM_WINDOW
+                .saturating_mul(settings.http2_max_streams)
+                .clamp(STREAM_WINDOW, MAX_CONNECTION_WINDOW),
+        )
         // The request head's limit, as over HTTP/1.1 (HPACK-decoded size, RFC 9113 §6.5.2).
         .max_header_list_size(u32::try_from(settings.protocol.max_head_size).unwrap_or(u32::MAX));
     let open_timeout = settings.protocol.open_timeout;
     // The first bytes, read to tell the protocol, go to h2 before the rest.
     let handshake = builder.handshake::<_, Bytes>(ReadAhead::new(stream, received));
+    // The preface is due within the open timeout of the TCP connection, as an HTTP/1.1
+    // request head is.
     let handshake = match open_timeout {
-        Some(timeout) => match tokio::time::timeout(timeout, handshake).await {
+        Some(timeout) => match tokio::time::timeout_at(accepted + timeout, handshake).await {
             Ok(handshake) => handshake,
             Err(_) => return tracing::debug!(%peer, "HTTP/2 preface not received in time"),
         },

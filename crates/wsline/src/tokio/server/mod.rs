@@ -684,10 +684,10 @@ async fn connection<H: Handler>(
     let (stream, received) = match http2::detect(stream, &settings, accepted).await {
         Ok(http2::Detected::Http2(stream, received)) => {
             let shared = Arc::clone(&shared);
-            // Boxed: hyper's connection is large, and every HTTP/1.1 connection's task
-            // would carry room for it.
+            // Boxed: h2's connection is large, and every HTTP/1.1 connection's task would
+            // carry room for it.
             let serve = Box::pin(http2::serve(
-                stream, received, peer, handler, settings, shared,
+                stream, received, accepted, peer, handler, settings, shared,
             ));
             return serve.await;
         }
