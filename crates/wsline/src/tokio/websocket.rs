@@ -1096,6 +1096,17 @@ mod tests {
         }
     }
 
+    /// Regression (review): `with_io` rebuilt every limit, so unread limits set before it
+    /// were lost.
+    #[::tokio::test]
+    async fn with_io_keeps_the_unread_limits() {
+        let (mut ws, _client) = server_over_duplex();
+        ws.set_unread_limits(3, 4096);
+        let ws = ws.with_io(&crate::IoConfig::default());
+        assert_eq!(ws.limits.max_unread_messages, 3);
+        assert_eq!(ws.limits.max_unread_bytes, 4096);
+    }
+
     /// A server's close frame with code 1000 and no reason.
     const NORMAL_CLOSE: [u8; 4] = [0x88, 0x02, 0x03, 0xE8];
 
