@@ -153,14 +153,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// [`from_upgraded`](Self::from_upgraded) or [`from_negotiated`](Self::from_negotiated).
     ///
     /// ```
-    /// # fn open(stream: tokio::io::DuplexStream) {
     /// use wsline::proto::Side;
     /// use wsline::tokio::WebSocket;
     /// use wsline::{Config, IoConfig};
     ///
+    /// // An upgraded stream: here one end of an in-memory pipe.
+    /// let (stream, _client) = tokio::io::duplex(1 << 16);
     /// let io = IoConfig { send_high_water: 1 << 20, ..IoConfig::default() };
     /// let ws = WebSocket::from_upgraded(stream, Side::Server, Config::default(), &[]).with_io(&io);
-    /// # }
+    /// assert_eq!(ws.pending_send(), 0);
     /// ```
     #[must_use]
     pub fn with_io(mut self, io: &crate::IoConfig) -> Self {
