@@ -162,6 +162,11 @@ pub struct ServerConfig {
     /// `None`, plain `ws://`.
     #[cfg(feature = "rustls")]
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The topics the server's connections subscribe to and publish on
+    /// ([`topics`](crate::topics)). Default: a registry of its own, for this node only;
+    /// servers given clones of one share it (a sync and a tokio server, or several ports).
+    #[cfg(any(feature = "sync", feature = "tokio"))]
+    pub topics: crate::topics::Topics,
 }
 
 impl ServerConfig {
@@ -190,7 +195,27 @@ impl Default for ServerConfig {
             http2_max_streams: 256,
             #[cfg(feature = "rustls")]
             tls: None,
+            #[cfg(any(feature = "sync", feature = "tokio"))]
+            topics: crate::topics::Topics::new(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// Makes every extension that has a variant for broadcasts use it: permessage-deflate
+    /// then negotiates `server_no_context_takeover`, so that a message published to many
+    /// connections is compressed once per distinct set of parameters instead of once per
+    /// connection (see [`topics`](crate::topics)). The price is the ratio: each message is
+    /// compressed without the ones before it as dictionary, which costs most on small,
+    /// similar messages.
+    #[must_use]
+    pub fn with_shared_compression(mut self) -> Self {
+        for extension in &mut self.protocol.extensions {
+            if let Some(shared) = extension.for_broadcast() {
+                *extension = shared;
+            }
+        }
+        self
     }
 }
 

@@ -69,6 +69,8 @@ pub mod sync;
 pub mod tls;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(any(feature = "sync", feature = "tokio"))]
+pub mod topics;
 // The URI helpers the layers use (user info masked in logs, percent-decoding).
 use proto::uri;
 

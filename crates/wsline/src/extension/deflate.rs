@@ -119,6 +119,20 @@ pub struct PerMessageDeflate {
     pub compression_threshold: usize,
 }
 
+impl PerMessageDeflate {
+    /// These settings for a server that sends the same messages to many connections (a
+    /// broadcast, [`topics`](crate::topics)): with `server_no_context_takeover`, so that
+    /// connections with equal parameters share one compression of each message. Each
+    /// message is then compressed on its own, without the ones before as dictionary.
+    #[must_use]
+    pub fn broadcast(self) -> Self {
+        Self {
+            server_no_context_takeover: true,
+            ..self
+        }
+    }
+}
+
 impl Default for PerMessageDeflate {
     fn default() -> Self {
         Self {
@@ -387,6 +401,15 @@ impl ExtensionFactory for PerMessageDeflate {
             }
         })
     }
+
+    /// The same settings with `server_no_context_takeover`, unless they have it already.
+    fn for_broadcast(&self) -> Option<std::sync::Arc<dyn ExtensionFactory>> {
+        (!self.server_no_context_takeover).then(|| {
+            let shared: std::sync::Arc<dyn ExtensionFactory> =
+                std::sync::Arc::new(self.clone().broadcast());
+            shared
+        })
+    }
 }
 
 /// permessage-deflate as negotiated for one connection.
@@ -460,5 +483,18 @@ impl Extension for DeflateExtension {
             self.compressor.reset();
         }
         Ok(true)
+    }
+
+    /// Without context takeover every message is compressed from a fresh window, so the
+    /// output depends on the message and on the settings and threshold only.
+    fn shared_encoding(&self) -> Option<u64> {
+        self.reset_compressor.then(|| {
+            let settings = self.compressor.settings();
+            let threshold = u64::try_from(self.threshold).unwrap_or(u64::MAX).min(u64::from(u32::MAX));
+            u64::from(settings.level)
+                | u64::from(settings.memory_level) << 8
+                | u64::from(settings.window_bits) << 16
+                | threshold << 24
+        })
     }
 }

@@ -105,6 +105,13 @@ pub trait ExtensionFactory: Send + Sync {
         &self,
         offers: &[ExtensionParams],
     ) -> Option<(ExtensionParams, Box<dyn Extension>)>;
+
+    /// Server: this factory as it should be when messages go to many connections at once,
+    /// if that differs: one whose extensions can share their encoding of a message
+    /// ([`Extension::shared_encoding`]). `None`, the default: use this one as it is.
+    fn for_broadcast(&self) -> Option<std::sync::Arc<dyn ExtensionFactory>> {
+        None
+    }
 }
 
 /// What an extension reports when it cannot transform a payload.
@@ -190,4 +197,15 @@ pub trait Extension: Send + fmt::Debug {
         compress: Option<bool>,
         out: &mut BytesMut,
     ) -> Result<bool, ExtensionError>;
+
+    /// Whether connections may share this one's encoding of a whole message (a broadcast
+    /// encodes it once for all of them): `Some(key)` when what [`encode`](Self::encode)
+    /// makes of a whole message, with the extension's default choice, depends only on the
+    /// message and on the parameters `key` stands for — it keeps no context from one message
+    /// to the next (permessage-deflate with `server_no_context_takeover` on a server) — so
+    /// two connections with equal keys produce the same bytes. `None`, the default: every
+    /// connection encodes the message itself.
+    fn shared_encoding(&self) -> Option<u64> {
+        None
+    }
 }

@@ -99,6 +99,11 @@ impl Compressor {
         }
     }
 
+    /// What this compressor compresses with.
+    pub(super) fn settings(&self) -> CompressSettings {
+        self.settings
+    }
+
     fn deflate(&mut self) -> &mut Deflate {
         let settings = self.settings;
         if self.deflate.is_none() && self.pooled {

@@ -4,12 +4,14 @@
 //! interleaved with another message. Whether the connection may send at all is the
 //! lifecycle's decision, made before the writer is called.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use bytes::{Bytes, BytesMut};
 use rand::{RngCore, SeedableRng};
 
 use crate::proto::error::SendError;
 use crate::proto::event::Side;
-use crate::proto::extension::{Extension, FramePosition};
+use crate::proto::extension::{Extension, ExtensionError, FramePosition};
 use crate::proto::frame::{apply_mask, FrameHeader, Opcode, Rsv};
 use crate::proto::message::Message;
 use crate::proto::send_buffer::{SendBuffer, SHARE_THRESHOLD};
@@ -43,17 +45,43 @@ pub struct SendOptions {
 /// A message encoded once as an unmasked frame, to send to many server connections without
 /// encoding it for each (a broadcast).
 ///
+/// Server connections without an extension that transforms messages queue the frame as is.
+/// Those whose extension can share its encoding (permessage-deflate with
+/// `server_no_context_takeover`: see [`Extension::shared_encoding`]) share one encoding per
+/// distinct set of parameters: the first such connection compresses the message, the
+/// others queue its frame. Other connections (a client, deflate with context takeover)
+/// encode the message themselves. Clones share the encodings made so far.
+///
 /// ```
 /// use wsline::proto::PreparedMessage;
 /// use wsline::Message;
 /// let prepared = PreparedMessage::new(Message::text("Hello"));
 /// assert_eq!(prepared.frame(), &b"\x81\x05Hello"[..]);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct PreparedMessage {
     message: Message,
     frame: Bytes,
+    /// The frames encoded for connections that share an encoding, by its key.
+    shared: Arc<Mutex<Vec<SharedEncoding>>>,
 }
+
+/// One shared encoding of a prepared message.
+#[derive(Debug)]
+struct SharedEncoding {
+    key: u64,
+    frame: Bytes,
+    /// Whether the extension transformed the message (else `frame` is the plain one).
+    transformed: bool,
+}
+
+impl PartialEq for PreparedMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for PreparedMessage {}
 
 impl PreparedMessage {
     /// Encodes `message` as a single unmasked frame.
@@ -72,6 +100,7 @@ impl PreparedMessage {
         Self {
             message,
             frame: frame.freeze(),
+            shared: Arc::default(),
         }
     }
 
@@ -85,6 +114,62 @@ impl PreparedMessage {
     #[must_use]
     pub fn frame(&self) -> &Bytes {
         &self.frame
+    }
+
+    /// How many times an extension transformed (compressed) the message for connections
+    /// that share its encoding: once per distinct set of negotiated parameters among them,
+    /// however many connections it went to.
+    #[must_use]
+    pub fn shared_encodings(&self) -> usize {
+        self.lock_shared()
+            .iter()
+            .filter(|encoding| encoding.transformed)
+            .count()
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Vec<SharedEncoding>> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The frame for connections whose extension shares its encoding under `key`: made
+    /// with `extension` the first time (the lock is held meanwhile, so that it is made
+    /// once), then shared.
+    fn shared_frame(
+        &self,
+        key: u64,
+        extension: &mut dyn Extension,
+    ) -> Result<Bytes, ExtensionError> {
+        let mut shared = self.lock_shared();
+        if let Some(encoding) = shared.iter().find(|encoding| encoding.key == key) {
+            return Ok(encoding.frame.clone());
+        }
+        let whole = FramePosition {
+            first: true,
+            fin: true,
+        };
+        let mut encoded = BytesMut::new();
+        let transformed = extension.encode(self.message.as_bytes(), whole, None, &mut encoded)?;
+        let frame = if transformed {
+            let header = FrameHeader {
+                fin: true,
+                rsv: extension.rsv(),
+                opcode: data_opcode(&self.message),
+                mask: None,
+                payload_len: encoded.len() as u64,
+            };
+            let mut frame = BytesMut::with_capacity(header.encoded_len() + encoded.len());
+            header.encode(&mut frame);
+            frame.extend_from_slice(&encoded);
+            frame.freeze()
+        } else {
+            self.frame.clone()
+        };
+        shared.push(SharedEncoding {
+            key,
+            frame: frame.clone(),
+            transformed,
+        });
+        Ok(frame)
     }
 }
 
@@ -186,17 +271,27 @@ impl Writer {
         prepared: &PreparedMessage,
         extensions: &mut [Box<dyn Extension>],
     ) -> Result<(), SendError> {
-        if self.side == Side::Client || !extensions.is_empty() {
-            let (opcode, payload) = into_parts(prepared.message.clone());
-            return self.message(opcode, &payload, Some(&payload), None, extensions);
-        }
         if self.in_progress.is_some() {
             return Err(SendError::MessageInProgress);
         }
-        if prepared.frame.len() < SHARE_THRESHOLD {
-            self.bytes(&prepared.frame);
+        let shared_key = match extensions {
+            [extension] => extension.shared_encoding(),
+            _ => None,
+        };
+        let frame = match (self.side, extensions, shared_key) {
+            (Side::Server, [], _) => prepared.frame.clone(),
+            (Side::Server, [extension], Some(key)) => {
+                prepared.shared_frame(key, extension.as_mut())?
+            }
+            (_, extensions, _) => {
+                let (opcode, payload) = into_parts(prepared.message.clone());
+                return self.message(opcode, &payload, Some(&payload), None, extensions);
+            }
+        };
+        if frame.len() < SHARE_THRESHOLD {
+            self.bytes(&frame);
         } else {
-            self.out.push_shared(prepared.frame.clone());
+            self.out.push_shared(frame);
         }
         Ok(())
     }
