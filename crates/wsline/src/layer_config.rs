@@ -21,6 +21,9 @@ pub const DEFAULT_SEND_HIGH_WATER: usize = 256 << 10;
 /// some 2,000 connections at the default high-water mark.
 pub const DEFAULT_SEND_BUDGET: usize = 512 << 20;
 
+/// The default of [`ServerConfig::max_publish_backlog`]: 64 MiB.
+pub const DEFAULT_MAX_PUBLISH_BACKLOG: usize = 64 << 20;
+
 /// What a server does when a connection's outgoing bytes pass the high-water mark
 /// (a client that reads too slowly).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -167,6 +170,13 @@ pub struct ServerConfig {
     /// servers given clones of one share it (a sync and a tokio server, or several ports).
     #[cfg(any(feature = "sync", feature = "tokio"))]
     pub topics: crate::topics::Topics,
+    /// Sync event-loop server: most bytes of published messages waiting for one event loop
+    /// to deliver them. Past it a publish is dropped for that loop's subscribers, and
+    /// counted ([`TopicStats::dropped`](crate::topics::TopicStats::dropped)): publishers
+    /// faster than the loop cannot grow its queue without bound. (A tokio connection's
+    /// publications count against its own high-water mark instead.) Default: 64 MiB
+    /// ([`DEFAULT_MAX_PUBLISH_BACKLOG`]).
+    pub max_publish_backlog: usize,
 }
 
 impl ServerConfig {
@@ -197,6 +207,7 @@ impl Default for ServerConfig {
             tls: None,
             #[cfg(any(feature = "sync", feature = "tokio"))]
             topics: crate::topics::Topics::new(),
+            max_publish_backlog: DEFAULT_MAX_PUBLISH_BACKLOG,
         }
     }
 }

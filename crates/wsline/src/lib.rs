@@ -77,7 +77,8 @@ use proto::uri;
 pub use error::{Error, ProxyError, Result};
 pub use layer_config::{
     BackpressurePolicy, ConnectConfig, Http2Policy, IoConfig, ServerConfig,
-    DEFAULT_READ_BUFFER_SIZE, DEFAULT_SEND_BUDGET, DEFAULT_SEND_HIGH_WATER,
+    DEFAULT_MAX_PUBLISH_BACKLOG, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SEND_BUDGET,
+    DEFAULT_SEND_HIGH_WATER,
 };
 pub use proto::{CloseCode, Config, Message, Utf8Bytes};
 pub use proto::{UriError, WsUri};

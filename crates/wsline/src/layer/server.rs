@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::proto::{CloseCode, Connection, Request, Response, SendError};
+use crate::proto::{CloseCode, Connection, PreparedMessage, Request, Response, SendError, State};
 use crate::{BackpressurePolicy, Error, Result};
 
 /// The close reason sent with 1008 to a peer that reads too slowly
@@ -96,6 +96,30 @@ pub(crate) fn apply_backpressure(
         fail(CloseCode::POLICY_VIOLATION, SLOW_READER_REASON);
     }
     Err(Error::SendBufferFull { pending, limit })
+}
+
+/// Queues a published message for one subscriber: the rule both servers follow for
+/// topics. A subscriber past `mark` gets `policy` (the message is dropped for it, and under
+/// [`BackpressurePolicy::Close`] it is failed with 1008); one that is no longer open gets
+/// nothing. Returns whether the message was queued.
+pub(crate) fn deliver_published(
+    core: &mut Connection,
+    prepared: &PreparedMessage,
+    mark: usize,
+    policy: BackpressurePolicy,
+) -> bool {
+    if core.state() != State::Open {
+        return false;
+    }
+    let pending = core.pending_send();
+    if apply_backpressure(policy, pending, mark, |code, reason| {
+        core.fail(code, reason)
+    })
+    .is_err()
+    {
+        return false;
+    }
+    core.send_prepared(prepared).is_ok()
 }
 
 #[cfg(test)]

@@ -32,10 +32,11 @@ use futures_sink::Sink;
 mod verdict;
 
 use self::verdict::{AtomicPublished, Command, Order, Outcomes, Parked, Published, Ticket};
-use super::websocket::{ReadPolicy, Step, WebSocket};
+use super::websocket::{no_topics, ReadPolicy, Step, WebSocket};
 use crate::layer::server::SLOW_READER_REASON;
 use crate::layer::{close_if_open, DEFAULT_PONG_WAIT};
 use crate::proto::{CloseCode, ConnectionClosed, Fragment, PreparedMessage, SendError, State};
+use crate::topics::{PublishOptions, SubscriberId, Topics};
 use crate::{BackpressurePolicy, Error, Message, Result};
 
 /// What the halves and the driver share.
@@ -58,6 +59,8 @@ struct Shared {
     closed: Mutex<Option<ConnectionClosed>>,
     writers: Parked,
     driver: Parked,
+    /// The connection's topics, and itself as their subscriber, as of the split.
+    topics: Option<(Topics, Option<SubscriberId>)>,
 }
 
 impl Shared {
@@ -174,6 +177,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
             closed: Mutex::new(None),
             writers: Parked::default(),
             driver: Parked::default(),
+            topics: self
+                .topics()
+                .map(|topics| (topics.clone(), self.subscriber_id())),
         });
         let (commands, command_queue) = mpsc::unbounded_channel();
         let (inbox_sender, inbox) = mpsc::unbounded_channel();
@@ -525,6 +531,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
         self.sender.try_send(message)
     }
 
+    /// As [`Sender::try_send_prepared`].
+    ///
+    /// # Errors
+    /// As [`Sender::try_send_prepared`].
+    pub fn try_send_prepared(&self, prepared: &PreparedMessage) -> Result<()> {
+        self.sender.try_send_prepared(prepared)
+    }
+
+    /// As [`Sender::publish`].
+    ///
+    /// # Errors
+    /// As [`Sender::publish`].
+    pub fn publish(&self, topic: &str, message: impl Into<Message>) -> Result<usize> {
+        self.sender.publish(topic, message)
+    }
+
     /// As [`Sender::pong`].
     ///
     /// # Errors
@@ -629,6 +651,42 @@ impl Sender {
     /// next call on this sender ([`send`](Self::send), [`flush`](Self::flush), another
     /// `try_send`, ...) returns that error.
     pub fn try_send(&self, message: impl Into<Message>) -> Result<()> {
+        self.check_room()?;
+        self.push_command(Command::Message(message.into()), false)
+            .map(drop)
+    }
+
+    /// Hands a message encoded once for many connections to the driver if the high-water
+    /// mark allows, without waiting: the broadcast loop over many [`Sender`]s that one slow
+    /// connection cannot stall.
+    ///
+    /// # Errors
+    /// As [`try_send`](Self::try_send).
+    pub fn try_send_prepared(&self, prepared: &PreparedMessage) -> Result<()> {
+        self.check_room()?;
+        self.push_command(Command::Prepared(prepared.clone()), false)
+            .map(drop)
+    }
+
+    /// Publishes `message` to every subscriber of `topic` but this connection, as
+    /// [`WebSocket::publish`]. The connection keeps its subscriptions across the split
+    /// (subscribe before splitting); publications go out through the driver.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a connection without topics.
+    pub fn publish(&self, topic: &str, message: impl Into<Message>) -> Result<usize> {
+        let Some((topics, exclude)) = &self.shared.topics else {
+            return Err(no_topics());
+        };
+        let options = PublishOptions {
+            exclude: *exclude,
+            ..PublishOptions::default()
+        };
+        Ok(topics.publish_with(topic, message, options))
+    }
+
+    /// Applies the backpressure policy to a send that does not wait.
+    fn check_room(&self) -> Result<()> {
         if !self.shared.has_room() && self.shared.state() == Published::Open {
             if self.shared.backpressure == BackpressurePolicy::Close {
                 self.shared.slow_reader.store(true, Ordering::SeqCst);
@@ -639,8 +697,7 @@ impl Sender {
                 limit: self.shared.send_high_water,
             });
         }
-        self.push_command(Command::Message(message.into()), false)
-            .map(drop)
+        Ok(())
     }
 
     /// Sends a message encoded once for many connections (a broadcast over many

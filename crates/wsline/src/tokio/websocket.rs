@@ -16,9 +16,11 @@ use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
 
 mod parts;
+mod subscriber;
 
 use self::parts::{whole, Core, Pings, ReadSide, Timer, Unread, WriteSide};
 pub(crate) use self::parts::{Limits, ReadPolicy, Step};
+use self::subscriber::Subscriber;
 use super::signal::Listener;
 use crate::layer::budget::{self, Share};
 use crate::layer::io::write_queued;
@@ -96,6 +98,10 @@ pub struct WebSocket<S: AsyncRead + AsyncWrite + Unpin> {
     hand_back: Option<oneshot::Sender<WebSocket<S>>>,
     /// Set on a server's connection: its part of the server's send budget.
     share: Option<Share>,
+    /// The topics it may subscribe to.
+    topics: Option<crate::topics::Topics>,
+    /// Its subscriptions, from the first on.
+    subscriber: Option<Box<Subscriber>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> fmt::Debug for WebSocket<S> {
@@ -127,6 +133,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             going_away: None,
             hand_back: None,
             share: None,
+            topics: None,
+            subscriber: None,
         }
     }
 
@@ -169,6 +177,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.limits.read_buffer_size = sized.read_buffer_size;
         self.limits.send_high_water = sized.send_high_water;
         self
+    }
+
+    /// Lets this connection subscribe to `topics` and publish there
+    /// ([`subscribe`](Self::subscribe), [`publish`](Self::publish)). A server's connections
+    /// have the server's ([`ServerConfig::topics`](crate::ServerConfig::topics)); this is for
+    /// those made otherwise (an axum route, [`accept`](super::accept)). Replaces the topics
+    /// it had, leaving their subscriptions.
+    ///
+    /// ```
+    /// use wsline::proto::Side;
+    /// use wsline::tokio::WebSocket;
+    /// use wsline::topics::Topics;
+    /// use wsline::Config;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> wsline::Result<()> {
+    /// let topics = Topics::new();
+    /// let (stream, _client) = tokio::io::duplex(1 << 16);
+    /// let mut ws = WebSocket::from_upgraded(stream, Side::Server, Config::default(), &[])
+    ///     .with_topics(&topics);
+    /// ws.subscribe("lobby")?;
+    /// assert_eq!(topics.subscriber_count("lobby"), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_topics(mut self, topics: &crate::topics::Topics) -> Self {
+        self.set_topics(topics.clone());
+        self
+    }
+
+    pub(crate) fn set_topics(&mut self, topics: crate::topics::Topics) {
+        self.subscriber = None;
+        self.topics = Some(topics);
     }
 
     /// Feeds bytes that were read from the stream before it became this connection's.
@@ -258,6 +300,76 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     // ----- Accessors -----
+
+    /// The topics this connection subscribes to and publishes on, if it has any (see
+    /// [`with_topics`](Self::with_topics)).
+    #[must_use]
+    pub fn topics(&self) -> Option<&crate::topics::Topics> {
+        self.topics.as_ref()
+    }
+
+    /// This connection as a subscriber, to leave it out of a publish
+    /// ([`PublishOptions::exclude`](crate::topics::PublishOptions::exclude)), once it has
+    /// subscribed to a topic.
+    #[must_use]
+    pub fn subscriber_id(&self) -> Option<crate::topics::SubscriberId> {
+        self.subscriber.as_deref().map(Subscriber::id)
+    }
+
+    /// Subscribes this connection to `topic`: from now on what is published there is queued
+    /// for it, without the publisher waiting, and written while the connection makes
+    /// progress — in [`recv`](Self::recv) or any other awaited method, so a handler that
+    /// awaits `recv` gets publications out at once. Past the send high-water mark the
+    /// backpressure policy applies to each publication ([`topics`](crate::topics)). The
+    /// connection leaves every topic when it closes or is dropped. Returns `Ok(false)` if it
+    /// was subscribed already.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a connection without topics
+    /// ([`with_topics`](Self::with_topics)).
+    pub fn subscribe(&mut self, topic: &str) -> Result<bool> {
+        Ok(self.subscriber_mut()?.subscribe(topic))
+    }
+
+    /// Unsubscribes this connection from `topic`. Returns whether it was subscribed.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        self.subscriber
+            .as_mut()
+            .is_some_and(|subscriber| subscriber.unsubscribe(topic))
+    }
+
+    /// The topics this connection is subscribed to.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &str> {
+        self.subscriber
+            .as_deref()
+            .into_iter()
+            .flat_map(Subscriber::subscriptions)
+    }
+
+    /// Publishes `message` to every subscriber of `topic` but this connection (see
+    /// [`Topics::publish_with`](crate::topics::Topics::publish_with)); returns the number
+    /// of this node's subscribers of the topic. Never waits.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a connection without topics.
+    pub fn publish(&self, topic: &str, message: impl Into<Message>) -> Result<usize> {
+        let topics = self.topics.as_ref().ok_or_else(no_topics)?;
+        let options = crate::topics::PublishOptions {
+            exclude: self.subscriber_id(),
+            ..Default::default()
+        };
+        Ok(topics.publish_with(topic, message, options))
+    }
+
+    /// The subscriptions, made with the first.
+    fn subscriber_mut(&mut self) -> Result<&mut Subscriber> {
+        if self.subscriber.is_none() {
+            let topics = self.topics.clone().ok_or_else(no_topics)?;
+            let subscriber = Subscriber::new(topics, self.limits.backpressure, self.send_mark());
+            self.subscriber = Some(Box::new(subscriber));
+        }
+        self.subscriber.as_deref_mut().ok_or_else(no_topics)
+    }
 
     /// Which end of the connection this is.
     #[must_use]
@@ -551,15 +663,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// with [`BackpressurePolicy::Close`](crate::BackpressurePolicy::Close) (a server's default) the connection is also failed
     /// with 1008 (policy violation). Otherwise as [`send`](Self::send).
     pub fn try_send(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.check_room()?;
+        self.queue(message.into())
+    }
+
+    /// Applies the backpressure policy to a send that does not wait.
+    fn check_room(&mut self) -> Result<()> {
         let pending = self.conn.pending_send();
         let limit = self.send_mark();
-        if self.conn.state() == State::Open {
-            let conn = &mut self.conn;
-            apply_backpressure(self.limits.backpressure, pending, limit, |code, reason| {
-                conn.fail(code, reason);
-            })?;
+        if self.conn.state() != State::Open {
+            return Ok(());
         }
-        self.queue(message.into())
+        let conn = &mut self.conn;
+        apply_backpressure(self.limits.backpressure, pending, limit, |code, reason| {
+            conn.fail(code, reason);
+        })
+    }
+
+    /// Queues a message encoded once for many connections if the send buffer is below the
+    /// high-water mark, without waiting: a broadcast loop that never waits for one slow
+    /// connection (for topics, [`publish`](Self::publish) does this for every subscriber).
+    ///
+    /// # Errors
+    /// As [`try_send`](Self::try_send).
+    pub fn try_send_prepared(&mut self, prepared: &PreparedMessage) -> Result<()> {
+        self.check_room()?;
+        self.queue_prepared(prepared)
     }
 
     /// Queues a message now, whatever the send buffer holds.
@@ -714,7 +843,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             // Messages a read for `recv` left in the core count against the unread limits.
             self.drain_events();
         }
-        let changed = self.poll_going_away(cx);
+        let changed = self.poll_going_away(cx) | self.poll_publications(cx);
         let wrote = self.poll_write(cx);
         let read = self.may_read(policy) && self.poll_read(cx, policy);
         if changed || read || self.poll_timers(cx) || (wrote && self.conn.is_closed()) {
@@ -761,6 +890,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         close_if_open(&mut self.conn, CloseCode::GOING_AWAY, SHUTDOWN_REASON) == Ok(true)
     }
 
+    /// Queues what was published to the connection's topics since the last step.
+    fn poll_publications(&mut self, cx: &mut Context<'_>) -> bool {
+        let mark = self.send_mark();
+        match &mut self.subscriber {
+            Some(subscriber) => subscriber.poll_publications(cx, &mut self.conn, mark),
+            None => false,
+        }
+    }
+
     /// Fires the core's timers that are due, and arms the sleep for the next of them. The
     /// core's deadline is asked for again only after the core was changed (see [`Core`]).
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
@@ -790,6 +928,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let progress = self.poll_write_queued(cx);
         if let Some(share) = &mut self.share {
             share.update(self.conn.pending_send());
+        }
+        if let Some(subscriber) = &self.subscriber {
+            subscriber.publish_pending(self.conn.pending_send(), self.send_mark());
         }
         progress
     }
@@ -957,7 +1098,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             Event::Pong(payload) => self.pings.answer(&payload),
             Event::Request(request) => self.request = Some(request),
             Event::Response(response) => self.response = Some(response),
-            Event::Ping(_) | Event::Closed(_) => {}
+            Event::Closed(_) => {
+                if let Some(subscriber) = &mut self.subscriber {
+                    subscriber.unsubscribe_all();
+                }
+            }
+            Event::Ping(_) => {}
         }
     }
 
@@ -968,6 +1114,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         self.unread.push_back(fragment);
     }
+}
+
+/// The error for a topics method on a connection without topics.
+pub(crate) fn no_topics() -> Error {
+    Error::Unsupported(
+        "this WebSocket has no topics: give it some with WebSocket::with_topics".into(),
+    )
 }
 
 /// Whether a connection ended in a way `recv` reports as the plain end of the stream.
@@ -1005,6 +1158,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Drop for WebSocket<S> {
                 going_away: self.going_away.take(),
                 hand_back: None,
                 share: self.share.take(),
+                // Dropped with this one: a connection its handler dropped leaves its topics.
+                topics: None,
+                subscriber: None,
             };
             // Should the server be gone, the connection comes back and closes as it drops.
             let _ = slot.send(returned);

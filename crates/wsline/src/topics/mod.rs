@@ -18,7 +18,7 @@
 //! # What a publish costs
 //!
 //! A publish encodes the frame once for all subscribers
-//! ([`PreparedMessage`](crate::proto::PreparedMessage)); with permessage-deflate it is
+//! ([`PreparedMessage`]); with permessage-deflate it is
 //! compressed once per distinct set of negotiated parameters among the subscribers whose
 //! server side keeps no compression context (`server_no_context_takeover`, which
 //! [`ServerConfig::with_shared_compression`](crate::ServerConfig::with_shared_compression)
@@ -123,6 +123,11 @@ pub struct TopicsStats {
     pub delivered: u64,
     /// Messages dropped for a subscriber, in all.
     pub dropped: u64,
+    /// Compressions made for subscribers that share them (permessage-deflate without
+    /// server context takeover): one per publish and distinct set of parameters, however
+    /// many subscribers it went to. (Subscribers whose compressor keeps its context
+    /// compress each message themselves, and are not counted here.)
+    pub shared_compressions: u64,
     /// The broker's counters and state, when there is one.
     pub broker: Option<BrokerStats>,
 }
@@ -183,7 +188,10 @@ impl Topics {
     /// Connections subscribed to `topic` on this node.
     #[must_use]
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        self.hub.read().get(topic).map_or(0, |topic| topic.subscribers)
+        self.hub
+            .read()
+            .get(topic)
+            .map_or(0, |topic| topic.subscribers)
     }
 
     /// The counters of `topic`, while it has subscribers on this node.
@@ -197,7 +205,10 @@ impl Topics {
     pub fn stats(&self) -> TopicsStats {
         let (topics, subscriptions) = {
             let topics = self.hub.read();
-            (topics.len(), topics.values().map(|topic| topic.subscribers).sum())
+            (
+                topics.len(),
+                topics.values().map(|topic| topic.subscribers).sum(),
+            )
         };
         let counters = &self.hub.counters;
         TopicsStats {
@@ -207,6 +218,7 @@ impl Topics {
             received: counters.received.load(Ordering::Relaxed),
             delivered: counters.delivered.load(Ordering::Relaxed),
             dropped: counters.dropped.load(Ordering::Relaxed),
+            shared_compressions: counters.shared_compressions.load(Ordering::Relaxed),
             broker: self.hub.broker.as_ref().map(|broker| broker.stats()),
         }
     }
@@ -286,8 +298,8 @@ impl Topics {
 /// What the registry delivers publications to: a sync server's event loop (for all its
 /// connections) or one tokio connection. Delivering never blocks.
 pub(crate) trait Member: Send + Sync {
-    /// Queues `publication` for the member's subscribers of its topic.
-    fn deliver(&self, publication: &Arc<Publication>);
+    /// Queues `publication` for the member's `subscribers` of its topic.
+    fn deliver(&self, publication: &Arc<Publication>, subscribers: usize);
 }
 
 /// One message published to one topic, on its way to the members subscribed to it.
@@ -319,8 +331,22 @@ impl Publication {
             return;
         }
         tracing::debug!(topic = %self.topic, count, "message dropped for slow subscribers");
-        self.topic_counters.dropped.fetch_add(count, Ordering::Relaxed);
+        self.topic_counters
+            .dropped
+            .fetch_add(count, Ordering::Relaxed);
         self.counters.dropped.fetch_add(count, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Publication {
+    /// Delivered everywhere: its compressions are known.
+    fn drop(&mut self) {
+        let compressions = self.prepared.shared_encodings() as u64;
+        if compressions > 0 {
+            self.counters
+                .shared_compressions
+                .fetch_add(compressions, Ordering::Relaxed);
+        }
     }
 }
 
@@ -358,7 +384,7 @@ impl Hub {
             counters: Arc::clone(&self.counters),
         });
         for membership in &entry.members {
-            membership.member.deliver(&publication);
+            membership.member.deliver(&publication, membership.count);
         }
         entry.subscribers
     }
@@ -369,7 +395,11 @@ impl Hub {
         let mut envelope = BytesMut::with_capacity(ENVELOPE_HEADER_LEN + payload.len());
         envelope.put_u8(ENVELOPE_VERSION);
         envelope.put_slice(&self.node);
-        envelope.put_u8(if message.is_text() { KIND_TEXT } else { KIND_BINARY });
+        envelope.put_u8(if message.is_text() {
+            KIND_TEXT
+        } else {
+            KIND_BINARY
+        });
         envelope.put_slice(payload);
         envelope.freeze()
     }
@@ -452,4 +482,5 @@ struct Counters {
     received: AtomicU64,
     delivered: AtomicU64,
     dropped: AtomicU64,
+    shared_compressions: AtomicU64,
 }

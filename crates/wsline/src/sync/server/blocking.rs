@@ -136,6 +136,7 @@ pub fn serve_blocking_on<H: BlockingHandler>(
         blocking: Registry::default(),
         // Each connection's thread blocks at its high-water mark instead.
         budget: None,
+        topics: config.topics.clone(),
     });
     *shared
         .blocking

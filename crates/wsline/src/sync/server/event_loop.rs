@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,12 +14,14 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use super::subscriptions::{Local, Subscriptions};
 use super::{Command, Connection, ConnectionId, Handler, ServerShared, WorkerQueue};
 use crate::layer::budget::{self, Share};
 use crate::layer::close_if_open;
 use crate::layer::server::{self, Answer, ACCEPT_RETRY_PAUSE, SHUTDOWN_REASON};
 use crate::proto::{self, CloseCode, Config, Event, Request, State};
 use crate::sync::transport::{NonBlocking, Transport};
+use crate::topics::{Member, Publication};
 use crate::{Error, ServerConfig};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -65,6 +67,10 @@ struct Conn<S> {
     /// Whether readiness reported the peer's end of stream: a short read then leaves it
     /// waiting in the socket, and edge-triggered readiness will not report it again.
     peer_closed: bool,
+    /// The topics it is subscribed to.
+    subscribed: Vec<Arc<str>>,
+    /// Whether publications were queued for it since the loop last wrote them.
+    published: bool,
 }
 
 /// An event loop before it runs.
@@ -76,7 +82,11 @@ pub(super) struct EventLoop {
 }
 
 impl EventLoop {
-    pub(super) fn new(index: usize, listener: std::net::TcpListener) -> io::Result<Self> {
+    pub(super) fn new(
+        index: usize,
+        listener: std::net::TcpListener,
+        config: &ServerConfig,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
@@ -85,6 +95,8 @@ impl EventLoop {
             commands: Mutex::new(Vec::new()),
             waker: Waker::new(poll.registry(), WAKER)?,
             wake_pending: AtomicBool::new(false),
+            publish_backlog: AtomicUsize::new(0),
+            max_publish_backlog: config.max_publish_backlog,
         });
         Ok(Self {
             index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -99,6 +111,9 @@ impl EventLoop {
     }
 
     pub(super) fn run<H: Handler>(self, handler: &H, config: &ServerConfig, shared: &ServerShared) {
+        let member: Arc<dyn Member> = self.queue.clone();
+        let subscriptions =
+            Subscriptions::new(config.topics.clone(), config.topics.new_member_id(), member);
         let mut running = Running {
             index: self.index,
             poll: self.poll,
@@ -118,6 +133,8 @@ impl EventLoop {
             shutdown_deadline: None,
             batching: false,
             unflushed: Vec::new(),
+            subscriptions,
+            published: Vec::new(),
         };
         if let Err(error) = running.run() {
             tracing::error!(%error, "event loop failed");
@@ -149,6 +166,9 @@ struct Running<'a, H: Handler> {
     batching: bool,
     /// Connections with replies to write at the end of the batch.
     unflushed: Vec<usize>,
+    subscriptions: Subscriptions,
+    /// Connections with publications to write after the commands.
+    published: Vec<usize>,
 }
 
 impl<H: Handler> Running<'_, H> {
@@ -197,8 +217,15 @@ impl<H: Handler> Running<'_, H> {
             self.batching = false;
             self.queue.take(&mut commands);
             for command in commands.drain(..) {
-                self.command(command, now);
+                match command {
+                    Command::Publish(publication) => self.deliver(&publication),
+                    command => {
+                        self.settle_published(now);
+                        self.command(command, now);
+                    }
+                }
             }
+            self.settle_published(now);
             for key in std::mem::take(&mut self.ready) {
                 self.read(key, now);
                 self.settle(key, now);
@@ -327,6 +354,8 @@ impl<H: Handler> Running<'_, H> {
             share: self.shared.budget.as_ref().map(Share::new),
             more_to_read: true,
             peer_closed: false,
+            subscribed: Vec::new(),
+            published: false,
         });
         self.shared.connections.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer_addr, "connection accepted");
@@ -449,19 +478,40 @@ impl<H: Handler> Running<'_, H> {
                     conn.request = Some(Box::new(request));
                     conn.core.handle_timeout(now);
                     conn.opened = true;
-                    handler.on_open(&mut view(conn, self.index, key, &self.queue, self.config))
+                    handler.on_open(&mut view(
+                        conn,
+                        self.index,
+                        key,
+                        &self.queue,
+                        self.config,
+                        &mut self.subscriptions,
+                    ))
                 }
                 Event::Message(message) => {
                     conn.received += message.len();
                     handler.on_message(
-                        &mut view(conn, self.index, key, &self.queue, self.config),
+                        &mut view(
+                            conn,
+                            self.index,
+                            key,
+                            &self.queue,
+                            self.config,
+                            &mut self.subscriptions,
+                        ),
                         message,
                     )
                 }
                 Event::Fragment(fragment) => {
                     conn.received += fragment.data.len();
                     handler.on_message(
-                        &mut view(conn, self.index, key, &self.queue, self.config),
+                        &mut view(
+                            conn,
+                            self.index,
+                            key,
+                            &self.queue,
+                            self.config,
+                            &mut self.subscriptions,
+                        ),
                         fragment.data,
                     )
                 }
@@ -470,10 +520,20 @@ impl<H: Handler> Running<'_, H> {
                     if conn.opened {
                         conn.opened = false;
                         handler.on_close(
-                            &mut view(conn, self.index, key, &self.queue, self.config),
+                            &mut view(
+                                conn,
+                                self.index,
+                                key,
+                                &self.queue,
+                                self.config,
+                                &mut self.subscriptions,
+                            ),
                             &closed,
                         );
                     }
+                    let local = local(key, conn);
+                    self.subscriptions
+                        .unsubscribe_all(local, &mut conn.subscribed);
                     Ok(())
                 }
                 Event::Response(_) | Event::Ping(_) | Event::Pong(_) => Ok(()),
@@ -576,6 +636,7 @@ impl<H: Handler> Running<'_, H> {
     fn command(&mut self, command: Command, now: Instant) {
         let (id, action) = match command {
             Command::Shutdown => return self.start_shutdown(now),
+            Command::Publish(publication) => return self.deliver(&publication),
             Command::Send(id, message) => (id, Action::Send(message)),
             Command::SendPrepared(id, prepared) => (id, Action::SendPrepared(prepared)),
             Command::Close(id, code, reason) => (id, Action::Close(code, reason)),
@@ -590,12 +651,24 @@ impl<H: Handler> Running<'_, H> {
         conn.backlog = conn.core.pending_send();
         conn.received = 0;
         let result = match action {
-            Action::Send(message) => {
-                view(conn, self.index, key, &self.queue, self.config).send(message)
-            }
-            Action::SendPrepared(prepared) => {
-                view(conn, self.index, key, &self.queue, self.config).send_prepared(&prepared)
-            }
+            Action::Send(message) => view(
+                conn,
+                self.index,
+                key,
+                &self.queue,
+                self.config,
+                &mut self.subscriptions,
+            )
+            .send(message),
+            Action::SendPrepared(prepared) => view(
+                conn,
+                self.index,
+                key,
+                &self.queue,
+                self.config,
+                &mut self.subscriptions,
+            )
+            .send_prepared(&prepared),
             Action::Close(code, reason) => close_if_open(&mut conn.core, code, &reason)
                 .map(drop)
                 .map_err(Error::from),
@@ -627,8 +700,59 @@ impl<H: Handler> Running<'_, H> {
         }
     }
 
+    /// Queues a publication for the loop's subscribers of its topic (each judged by the
+    /// backpressure policy); they are written by [`settle_published`](Self::settle_published).
+    fn deliver(&mut self, publication: &Publication) {
+        self.queue
+            .publish_backlog
+            .fetch_sub(publication.prepared.frame().len(), Ordering::AcqRel);
+        let (mut delivered, mut dropped) = (0, 0);
+        for local in self.subscriptions.recipients(publication) {
+            let key = local.key as usize;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.generation != local.generation {
+                continue;
+            }
+            let mark = conn.mark(self.config);
+            let open = conn.core.state() == State::Open;
+            let queued = server::deliver_published(
+                &mut conn.core,
+                &publication.prepared,
+                mark,
+                self.config.backpressure,
+            );
+            if queued {
+                delivered += 1;
+            } else if open {
+                dropped += 1;
+            }
+            if !conn.published {
+                conn.published = true;
+                self.published.push(key);
+            }
+        }
+        publication.delivered(delivered);
+        publication.dropped(dropped);
+    }
+
+    /// Writes what publications queued (each connection once, however many there were).
+    fn settle_published(&mut self, now: Instant) {
+        for key in std::mem::take(&mut self.published) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.published = false;
+            }
+            self.dispatch(key, now);
+            self.settle(key, now);
+        }
+    }
+
     fn remove(&mut self, key: usize, now: Instant) {
         let mut conn = self.conns.remove(key);
+        let local = local(key, &conn);
+        self.subscriptions
+            .unsubscribe_all(local, &mut conn.subscribed);
         if !conn.shut_down {
             // The peer may be gone already; the socket is closed on drop either way.
             conn.stream.shutdown();
@@ -668,6 +792,14 @@ enum Action {
     Close(CloseCode, String),
 }
 
+/// A connection as its subscriptions name it.
+fn local<S>(key: usize, conn: &Conn<S>) -> Local {
+    Local {
+        key: u32::try_from(key).unwrap_or(u32::MAX),
+        generation: conn.generation,
+    }
+}
+
 /// The handler's view of a connection.
 fn view<'a, S>(
     conn: &'a mut Conn<S>,
@@ -675,6 +807,7 @@ fn view<'a, S>(
     key: usize,
     queue: &'a Arc<WorkerQueue>,
     config: &'a ServerConfig,
+    subscriptions: &'a mut Subscriptions,
 ) -> Connection<'a, S> {
     let mark = conn.mark(config);
     Connection {
@@ -689,6 +822,8 @@ fn view<'a, S>(
         request: conn.request.as_deref(),
         queue,
         config,
+        subscriptions,
+        subscribed: &mut conn.subscribed,
         mark,
         backlog: conn.backlog,
         received: conn.received,

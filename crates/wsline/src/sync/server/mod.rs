@@ -20,6 +20,7 @@
 mod blocking;
 mod event_loop;
 mod signal;
+mod subscriptions;
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -36,7 +37,10 @@ use crate::layer::server::apply_backpressure;
 use crate::proto::{
     self, CloseCode, ConnectionClosed, PreparedMessage, Request, Response, SendOptions,
 };
+use crate::topics::{Member, Publication, PublishOptions, SubscriberId, Topics};
 use crate::{Error, Message, Result, ServerConfig};
+
+use self::subscriptions::{Local, Subscriptions};
 
 /// What a server does with its connections: the per-message callback, and optional hooks
 /// for the handshake, the opening and the closing of each connection.
@@ -114,6 +118,9 @@ pub struct Connection<'a, S = ()> {
     request: Option<&'a Request>,
     queue: &'a Arc<WorkerQueue>,
     config: &'a ServerConfig,
+    subscriptions: &'a mut Subscriptions,
+    /// The topics this connection is subscribed to.
+    subscribed: &'a mut Vec<Arc<str>>,
     /// The high-water mark that applies now: the configured one, or less past the
     /// server's send budget.
     mark: usize,
@@ -168,6 +175,57 @@ impl<S> Connection<'_, S> {
             id: self.id,
             queue: Arc::clone(self.queue),
         }
+    }
+
+    /// The server's topics ([`ServerConfig::topics`]): publish to any topic from here, or
+    /// keep a clone to publish from elsewhere.
+    #[must_use]
+    pub fn topics(&self) -> &Topics {
+        self.subscriptions.topics()
+    }
+
+    /// This connection as a subscriber, to leave it out of a publish
+    /// ([`PublishOptions::exclude`]).
+    #[must_use]
+    pub fn subscriber_id(&self) -> SubscriberId {
+        self.subscriptions.subscriber_id(self.local())
+    }
+
+    fn local(&self) -> Local {
+        Local {
+            key: self.id.key,
+            generation: self.id.generation,
+        }
+    }
+
+    /// Subscribes this connection to `topic`: from now on it gets what is published there,
+    /// until it unsubscribes or closes. Returns `false` if it was subscribed already.
+    pub fn subscribe(&mut self, topic: &str) -> bool {
+        let local = self.local();
+        self.subscriptions.subscribe(local, topic, self.subscribed)
+    }
+
+    /// Unsubscribes this connection from `topic`. Returns `false` if it was not subscribed.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        let local = self.local();
+        self.subscriptions
+            .unsubscribe(local, topic, self.subscribed)
+    }
+
+    /// The topics this connection is subscribed to.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &str> {
+        self.subscribed.iter().map(|topic| &**topic)
+    }
+
+    /// Publishes `message` to every subscriber of `topic` but this connection (as
+    /// [`Topics::publish_with`] with [`PublishOptions::exclude`]); returns the number of
+    /// this node's subscribers of the topic.
+    pub fn publish(&self, topic: &str, message: impl Into<Message>) -> usize {
+        let options = PublishOptions {
+            exclude: Some(self.subscriber_id()),
+            ..PublishOptions::default()
+        };
+        self.topics().publish_with(topic, message, options)
     }
 
     /// Bytes queued for this connection and not yet written to the socket.
@@ -281,6 +339,7 @@ enum Command {
     Send(ConnectionId, Message),
     SendPrepared(ConnectionId, PreparedMessage),
     Close(ConnectionId, CloseCode, String),
+    Publish(Arc<Publication>),
     Shutdown,
 }
 
@@ -289,6 +348,26 @@ struct WorkerQueue {
     commands: Mutex<Vec<Command>>,
     waker: Waker,
     wake_pending: AtomicBool,
+    /// Frame bytes of the publications in the queue.
+    publish_backlog: AtomicUsize,
+    /// [`ServerConfig::max_publish_backlog`].
+    max_publish_backlog: usize,
+}
+
+/// The loop is the registry's member for all its connections: a publication is queued once
+/// for the loop, which delivers it to its subscribers.
+impl Member for WorkerQueue {
+    fn deliver(&self, publication: &Arc<Publication>, subscribers: usize) {
+        let len = publication.prepared.frame().len();
+        let backlog = self.publish_backlog.fetch_add(len, Ordering::AcqRel);
+        if backlog.saturating_add(len) > self.max_publish_backlog {
+            // The loop is this far behind: its subscribers miss this one.
+            self.publish_backlog.fetch_sub(len, Ordering::AcqRel);
+            publication.dropped(subscribers as u64);
+            return;
+        }
+        self.push(Command::Publish(Arc::clone(publication)));
+    }
 }
 
 impl WorkerQueue {
@@ -394,6 +473,7 @@ struct ServerShared {
     blocking: blocking::Registry,
     /// The budget of queued output of the event-loop server's connections.
     budget: Option<Arc<SendBudget>>,
+    topics: Topics,
 }
 
 impl ServerShared {
@@ -453,6 +533,12 @@ impl ServerHandle {
     pub fn connection_count(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
     }
+
+    /// The server's topics ([`ServerConfig::topics`]).
+    #[must_use]
+    pub fn topics(&self) -> &Topics {
+        &self.shared.topics
+    }
 }
 
 impl Server {
@@ -479,6 +565,13 @@ impl Server {
     #[must_use]
     pub fn connection_count(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// The server's topics ([`ServerConfig::topics`]): publish to its connections from
+    /// anywhere.
+    #[must_use]
+    pub fn topics(&self) -> &Topics {
+        &self.shared.topics
     }
 
     /// Serves until the server is shut down (by a [`ServerHandle`], or a Ctrl-C handler that
@@ -589,7 +682,7 @@ pub fn serve_on<H: Handler>(
     let mut loops = Vec::with_capacity(workers);
     let mut queues = Vec::with_capacity(workers);
     for index in 0..workers {
-        let event_loop = event_loop::EventLoop::new(index, listener.try_clone()?)?;
+        let event_loop = event_loop::EventLoop::new(index, listener.try_clone()?, &config)?;
         queues.push(event_loop.queue());
         loops.push(event_loop);
     }
@@ -599,6 +692,7 @@ pub fn serve_on<H: Handler>(
         queues,
         blocking: blocking::Registry::default(),
         budget: config.send_budget.map(SendBudget::new),
+        topics: config.topics.clone(),
     });
     let handler = Arc::new(handler);
     let config = Arc::new(config);

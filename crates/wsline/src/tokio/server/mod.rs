@@ -161,6 +161,7 @@ struct ServerShared {
     /// an HTTP/2 connection.
     permits: Arc<Semaphore>,
     finished: watch::Receiver<bool>,
+    topics: crate::topics::Topics,
 }
 
 impl ServerShared {
@@ -189,6 +190,7 @@ struct Settings {
     nodelay: bool,
     shutdown_timeout: Duration,
     budget: Option<Arc<SendBudget>>,
+    topics: crate::topics::Topics,
     #[cfg(feature = "rustls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Whether WebSockets over HTTP/2 are served (feature `http2`).
@@ -274,6 +276,13 @@ impl Server {
     #[must_use]
     pub fn connection_count(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// The server's topics ([`ServerConfig::topics`]): publish to its connections from
+    /// anywhere.
+    #[must_use]
+    pub fn topics(&self) -> &crate::topics::Topics {
+        &self.shared.topics
     }
 
     /// Shuts the server down gracefully and waits until it is done (at most about
@@ -439,6 +448,12 @@ impl ServerHandle {
     pub fn connection_count(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
     }
+
+    /// The server's topics ([`ServerConfig::topics`]).
+    #[must_use]
+    pub fn topics(&self) -> &crate::topics::Topics {
+        &self.shared.topics
+    }
 }
 
 /// Serves `handler` on `host:port` with the default [`ServerConfig`]; returns once the
@@ -490,12 +505,14 @@ pub fn serve_on<H: Handler>(
         connections: AtomicUsize::new(0),
         permits: Arc::new(Semaphore::new(max_connections)),
         finished,
+        topics: config.topics.clone(),
     });
     let settings = Arc::new(Settings {
         limits: Limits::from(&config),
         nodelay: config.io.nodelay,
         shutdown_timeout: config.shutdown_timeout,
         budget: config.send_budget.map(SendBudget::new),
+        topics: config.topics.clone(),
         #[cfg(feature = "rustls")]
         tls: tls_acceptor(&config),
         #[cfg(feature = "http2")]
@@ -725,6 +742,7 @@ fn prepare(ws: &mut WebSocket<MaybeTlsStream>, settings: &Settings, shared: &Ser
     if let Some(budget) = &settings.budget {
         ws.set_budget_share(Share::new(budget));
     }
+    ws.set_topics(settings.topics.clone());
 }
 
 /// Runs the handler on an open connection, then takes the connection back and closes it
