@@ -49,6 +49,12 @@ pub struct ServeArgs {
     /// Do not negotiate permessage-deflate.
     #[arg(long)]
     pub no_compression: bool,
+    /// Serve rooms instead of echoing: a connection's path names its room (`/lobby`), and
+    /// every message a client sends goes to everyone else in that room. Compression is
+    /// negotiated without server context takeover, so that each message is compressed once
+    /// for the whole room.
+    #[arg(long)]
+    pub rooms: bool,
     /// Event-loop threads of the sync server (default: one per CPU available).
     #[arg(long)]
     pub workers: Option<usize>,

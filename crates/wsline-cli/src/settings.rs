@@ -15,6 +15,8 @@ pub struct ServeSettings {
     pub host: String,
     pub port: u16,
     pub tokio: bool,
+    /// Serve rooms instead of echoing.
+    pub rooms: bool,
     /// How often to check for memory to give back to the OS (`None`: never).
     pub trim_memory: Option<Duration>,
     pub config: ServerConfig,
@@ -45,10 +47,14 @@ impl TryFrom<ServeArgs> for ServeSettings {
         if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
             config.tls = Some(wsline::tls::server_config_from_pem(cert, key)?);
         }
+        if args.rooms {
+            config = config.with_shared_compression();
+        }
         Ok(Self {
             host: args.host,
             port: args.port,
             tokio: args.tokio,
+            rooms: args.rooms,
             trim_memory: (args.trim_memory > 0).then(|| Duration::from_secs(args.trim_memory)),
             config,
         })

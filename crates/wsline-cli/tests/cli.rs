@@ -390,3 +390,69 @@ fn a_plain_get_gets_the_echo_page_from_the_sync_server() {
 fn a_plain_get_gets_the_echo_page_from_the_tokio_server() {
     serves_the_echo_page(&["--tokio"]);
 }
+
+/// `wsline serve --rooms`: what a client sends reaches every other client in its room (the
+/// path), compressed or not, and nobody in another room, nor the sender itself.
+fn serves_rooms(args: &[&str]) {
+    let (_server, addr) = serve(&[&["--rooms"], args].concat());
+    let mut config = ConnectConfig::default();
+    config.protocol.open_timeout = Some(DEADLINE);
+    config.protocol.ping_interval = None;
+    let join = |room: &str| {
+        connect_with(&format!("ws://{addr}{room}?user=x"), config.clone()).expect("join the room")
+    };
+    let lobby: Vec<_> = (0..3).map(|_| join("/lobby")).collect();
+    let other = join("/other");
+    // The tokio server subscribes a connection in its handler, which starts once the 101
+    // is out: give the handlers a moment before the first message.
+    let hello = |from: usize| format!("hello from {from}");
+    std::thread::sleep(Duration::from_millis(500));
+    lobby[0].send_text(&hello(0)).expect("send");
+    for member in &lobby[1..] {
+        assert_eq!(
+            member.recv_timeout(DEADLINE).expect("recv"),
+            Some(Message::text(hello(0)))
+        );
+    }
+    let big = "x".repeat(100_000);
+    lobby[1].send_text(&big).expect("send");
+    for member in [&lobby[0], &lobby[2]] {
+        assert_eq!(
+            member.recv_timeout(DEADLINE).expect("recv"),
+            Some(Message::text(big.clone()))
+        );
+    }
+    other.send_text("elsewhere").expect("send");
+    // Nothing of the lobby reached the other room, nor went back to its sender.
+    lobby[2].send_text("last").expect("send");
+    assert_eq!(
+        lobby[0].recv_timeout(DEADLINE).expect("recv"),
+        Some(Message::text("last"))
+    );
+    assert_eq!(
+        lobby[1].recv_timeout(DEADLINE).expect("recv"),
+        Some(Message::text("last"))
+    );
+    assert_eq!(
+        other
+            .recv_timeout(Duration::from_millis(300))
+            .expect("recv"),
+        None,
+        "the other room heard nothing"
+    );
+}
+
+#[test]
+fn serve_rooms_delivers_to_everyone_else_in_the_room_sync() {
+    serves_rooms(&[]);
+}
+
+#[test]
+fn serve_rooms_delivers_to_everyone_else_in_the_room_tokio() {
+    serves_rooms(&["--tokio"]);
+}
+
+#[test]
+fn serve_rooms_without_compression_delivers_too() {
+    serves_rooms(&["--no-compression", "--tokio"]);
+}
