@@ -115,10 +115,13 @@ impl EventLoop {
         let subscriptions =
             Subscriptions::new(config.topics.clone(), config.topics.new_member_id(), member);
         let mut running = Running {
-            index: self.index,
             poll: self.poll,
             listener: self.listener,
-            queue: self.queue,
+            worker: Worker {
+                index: self.index,
+                queue: self.queue,
+                subscriptions,
+            },
             handler,
             config,
             protocol: Arc::new(config.protocol.clone()),
@@ -133,7 +136,6 @@ impl EventLoop {
             shutdown_deadline: None,
             batching: false,
             unflushed: Vec::new(),
-            subscriptions,
             published: Vec::new(),
         };
         if let Err(error) = running.run() {
@@ -144,10 +146,9 @@ impl EventLoop {
 }
 
 struct Running<'a, H: Handler> {
-    index: u32,
     poll: Poll,
     listener: TcpListener,
-    queue: Arc<WorkerQueue>,
+    worker: Worker,
     handler: &'a H,
     config: &'a ServerConfig,
     protocol: Arc<Config>,
@@ -166,7 +167,6 @@ struct Running<'a, H: Handler> {
     batching: bool,
     /// Connections with replies to write at the end of the batch.
     unflushed: Vec<usize>,
-    subscriptions: Subscriptions,
     /// Connections with publications to write after the commands.
     published: Vec<usize>,
 }
@@ -215,7 +215,7 @@ impl<H: Handler> Running<'_, H> {
             }
             self.flush_batch(now);
             self.batching = false;
-            self.queue.take(&mut commands);
+            self.worker.queue.take(&mut commands);
             for command in commands.drain(..) {
                 match command {
                     Command::Publish(publication) => self.deliver(&publication),
@@ -478,40 +478,16 @@ impl<H: Handler> Running<'_, H> {
                     conn.request = Some(Box::new(request));
                     conn.core.handle_timeout(now);
                     conn.opened = true;
-                    handler.on_open(&mut view(
-                        conn,
-                        self.index,
-                        key,
-                        &self.queue,
-                        self.config,
-                        &mut self.subscriptions,
-                    ))
+                    handler.on_open(&mut view(conn, key, &mut self.worker, self.config))
                 }
                 Event::Message(message) => {
                     conn.received += message.len();
-                    handler.on_message(
-                        &mut view(
-                            conn,
-                            self.index,
-                            key,
-                            &self.queue,
-                            self.config,
-                            &mut self.subscriptions,
-                        ),
-                        message,
-                    )
+                    handler.on_message(&mut view(conn, key, &mut self.worker, self.config), message)
                 }
                 Event::Fragment(fragment) => {
                     conn.received += fragment.data.len();
                     handler.on_message(
-                        &mut view(
-                            conn,
-                            self.index,
-                            key,
-                            &self.queue,
-                            self.config,
-                            &mut self.subscriptions,
-                        ),
+                        &mut view(conn, key, &mut self.worker, self.config),
                         fragment.data,
                     )
                 }
@@ -519,20 +495,12 @@ impl<H: Handler> Running<'_, H> {
                     tracing::info!(peer_addr = ?conn.peer_addr, %closed, "connection closed");
                     if conn.opened {
                         conn.opened = false;
-                        handler.on_close(
-                            &mut view(
-                                conn,
-                                self.index,
-                                key,
-                                &self.queue,
-                                self.config,
-                                &mut self.subscriptions,
-                            ),
-                            &closed,
-                        );
+                        handler
+                            .on_close(&mut view(conn, key, &mut self.worker, self.config), &closed);
                     }
                     let local = local(key, conn);
-                    self.subscriptions
+                    self.worker
+                        .subscriptions
                         .unsubscribe_all(local, &mut conn.subscribed);
                     Ok(())
                 }
@@ -645,30 +613,16 @@ impl<H: Handler> Running<'_, H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.generation != id.generation || id.worker != self.index {
+        if conn.generation != id.generation || id.worker != self.worker.index {
             return;
         }
         conn.backlog = conn.core.pending_send();
         conn.received = 0;
         let result = match action {
-            Action::Send(message) => view(
-                conn,
-                self.index,
-                key,
-                &self.queue,
-                self.config,
-                &mut self.subscriptions,
-            )
-            .send(message),
-            Action::SendPrepared(prepared) => view(
-                conn,
-                self.index,
-                key,
-                &self.queue,
-                self.config,
-                &mut self.subscriptions,
-            )
-            .send_prepared(&prepared),
+            Action::Send(message) => view(conn, key, &mut self.worker, self.config).send(message),
+            Action::SendPrepared(prepared) => {
+                view(conn, key, &mut self.worker, self.config).send_prepared(&prepared)
+            }
             Action::Close(code, reason) => close_if_open(&mut conn.core, code, &reason)
                 .map(drop)
                 .map_err(Error::from),
@@ -703,11 +657,12 @@ impl<H: Handler> Running<'_, H> {
     /// Queues a publication for the loop's subscribers of its topic (each judged by the
     /// backpressure policy); they are written by [`settle_published`](Self::settle_published).
     fn deliver(&mut self, publication: &Publication) {
-        self.queue
+        self.worker
+            .queue
             .publish_backlog
             .fetch_sub(publication.prepared.frame().len(), Ordering::AcqRel);
         let (mut delivered, mut dropped) = (0, 0);
-        for local in self.subscriptions.recipients(publication) {
+        for local in self.worker.subscriptions.recipients(publication) {
             let key = local.key as usize;
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -751,7 +706,8 @@ impl<H: Handler> Running<'_, H> {
     fn remove(&mut self, key: usize, now: Instant) {
         let mut conn = self.conns.remove(key);
         let local = local(key, &conn);
-        self.subscriptions
+        self.worker
+            .subscriptions
             .unsubscribe_all(local, &mut conn.subscribed);
         if !conn.shut_down {
             // The peer may be gone already; the socket is closed on drop either way.
@@ -800,29 +756,34 @@ fn local<S>(key: usize, conn: &Conn<S>) -> Local {
     }
 }
 
+/// What a connection's view needs of its event loop.
+struct Worker {
+    index: u32,
+    queue: Arc<WorkerQueue>,
+    subscriptions: Subscriptions,
+}
+
 /// The handler's view of a connection.
 fn view<'a, S>(
     conn: &'a mut Conn<S>,
-    worker: u32,
     key: usize,
-    queue: &'a Arc<WorkerQueue>,
+    worker: &'a mut Worker,
     config: &'a ServerConfig,
-    subscriptions: &'a mut Subscriptions,
 ) -> Connection<'a, S> {
     let mark = conn.mark(config);
     Connection {
         core: &mut conn.core,
         state: &mut conn.state,
         id: ConnectionId {
-            worker,
+            worker: worker.index,
             key: u32::try_from(key).unwrap_or(u32::MAX),
             generation: conn.generation,
         },
         peer_addr: conn.peer_addr,
         request: conn.request.as_deref(),
-        queue,
+        queue: &worker.queue,
         config,
-        subscriptions,
+        subscriptions: &mut worker.subscriptions,
         subscribed: &mut conn.subscribed,
         mark,
         backlog: conn.backlog,
