@@ -34,8 +34,9 @@
 //! * per subscriber, messages must arrive in publish order: a sequence number
 //!   ahead of the next expected one marks the skipped ones missing; a missing
 //!   one arriving later counts as out of order; one received twice as a
-//!   duplicate; missing ones never received, and those not received when the
-//!   drain after the window ends, as lost. All three are reported, and a
+//!   duplicate; missing ones never received, and those still not received
+//!   when the drain after the window ends (nothing delivered for `--drain`
+//!   seconds), as lost. All three are reported, and a
 //!   non-zero one sets `"delivery_ok":false` and prints a warning.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -78,7 +79,8 @@ struct Config {
     rate: Option<f64>,
     /// Wait between the last upgrade and the first publish.
     settle: Duration,
-    /// After the window: how long to wait for the messages still in flight.
+    /// After the window: how long without any delivery ends the wait for
+    /// the messages still in flight (the rest count as lost).
     drain: Duration,
 }
 
@@ -96,7 +98,8 @@ fn usage() -> &'static str {
      \x20 --settle SECS          wait after the last upgrade before publishing (default 1)\n\
      \x20 --warmup SECS          warm-up before measuring (default 1)\n\
      \x20 --duration SECS        measured window (default 5)\n\
-     \x20 --drain SECS           wait for in-flight messages after the window (default 5)\n\
+     \x20 --drain SECS           after the window, wait for in-flight messages until\n\
+     \x20                        none is delivered for this long (default 5)\n\
      \x20 --server-pid PID       sample this process's CPU time (/proc/PID/stat)\n\
      \x20 --connect-timeout SECS bound on connecting + upgrading all (default 60)\n\
      \x20 --stall-timeout SECS   fail if no message is delivered for this long (default 10)\n\
@@ -253,13 +256,14 @@ struct Ledger {
     duplicates: u64,
     /// Messages that arrived after a later one (per subscriber).
     out_of_order: u64,
-    /// Last time any message was delivered or the window left empty.
-    last_progress: Instant,
+    /// Last time (ns since start) a message was delivered, or published
+    /// into an empty window.
+    last_progress_ns: u64,
 }
 
 impl Ledger {
     /// An empty window for `subscribers` subscribers.
-    fn new(subscribers: usize, now: Instant) -> Self {
+    fn new(subscribers: usize) -> Self {
         Ledger {
             subscribers,
             base: 0,
@@ -272,7 +276,7 @@ impl Ledger {
             total_deliveries: 0,
             duplicates: 0,
             out_of_order: 0,
-            last_progress: now,
+            last_progress_ns: 0,
         }
     }
 
@@ -283,9 +287,9 @@ impl Ledger {
 
     /// Accounts message `next_seq` as published at `sent_ns`; returns its
     /// sequence number.
-    fn publish(&mut self, sent_ns: u64, now: Instant) -> u64 {
+    fn publish(&mut self, sent_ns: u64) -> u64 {
         if self.in_flight.is_empty() {
-            self.last_progress = now;
+            self.last_progress_ns = sent_ns;
         }
         self.in_flight.push_back(InFlight {
             sent_ns,
@@ -356,6 +360,7 @@ impl Ledger {
             return Ok(());
         }
         self.total_deliveries += 1;
+        self.last_progress_ns = now_ns;
         if self.measuring {
             self.window_deliveries += 1;
             self.hist.record(now_ns.saturating_sub(sent_ns));
@@ -537,7 +542,7 @@ fn top_up(
         if run.ledger.next_seq >= 1 << (4 * SEQ_DIGITS) {
             return Err("sequence numbers exhausted".into());
         }
-        let seq = run.ledger.publish(now_ns, now);
+        let seq = run.ledger.publish(now_ns);
         encode_stamp(payload, seq, now_ns);
         push_client_frame(&mut publisher.out, run.opcode, payload);
     }
@@ -560,7 +565,7 @@ fn run(cfg: &Config) -> Res<String> {
     let mut run = Run {
         template: template.clone(),
         opcode: if common.text { 1 } else { 2 },
-        ledger: Ledger::new(n, start),
+        ledger: Ledger::new(n),
         start,
     };
     let mut payload = template;
@@ -588,8 +593,8 @@ fn run(cfg: &Config) -> Res<String> {
     let publish_at = Instant::now() + cfg.settle;
     let window_start_at = publish_at + common.warmup;
     let window_end_at = window_start_at + common.duration;
-    let drain_end_at = window_end_at + cfg.drain;
-    let hard_deadline = drain_end_at + Duration::from_secs(5);
+    // The drain lasts while deliveries progress, but not for ever.
+    let hard_deadline = window_end_at + cfg.drain + Duration::from_secs(120);
     let mut next_at = publish_at;
     let mut snap_start: Option<CpuSnap> = None;
     let mut snap_end: Option<CpuSnap> = None;
@@ -603,15 +608,15 @@ fn run(cfg: &Config) -> Res<String> {
             snap_end = Some(cpu_snap(common.server_pid)?);
             run.ledger.measuring = false;
         }
-        if snap_end.is_some() && (run.ledger.in_flight() == 0 || now >= drain_end_at) {
+        let ledger = &run.ledger;
+        let idle = Duration::from_nanos(nanos_since(start).saturating_sub(ledger.last_progress_ns));
+        if snap_end.is_some() && (ledger.in_flight() == 0 || idle > cfg.drain) {
             break;
         }
         if now >= hard_deadline {
-            return Err("overall deadline exceeded".into());
+            return Err("overall deadline exceeded (the drain took over 120 s)".into());
         }
-        let ledger = &run.ledger;
-        if ledger.in_flight() > 0 && now.duration_since(ledger.last_progress) > common.stall_timeout
-        {
+        if snap_end.is_none() && ledger.in_flight() > 0 && idle > common.stall_timeout {
             let head = ledger.in_flight.front().map_or(0, |m| m.unresolved);
             return Err(format!(
                 "server stalled: nothing delivered for {:?}; message {} is still missing at \
@@ -758,10 +763,10 @@ mod tests {
 
     /// A ledger for `subs` subscribers with `published` messages sent at 10 ns × seq.
     fn ledger_with(subs: usize, published: u64) -> Ledger {
-        let mut l = Ledger::new(subs, Instant::now());
+        let mut l = Ledger::new(subs);
         l.measuring = true;
         for seq in 0..published {
-            l.publish(seq * 10, Instant::now());
+            l.publish(seq * 10);
         }
         l
     }
