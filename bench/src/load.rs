@@ -1,9 +1,12 @@
-//! What the two load generators share: `loadgen` (HTTP/1.1, mio) and
-//! `loadgen-h2` (HTTP/2 extended CONNECT, h2 on Tokio) build the same masked
-//! client frames, parse echoes with the same strict [`EchoParser`], record
-//! latencies in the same [`Histogram`], sample CPU time the same way and print
-//! the same JSON line ([`Report`]); they take the same options
-//! ([`CommonOptions`]).
+//! What the load generators share: `loadgen` (HTTP/1.1 echo, mio),
+//! `loadgen-h2` (HTTP/2 extended CONNECT echo, h2 on Tokio) and
+//! `loadgen-fanout` (HTTP/1.1 fan-out, mio) build the same masked client
+//! frames, record latencies in the same [`Histogram`], sample CPU time the
+//! same way and print the same JSON line ([`Report`]); they take the same
+//! options ([`CommonOptions`]). Echoes are checked by the strict
+//! [`EchoParser`], fan-out deliveries by the [`MessageParser`]; the two mio
+//! generators open their connections with [`connect_all`] (the HTTP/1.1
+//! upgrade of [`Upgrade`]).
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
