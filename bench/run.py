@@ -10,12 +10,18 @@ Markdown table with throughput, latency and server CPU per message, plus
 ratios against the baseline server (fastwebsockets), and a second table
 comparing each server's HTTP/2 cells with its matching HTTP/1.1 cells.
 
+Fan-out scenarios (`fanout-*`) run `loadgen-fanout` (1 publisher, N
+subscribers in one room) against the fan-out servers (FANOUT_SERVERS) and
+print a "Fan-out" table with ratios against the best peer of each scenario.
+Echo servers skip fan-out scenarios and fan-out servers skip echo scenarios.
+
 Usage (from anywhere):
     python3 bench/run.py                       # all servers, all scenarios, 10 s windows
     python3 bench/run.py --quick               # 2 s windows, shorter warm-up
     python3 bench/run.py --servers fastwebsockets,wsline-sync --scenarios 100x20B-text
     python3 bench/run.py --servers wsline-tokio,sockudo-ws --scenarios 100x20B-text,h2-100x20B-text-1conn
     python3 bench/run.py --json results.json   # also keep the raw loadgen output
+    python3 bench/run.py --scenarios fanout-1000x20B,fanout-10000x20B --servers sockudo-ws-pubsub,node-ws
 
 Only the Python 3 standard library is used.
 """
@@ -48,7 +54,28 @@ SERVERS = {
     " --no-compression --max-message-size 16777216",
     "wsline-tokio": "../target/release/wsline serve --host 127.0.0.1 --port {port}"
     " --no-compression --max-message-size 16777216 --tokio",
+    # Fan-out (room) servers: the path names the room, every message goes to
+    # every other client in it (bench/README.md, "Fan-out").
+    "sockudo-ws-pubsub": "target/release/fanout-sockudo-ws --port {port}",
+    "node-ws": "node peers/fanout_ws.mjs --port {port}",
+    "python-websockets": "{python} peers/fanout_websockets.py --port {port}",
+    "wsline-sync-rooms": "../target/release/wsline serve --host 127.0.0.1 --port {port}"
+    " --rooms --no-compression --max-message-size 16777216",
+    "wsline-tokio-rooms": "../target/release/wsline serve --host 127.0.0.1 --port {port}"
+    " --rooms --no-compression --max-message-size 16777216 --tokio",
 }
+
+# Servers that speak the fan-out room protocol; only they run fanout-*
+# scenarios, and they run nothing else.
+FANOUT_SERVERS = {"sockudo-ws-pubsub", "node-ws", "python-websockets", "wsline-sync-rooms", "wsline-tokio-rooms"}
+
+# Fan-out ratios are against the best of these in each scenario (msgs/s).
+FANOUT_PEERS = ["sockudo-ws-pubsub", "node-ws", "python-websockets"]
+
+# Python with `websockets` for the python-websockets server: the repository's
+# test venv (scripts/test.sh creates it from scripts/requirements.txt) unless
+# --python says otherwise.
+DEFAULT_PYTHON = os.path.join(BENCH_DIR, "..", "target", "venv", "bin", "python")
 
 # Servers that also serve WebSockets over HTTP/2 (RFC 8441, h2c with prior
 # knowledge) on the same port; the HTTP/2 scenarios run only against these.
@@ -93,10 +120,32 @@ SCENARIOS = {
         "HTTP/2: 10 conns × 1 stream × 16 KiB binary (in-flight 4)",
         dict(connections=10, streams=1, size=16384, type="binary", in_flight=4, http1="10x16KiB-binary"),
     ),
+    # Fan-out (loadgen-fanout): 1 publisher + `subscribers` in room /bench, text
+    # messages, at most `window` messages in flight (a message leaves the window
+    # once every subscriber has it). `connections` counts all sockets (for
+    # RLIMIT_NOFILE). The windows are the sweep's choice in bench/README.md.
+    "fanout-1000x20B": (
+        "fan-out: 1 → 1,000 subscribers × 20 B text (window 64)",
+        dict(fanout=True, subscribers=1000, connections=1001, size=20, type="text", window=64),
+    ),
+    "fanout-1000x1KiB": (
+        "fan-out: 1 → 1,000 subscribers × 1 KiB text (window 64)",
+        dict(fanout=True, subscribers=1000, connections=1001, size=1024, type="text", window=64),
+    ),
+    "fanout-10000x20B": (
+        "fan-out: 1 → 10,000 subscribers × 20 B text (window 64)",
+        dict(fanout=True, subscribers=10000, connections=10001, size=20, type="text", window=64),
+    ),
+    "fanout-10000x1KiB": (
+        "fan-out: 1 → 10,000 subscribers × 1 KiB text (window 32)",
+        dict(fanout=True, subscribers=10000, connections=10001, size=1024, type="text", window=32),
+    ),
 }
 
 LOADGEN = "target/release/loadgen"
 LOADGEN_H2 = "target/release/loadgen-h2"
+LOADGEN_FANOUT = "target/release/loadgen-fanout"
+PEERS_DIR = os.path.join(BENCH_DIR, "peers")
 SERVER_CORE = "0"
 LOADGEN_CORE = "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -209,10 +258,99 @@ def pin(core, argv, pinning):
     return ["taskset", "-c", core] + argv if pinning else argv
 
 
+def applies(server, scen_name):
+    """Whether a server runs a scenario: fan-out servers run only the fan-out
+    scenarios, HTTP/2 scenarios need an HTTP/2 server; returns (bool, why not)."""
+    scen = SCENARIOS[scen_name][1]
+    if scen.get("fanout"):
+        return (server in FANOUT_SERVERS, "not a fan-out server")
+    if server in FANOUT_SERVERS:
+        return (False, "fan-out server, not an echo server")
+    if "streams" in scen and server not in HTTP2_SERVERS:
+        return (False, "no HTTP/2")
+    return (True, "")
+
+
+def npm_install_peers():
+    """`npm install` in bench/peers when `ws` is missing (no lock file: it
+    would name the registry). Returns an error note or None."""
+    if os.path.exists(os.path.join(PEERS_DIR, "node_modules", "ws", "package.json")):
+        return None
+    if shutil.which("npm") is None:
+        return "npm not found (install Node.js 20+ with npm)"
+    log("installing bench/peers node modules (npm install)…")
+    r = subprocess.run(
+        ["npm", "install", "--no-package-lock", "--no-audit", "--no-fund", "--silent"],
+        cwd=PEERS_DIR, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+    )
+    if r.returncode != 0:
+        return "npm install in bench/peers failed: " + (r.stderr.strip().splitlines() or ["?"])[-1]
+    return None
+
+
+def unavailable(server, cmd, args):
+    """Why a server cannot run here (a note for the table), or None."""
+    argv = shlex.split(cmd.format(port=0, python=args.python))
+    prog = argv[0]
+    if server == "node-ws":
+        if shutil.which(prog) is None:
+            return "skipped: node not found (install Node.js 20+)"
+        why = npm_install_peers()
+        return f"skipped: {why}" if why else None
+    if server == "python-websockets":
+        try:
+            r = subprocess.run([prog, "-c", "import websockets"], capture_output=True, timeout=30)
+        except OSError:
+            r = None
+        if r is None or r.returncode != 0:
+            return (f"skipped: {prog} cannot import websockets (make target/venv: "
+                    "python3 -m venv target/venv && target/venv/bin/pip install -r "
+                    "scripts/requirements.txt, or pass --python)")
+        return None
+    exe = os.path.normpath(os.path.join(BENCH_DIR, prog))
+    if not os.access(exe, os.X_OK):
+        return f"skipped: {os.path.relpath(exe, BENCH_DIR)} not built"
+    if "--rooms" in argv:
+        # `wsline serve --rooms` is newer than the binary may be.
+        try:
+            r = subprocess.run([exe, "serve", "--help"], capture_output=True, text=True, timeout=10)
+            helptext = r.stdout + r.stderr
+        except (OSError, subprocess.TimeoutExpired):
+            helptext = ""
+        if "--rooms" not in helptext:
+            return f"skipped: {os.path.relpath(exe, BENCH_DIR)} serve has no --rooms yet"
+    return None
+
+
+def loadgen_argv(scen, port, pid, args):
+    """The load generator's command line for a scenario."""
+    common = ["--warmup", str(args.warmup), "--duration", str(args.duration), "--server-pid", str(pid)]
+    if scen.get("fanout"):
+        window = args.fanout_window or scen["window"]
+        return [
+            os.path.join(BENCH_DIR, LOADGEN_FANOUT),
+            "--port", str(port), "--room", "bench",
+            "--subscribers", str(scen["subscribers"]),
+            "--size", str(scen["size"]),
+            "--" + scen["type"],
+            "--window", str(window),
+        ] + common
+    http2 = "streams" in scen
+    return [
+        os.path.join(BENCH_DIR, LOADGEN_H2 if http2 else LOADGEN),
+        "--url", f"ws://127.0.0.1:{port}/",
+        "--connections", str(scen["connections"]),
+    ] + (["--streams-per-connection", str(scen["streams"])] if http2 else []) + [
+        "--size", str(scen["size"]),
+        "--" + scen["type"],
+        "--in-flight", str(scen["in_flight"]),
+    ] + common
+
+
 def run_one(server, cmd, scen_name, scen, args, pinning, log_dir):
     """Run one server x scenario; returns a result dict (with "error" on failure)."""
     port = free_port()
-    argv = shlex.split(cmd.format(port=port))
+    argv = shlex.split(cmd.format(port=port, python=args.python))
     log_path = os.path.join(log_dir, f"{server}-{scen_name}.log")
     with open(log_path, "wb") as server_log:
         proc = subprocess.Popen(
@@ -226,20 +364,9 @@ def run_one(server, cmd, scen_name, scen, args, pinning, log_dir):
             if not wait_listening(proc, port):
                 rc = proc.poll()
                 return {"error": f"server did not start listening (exit code {rc}); see {log_path}"}
-            http2 = "streams" in scen
-            lg = [
-                os.path.join(BENCH_DIR, LOADGEN_H2 if http2 else LOADGEN),
-                "--url", f"ws://127.0.0.1:{port}/",
-                "--connections", str(scen["connections"]),
-            ] + (["--streams-per-connection", str(scen["streams"])] if http2 else []) + [
-                "--size", str(scen["size"]),
-                "--" + scen["type"],
-                "--in-flight", str(scen["in_flight"]),
-                "--warmup", str(args.warmup),
-                "--duration", str(args.duration),
-                "--server-pid", str(proc.pid),
-            ]
-            timeout = args.warmup + args.duration + 60
+            lg = loadgen_argv(scen, port, proc.pid, args)
+            # Fan-out adds connecting 10,000 sockets, the settle and the drain.
+            timeout = args.warmup + args.duration + (300 if scen.get("fanout") else 60)
             t0, busy0, srv0 = time.monotonic(), cpu_busy_ticks(), proc_ticks(proc.pid)
             kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             try:
@@ -298,6 +425,8 @@ def table(results, servers, scenarios):
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for scen in scenarios:
+        if SCENARIOS[scen][1].get("fanout"):
+            continue  # in the fan-out table
         label = SCENARIOS[scen][0]
         base = results.get((BASELINE, scen)) or {}
         for server in servers:
@@ -372,13 +501,83 @@ def http2_table(results, servers, scenarios):
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
+def delivery_note(r):
+    """'ok', or the lost/duplicate/out-of-order counts of a fan-out cell, flagged."""
+    if r.get("delivery_ok"):
+        return "ok"
+    return "⚠ lost {} / dup {} / reordered {}".format(
+        r.get("lost", "?"), r.get("duplicates", "?"), r.get("out_of_order", "?")
+    )
+
+
+def fanout_table(results, servers, scenarios):
+    """Markdown table of the fan-out scenarios: delivered msgs/s, latency and
+    server CPU per delivered message, each with its ratio against the best
+    peer (FANOUT_PEERS, highest delivered msgs/s with clean delivery) of the
+    same scenario; empty if no fan-out scenario ran."""
+    rows = [
+        "| Scenario | Server | delivered msgs/s | msgs/s vs best peer | publishes/s | p50 ms | p99 ms "
+        "| server CPU µs/delivered msg | CPU/msg vs best peer | delivery | server CPU | loadgen CPU | other load |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|",
+    ]
+
+    def ok(r):
+        return r is not None and "msgs_per_sec" in r
+
+    for scen in scenarios:
+        if not SCENARIOS[scen][1].get("fanout"):
+            continue
+        label = SCENARIOS[scen][0]
+        peers = [results.get((p, scen)) for p in FANOUT_PEERS]
+        peers = [r for r in peers if ok(r) and r.get("delivery_ok")]
+        best = max(peers, key=lambda r: r["msgs_per_sec"]) if peers else None
+        best_rate = best["msgs_per_sec"] if best else None
+        best_cpu = best.get("server_cpu_us_per_msg") if best else None
+        for server in servers:
+            r = results.get((server, scen))
+            if r is None:
+                continue
+            if not ok(r):
+                why = r.get("error") or r.get("skipped")
+                rows.append(f"| {label} | {server} | {why} | | | | | | | | | | |")
+                continue
+            lat = r["latency_us"]
+            cpu = r.get("server_cpu_us_per_msg")
+            util = r.get("server_cpu_util")
+            rows.append(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                    label + ("" if r.get("window") == SCENARIOS[scen][1]["window"] else f" [window {r.get('window')}]"),
+                    server + (" (best peer)" if r is best else ""),
+                    fmt_num(r["msgs_per_sec"]),
+                    fmt_ratio(r["msgs_per_sec"], best_rate),
+                    fmt_num(r.get("publishes_per_sec")),
+                    fmt_num(lat["p50"] / 1000, 1),
+                    fmt_num(lat["p99"] / 1000, 1),
+                    fmt_num(cpu, 3),
+                    fmt_ratio(cpu, best_cpu),
+                    delivery_note(r),
+                    "—" if util is None else f"{util * 100:.0f}%",
+                    f"{r['client_cpu_util'] * 100:.0f}%",
+                    f"{r.get('background_cores', 0) * 100:.0f}%",
+                )
+            )
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def print_tables(results, servers, scenarios):
-    """The main table, then the HTTP/2 vs HTTP/1.1 table if there is one."""
-    print(table(results, servers, scenarios))
-    h2 = http2_table(results, servers, scenarios)
+    """The main (echo) table, the HTTP/2 vs HTTP/1.1 table if there is one,
+    then the fan-out table if there is one."""
+    echo = [c for c in scenarios if not SCENARIOS[c][1].get("fanout")]
+    if echo:
+        print(table(results, servers, echo))
+    h2 = http2_table(results, servers, echo)
     if h2:
         print("\nHTTP/2 vs HTTP/1.1 (same server, same run):\n")
         print(h2)
+    fan = fanout_table(results, servers, scenarios)
+    if fan:
+        print(("\n" if echo else "") + "Fan-out (1 publisher, N subscribers, one room; ratios against the best peer):\n")
+        print(fan)
 
 
 def pick(names, table_, what):
@@ -418,6 +617,14 @@ def main():
         "--retries", type=int, default=1,
         help="re-run a cell whose 'other load' exceeded --quiet-limit up to this many times, keeping the quietest (default 1)",
     )
+    ap.add_argument(
+        "--python", default=DEFAULT_PYTHON if os.access(DEFAULT_PYTHON, os.X_OK) else sys.executable,
+        help="Python with `websockets` for python-websockets (default: target/venv/bin/python if it exists, else this Python)",
+    )
+    ap.add_argument(
+        "--fanout-window", type=int, metavar="K",
+        help="override every fan-out scenario's window (messages in flight; for sweeps)",
+    )
     ap.add_argument("--json", metavar="PATH", help="write raw results (and machine info) as JSON")
     ap.add_argument("--report", metavar="PATH", help="only print the table for JSON file(s) written by --json (comma-separated: merged, quietest cell wins)")
     args = ap.parse_args()
@@ -453,7 +660,9 @@ def main():
 
     max_conns = max(SCENARIOS[s][1]["connections"] for s in scenarios)
     nofile = raise_nofile(max(4096, 4 * max_conns + 256))
-    if nofile < 2 * max_conns + 64:
+    # The limit is per process: the server and the load generator each hold
+    # max_conns sockets (and inherit this limit).
+    if nofile < max_conns + 64:
         log(f"warning: RLIMIT_NOFILE is {nofile}; {max_conns} connections may fail")
 
     if not args.no_build:
@@ -493,18 +702,22 @@ def main():
 
     for server in servers:
         cmd = SERVERS[server]
-        exe = os.path.normpath(os.path.join(BENCH_DIR, shlex.split(cmd)[0]))
-        if not os.access(exe, os.X_OK):
-            log(f"skipping {server}: {os.path.relpath(exe, BENCH_DIR)} is not built")
-            for scen in scenarios:
-                if "streams" in SCENARIOS[scen][1] and server not in HTTP2_SERVERS:
-                    continue
-                results[(server, scen)] = {"skipped": f"skipped: {os.path.relpath(exe, BENCH_DIR)} not built"}
-            continue
-        for scen in scenarios:
-            if "streams" in SCENARIOS[scen][1] and server not in HTTP2_SERVERS:
+        mine = [c for c in scenarios if applies(server, c)[0]]
+        others = [c for c in scenarios if c not in mine]
+        for scen in others:
+            if applies(server, scen)[1] == "no HTTP/2":
                 log(f"{server:18} {scen:16} skipped: no HTTP/2")
-                continue
+        if any(applies(server, c)[1] != "no HTTP/2" for c in others):
+            log(f"{server:18} skips the {'echo' if server in FANOUT_SERVERS else 'fan-out'} scenarios")
+        if not mine:
+            continue
+        why = unavailable(server, cmd, args)
+        if why:
+            log(f"{server:18} {why}")
+            for scen in mine:
+                results[(server, scen)] = {"skipped": why}
+            continue
+        for scen in mine:
             r = None
             for attempt in range(1 + args.retries):
                 log(f"{server:18} {scen:16} …" + (f" (retry {attempt}: other load was high)" if attempt else ""))
@@ -528,7 +741,7 @@ def main():
                     "  {:,.0f} msgs/s  p50 {:.1f} µs  p99 {:.1f} µs  server {} µs/msg".format(
                         r["msgs_per_sec"], r["latency_us"]["p50"], r["latency_us"]["p99"],
                         fmt_num(r.get("server_cpu_us_per_msg"), 2),
-                    )
+                    ) + ("" if r.get("delivery_ok", True) else "  " + delivery_note(r))
                 )
 
     print_tables(results, servers, scenarios)

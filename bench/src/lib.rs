@@ -1,11 +1,13 @@
 //! Shared helpers for the wsline echo benchmark binaries.
 //!
-//! The benchmark crate holds two load generators (`loadgen` for HTTP/1.1,
-//! `loadgen-h2` for HTTP/2 extended CONNECT, sharing [`load`]) and several peer
+//! The benchmark crate holds three load generators (`loadgen` for HTTP/1.1
+//! echo, `loadgen-h2` for HTTP/2 extended CONNECT echo, `loadgen-fanout` for
+//! one publisher and N subscribers in a room, sharing [`load`]), several peer
 //! echo servers (`echo-tungstenite`, `echo-tokio-tungstenite`,
-//! `echo-fastwebsockets`, `echo-tokio-websockets`, `echo-sockudo-ws`). Every
-//! server takes `--port P` and binds to `127.0.0.1:P`; this module parses that
-//! flag so all servers behave alike.
+//! `echo-fastwebsockets`, `echo-tokio-websockets`, `echo-sockudo-ws`) and a
+//! peer fan-out server (`fanout-sockudo-ws`; the Node and Python ones are in
+//! `peers/`). Every Rust server takes `--port P` and binds to `127.0.0.1:P`;
+//! this module parses that flag so all servers behave alike.
 
 pub mod load;
 

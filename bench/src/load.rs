@@ -1,14 +1,21 @@
-//! What the two load generators share: `loadgen` (HTTP/1.1, mio) and
-//! `loadgen-h2` (HTTP/2 extended CONNECT, h2 on Tokio) build the same masked
-//! client frames, parse echoes with the same strict [`EchoParser`], record
-//! latencies in the same [`Histogram`], sample CPU time the same way and print
-//! the same JSON line ([`Report`]); they take the same options
-//! ([`CommonOptions`]).
+//! What the load generators share: `loadgen` (HTTP/1.1 echo, mio),
+//! `loadgen-h2` (HTTP/2 extended CONNECT echo, h2 on Tokio) and
+//! `loadgen-fanout` (HTTP/1.1 fan-out, mio) build the same masked client
+//! frames, record latencies in the same [`Histogram`], sample CPU time the
+//! same way and print the same JSON line ([`Report`]); they take the same
+//! options ([`CommonOptions`]). Echoes are checked by the strict
+//! [`EchoParser`], fan-out deliveries by the [`MessageParser`]; the two mio
+//! generators open their connections with [`connect_all`] (the HTTP/1.1
+//! upgrade of [`Upgrade`]).
 
 use std::fmt::Write as _;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::exit;
 use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
 
 /// Result type of the load generators: errors are human-readable messages.
 pub type Res<T> = Result<T, String>;
@@ -337,20 +344,26 @@ pub fn message_payload(size: usize, text: bool) -> Vec<u8> {
 /// Builds one masked client frame (FIN set) with the given opcode and payload.
 pub fn build_client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(payload.len() + 14);
-    f.push(0x80 | opcode);
+    push_client_frame(&mut f, opcode, payload);
+    f
+}
+
+/// Appends one masked client frame (FIN set, key [`MASK_KEY`]) with the
+/// given opcode and payload to `out` (RFC 6455 §5.2, §5.3).
+pub fn push_client_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    out.push(0x80 | opcode);
     let len = payload.len();
     if len < 126 {
-        f.push(0x80 | len as u8);
+        out.push(0x80 | len as u8);
     } else if len <= 0xffff {
-        f.push(0x80 | 126);
-        f.extend_from_slice(&(len as u16).to_be_bytes());
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
     } else {
-        f.push(0x80 | 127);
-        f.extend_from_slice(&(len as u64).to_be_bytes());
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
     }
-    f.extend_from_slice(&MASK_KEY);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK_KEY[i & 3]));
-    f
+    out.extend_from_slice(&MASK_KEY);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK_KEY[i & 3]));
 }
 
 /// Total header length implied by the second header byte (server frames are
@@ -362,6 +375,49 @@ pub fn header_len(b1: u8) -> usize {
         _ => 0,
     };
     2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
+}
+
+/// The fields of a complete server frame header that the parsers act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerFrameHeader {
+    /// FIN bit.
+    pub fin: bool,
+    /// Opcode (low four bits of the first byte).
+    pub opcode: u8,
+    /// Payload length.
+    pub len: u64,
+}
+
+impl ServerFrameHeader {
+    /// Decodes a complete header (at least [`header_len`] bytes) and rejects
+    /// what no server may send here: a masking key (RFC 6455 §5.1: "A server
+    /// MUST NOT mask any frames that it sends to the client") and RSV bits
+    /// (no extension was negotiated, §5.2). Opcodes are the caller's business.
+    ///
+    /// # Errors
+    ///
+    /// On a masked frame or RSV bits set.
+    pub fn parse(h: &[u8]) -> Res<Self> {
+        let rsv = h[0] & 0x70;
+        if h[1] & 0x80 != 0 {
+            return Err("server sent a masked frame".into());
+        }
+        if rsv != 0 {
+            return Err(format!(
+                "server frame has RSV bits {rsv:#x} set (no extension was negotiated)"
+            ));
+        }
+        let len = match h[1] & 0x7f {
+            126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+            127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
+            n => u64::from(n),
+        };
+        Ok(ServerFrameHeader {
+            fin: h[0] & 0x80 != 0,
+            opcode: h[0] & 0x0f,
+            len,
+        })
+    }
 }
 
 /// Log-linear latency histogram over nanoseconds: exact below 256 ns, then
@@ -594,23 +650,7 @@ impl EchoParser {
     fn start_frame(&mut self, sink: &mut impl EchoSink) -> Res<()> {
         let sent_opcode = sink.opcode();
         let sent_len = sink.payload().len();
-        let h = &self.hdr;
-        let fin = h[0] & 0x80 != 0;
-        let rsv = h[0] & 0x70;
-        let opcode = h[0] & 0x0f;
-        if h[1] & 0x80 != 0 {
-            return Err("server sent a masked frame".into());
-        }
-        if rsv != 0 {
-            return Err(format!(
-                "server frame has RSV bits {rsv:#x} set (no extension was negotiated)"
-            ));
-        }
-        let len = match h[1] & 0x7f {
-            126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
-            127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
-            n => u64::from(n),
-        };
+        let ServerFrameHeader { fin, opcode, len } = ServerFrameHeader::parse(&self.hdr)?;
         self.hdr_len = 0;
         match opcode {
             0x0..=0x2 => {
@@ -665,17 +705,7 @@ impl EchoParser {
     fn end_frame(&mut self, sink: &mut impl EchoSink) -> Res<()> {
         self.frame_remaining = None;
         match self.frame_kind {
-            FrameKind::Control(0x8) => {
-                let code = if self.ctrl_payload.len() >= 2 {
-                    u16::from_be_bytes([self.ctrl_payload[0], self.ctrl_payload[1]]).to_string()
-                } else {
-                    "none".into()
-                };
-                let reason = String::from_utf8_lossy(self.ctrl_payload.get(2..).unwrap_or(&[]));
-                Err(format!(
-                    "server sent a close frame during the run (code {code}, reason {reason:?})"
-                ))
-            }
+            FrameKind::Control(0x8) => Err(close_error(&self.ctrl_payload)),
             FrameKind::Control(0x9) => {
                 sink.on_ping(&self.ctrl_payload);
                 Ok(())
@@ -697,6 +727,522 @@ impl EchoParser {
             }
         }
     }
+}
+
+/// The owner of a [`MessageParser`]: gets every complete data message.
+pub trait MessageSink {
+    /// A complete data message arrived (opcode 1 text or 2 binary; the
+    /// payload of all its fragments).
+    ///
+    /// # Errors
+    ///
+    /// If the message is not what the sink expects; the error ends the run.
+    fn on_message(&mut self, opcode: u8, payload: &[u8]) -> Res<()>;
+    /// A ping with this payload arrived; the sink queues the pong.
+    fn on_ping(&mut self, payload: &[u8]);
+}
+
+/// Strict parser of a server's frame stream that hands over whole messages,
+/// for clients that receive messages they did not send (`loadgen-fanout`'s
+/// subscribers). Header checks are [`ServerFrameHeader::parse`]'s; fragmented
+/// messages are reassembled (RFC 6455 §5.4), pings handed to the sink,
+/// unsolicited pongs ignored. A close frame, a reserved opcode, a
+/// continuation outside a message, a data frame inside one, an invalid
+/// control frame or a message over the size limit is an error.
+///
+/// A complete unfragmented frame inside one `consume` call is handed over
+/// straight from the input (no copy); anything else is reassembled.
+pub struct MessageParser {
+    /// Partially received frame header.
+    hdr: [u8; 14],
+    /// Valid bytes in `hdr`.
+    hdr_len: usize,
+    /// Payload bytes still to come for the current frame; `None` between frames.
+    frame_remaining: Option<u64>,
+    /// What the current frame's payload is.
+    frame_kind: FrameKind,
+    /// FIN bit of the current data frame.
+    frame_fin: bool,
+    /// Opcode of the data message being reassembled, if one is.
+    msg_opcode: Option<u8>,
+    /// Payload of that message so far.
+    msg: Vec<u8>,
+    /// Payload of the control frame being received.
+    ctrl_payload: Vec<u8>,
+    /// Largest message accepted, in bytes.
+    max_message_size: usize,
+}
+
+impl MessageParser {
+    /// A parser at a frame boundary that accepts messages of up to
+    /// `max_message_size` bytes.
+    pub fn new(max_message_size: usize) -> Self {
+        MessageParser {
+            hdr: [0; 14],
+            hdr_len: 0,
+            frame_remaining: None,
+            frame_kind: FrameKind::Data,
+            frame_fin: true,
+            msg_opcode: None,
+            msg: Vec::new(),
+            ctrl_payload: Vec::new(),
+            max_message_size,
+        }
+    }
+
+    /// Processes received bytes of the frame stream.
+    ///
+    /// # Errors
+    ///
+    /// On a protocol violation (see the type) or an error of the sink.
+    pub fn consume(&mut self, mut data: &[u8], sink: &mut impl MessageSink) -> Res<()> {
+        while !data.is_empty() {
+            let Some(remaining) = self.frame_remaining else {
+                if self.hdr_len == 0 && self.msg_opcode.is_none() {
+                    if let Some(rest) = self.whole_frame(data, sink)? {
+                        data = rest;
+                        continue;
+                    }
+                }
+                // Accumulate the header: 2 bytes, then as many as it says.
+                let need = if self.hdr_len < 2 {
+                    2
+                } else {
+                    header_len(self.hdr[1])
+                };
+                let take = (need - self.hdr_len).min(data.len());
+                self.hdr[self.hdr_len..self.hdr_len + take].copy_from_slice(&data[..take]);
+                self.hdr_len += take;
+                data = &data[take..];
+                if self.hdr_len < 2 || self.hdr_len < header_len(self.hdr[1]) {
+                    continue;
+                }
+                self.start_frame(sink)?;
+                continue;
+            };
+            let take = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            let chunk = &data[..take];
+            data = &data[take..];
+            match self.frame_kind {
+                FrameKind::Data => self.msg.extend_from_slice(chunk),
+                FrameKind::Control(_) => self.ctrl_payload.extend_from_slice(chunk),
+            }
+            let left = remaining - take as u64;
+            self.frame_remaining = Some(left);
+            if left == 0 {
+                self.end_frame(sink)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The fast path: if `data` starts with a complete unfragmented text or
+    /// binary frame, hands its payload over and returns the bytes after it.
+    fn whole_frame<'d>(
+        &mut self,
+        data: &'d [u8],
+        sink: &mut impl MessageSink,
+    ) -> Res<Option<&'d [u8]>> {
+        if data.len() < 2 || data.len() < header_len(data[1]) {
+            return Ok(None);
+        }
+        let hl = header_len(data[1]);
+        let h = ServerFrameHeader::parse(&data[..hl])?;
+        let body = &data[hl..];
+        if !h.fin || !(h.opcode == 1 || h.opcode == 2) || h.len > body.len() as u64 {
+            return Ok(None);
+        }
+        let len = h.len as usize; // <= body.len(), so it fits
+        if len > self.max_message_size {
+            return Err(format!(
+                "server sent a {len}-byte message, over the {}-byte limit",
+                self.max_message_size
+            ));
+        }
+        sink.on_message(h.opcode, &body[..len])?;
+        Ok(Some(&body[len..]))
+    }
+
+    /// Validates a complete header in `hdr` and starts its frame.
+    fn start_frame(&mut self, sink: &mut impl MessageSink) -> Res<()> {
+        let ServerFrameHeader { fin, opcode, len } = ServerFrameHeader::parse(&self.hdr)?;
+        self.hdr_len = 0;
+        match opcode {
+            0x0..=0x2 => {
+                // RFC 6455 §5.4: a fragmented message is one frame with its
+                // opcode and FIN clear, continuations (opcode 0), the last with FIN.
+                match (opcode, self.msg_opcode) {
+                    (0, None) => {
+                        return Err("server sent a continuation frame outside a message".into())
+                    }
+                    (1 | 2, Some(_)) => {
+                        return Err("server started a new message inside a fragmented one".into())
+                    }
+                    (1 | 2, None) => {
+                        self.msg_opcode = Some(opcode);
+                        self.msg.clear();
+                    }
+                    _ => {}
+                }
+                if len > (self.max_message_size - self.msg.len()) as u64 {
+                    return Err(format!(
+                        "server sent a message over the {}-byte limit",
+                        self.max_message_size
+                    ));
+                }
+                self.frame_kind = FrameKind::Data;
+                self.frame_fin = fin;
+            }
+            0x8..=0xa => {
+                // RFC 6455 §5.5: "All control frames MUST have a payload length
+                // of 125 bytes or less and MUST NOT be fragmented."
+                if !fin || len > 125 {
+                    return Err(format!(
+                        "server sent an invalid control frame (opcode {opcode})"
+                    ));
+                }
+                self.frame_kind = FrameKind::Control(opcode);
+                self.ctrl_payload.clear();
+            }
+            _ => return Err(format!("server sent reserved opcode {opcode:#x}")),
+        }
+        self.frame_remaining = Some(len);
+        if len == 0 {
+            self.end_frame(sink)?;
+        }
+        Ok(())
+    }
+
+    /// Completes the current frame (all payload received).
+    fn end_frame(&mut self, sink: &mut impl MessageSink) -> Res<()> {
+        self.frame_remaining = None;
+        match self.frame_kind {
+            FrameKind::Control(0x8) => Err(close_error(&self.ctrl_payload)),
+            FrameKind::Control(0x9) => {
+                sink.on_ping(&self.ctrl_payload);
+                Ok(())
+            }
+            FrameKind::Control(_) => Ok(()), // unsolicited pong: ignore
+            FrameKind::Data => {
+                if !self.frame_fin {
+                    return Ok(());
+                }
+                let Some(opcode) = self.msg_opcode.take() else {
+                    return Ok(()); // unreachable: start_frame opened the message
+                };
+                sink.on_message(opcode, &self.msg)
+            }
+        }
+    }
+}
+
+/// The error for a close frame received during a run, with its code and reason.
+fn close_error(payload: &[u8]) -> String {
+    let code = if payload.len() >= 2 {
+        u16::from_be_bytes([payload[0], payload[1]]).to_string()
+    } else {
+        "none".into()
+    };
+    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or(&[]));
+    format!("server sent a close frame during the run (code {code}, reason {reason:?})")
+}
+
+/// `Sec-WebSocket-Key` sent on every HTTP/1.1 connection (the RFC 6455 §1.3 sample).
+pub const HANDSHAKE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+/// The `Sec-WebSocket-Accept` the server must answer for [`HANDSHAKE_KEY`].
+pub const HANDSHAKE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+/// Largest HTTP response head accepted during the handshake.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// The HTTP/1.1 upgrade request for `path` on `authority` (RFC 6455 §4.1),
+/// offering no extension and no subprotocol.
+pub fn upgrade_request(path: &str, authority: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Index just past the `\r\n\r\n` ending an HTTP head, if present.
+pub fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// Checks the server's upgrade response: status 101, `Upgrade: websocket`,
+/// the right `Sec-WebSocket-Accept`, and no extension (none was offered).
+///
+/// # Errors
+///
+/// Naming the first thing that is wrong.
+pub fn check_upgrade_response(head: &[u8]) -> Res<()> {
+    let text =
+        std::str::from_utf8(head).map_err(|_| "upgrade response is not UTF-8".to_string())?;
+    let mut lines = text.split("\r\n");
+    let status = lines.next().unwrap_or("");
+    let mut parts = status.splitn(3, ' ');
+    let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if !version.starts_with("HTTP/1.") || code != "101" {
+        return Err(format!("upgrade refused: status line {status:?}"));
+    }
+    let mut accept_ok = false;
+    let mut upgrade_ok = false;
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("malformed header line {line:?}"))?;
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "sec-websocket-accept" => {
+                if value != HANDSHAKE_ACCEPT {
+                    return Err(format!("wrong Sec-WebSocket-Accept {value:?}"));
+                }
+                accept_ok = true;
+            }
+            "upgrade" => upgrade_ok = value.eq_ignore_ascii_case("websocket"),
+            "sec-websocket-extensions" => {
+                return Err(format!(
+                    "server negotiated an extension that was not offered: {value:?}"
+                ))
+            }
+            _ => {}
+        }
+    }
+    if !accept_ok {
+        return Err("upgrade response lacks Sec-WebSocket-Accept".into());
+    }
+    if !upgrade_ok {
+        return Err("upgrade response lacks `Upgrade: websocket`".into());
+    }
+    Ok(())
+}
+
+/// Where a client connection is in its opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpgradePhase {
+    /// TCP connect in progress.
+    Connecting,
+    /// Upgrade request being sent / response being read.
+    Requesting,
+    /// Upgraded: frames from here on.
+    Open,
+}
+
+/// The opening of one client connection on a non-blocking `mio` socket: TCP
+/// connect, then the HTTP/1.1 upgrade, driven by readiness events.
+pub struct Upgrade {
+    /// Where it is.
+    phase: UpgradePhase,
+    /// Bytes of the upgrade request already written.
+    req_written: usize,
+    /// Upgrade response head read so far.
+    resp: Vec<u8>,
+}
+
+impl Default for Upgrade {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Upgrade {
+    /// An opening whose TCP connect was just started.
+    pub fn new() -> Self {
+        Upgrade {
+            phase: UpgradePhase::Connecting,
+            req_written: 0,
+            resp: Vec::new(),
+        }
+    }
+
+    /// Whether the upgrade completed.
+    pub fn is_open(&self) -> bool {
+        self.phase == UpgradePhase::Open
+    }
+
+    /// Advances connect and upgrade as far as the socket allows (after a
+    /// readiness event); returns whether the connection is now open.
+    /// `TCP_NODELAY` is set once connected.
+    ///
+    /// # Errors
+    ///
+    /// On a failed connect, a refused or wrong upgrade, data sent before any
+    /// message, or a closed connection.
+    pub fn drive(
+        &mut self,
+        stream: &mut TcpStream,
+        addr: SocketAddr,
+        request: &[u8],
+        rbuf: &mut [u8],
+    ) -> Res<bool> {
+        if self.phase == UpgradePhase::Open {
+            return Ok(true);
+        }
+        if self.phase == UpgradePhase::Connecting {
+            if let Some(e) = stream.take_error().map_err(|e| format!("connect: {e}"))? {
+                return Err(format!("connect to {addr} failed: {e}"));
+            }
+            match stream.peer_addr() {
+                Ok(_) => {
+                    let _ = stream.set_nodelay(true);
+                    self.phase = UpgradePhase::Requesting;
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotConnected
+                        || e.raw_os_error() == Some(libc::EINPROGRESS) =>
+                {
+                    return Ok(false)
+                }
+                Err(e) => return Err(format!("connect to {addr} failed: {e}")),
+            }
+        }
+        while self.req_written < request.len() {
+            match stream.write(&request[self.req_written..]) {
+                Ok(n) => self.req_written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("sending upgrade request failed: {e}")),
+            }
+        }
+        loop {
+            match stream.read(rbuf) {
+                Ok(0) => {
+                    return Err(format!(
+                        "server closed the connection during the upgrade (got {:?})",
+                        String::from_utf8_lossy(&self.resp)
+                    ))
+                }
+                Ok(n) => {
+                    self.resp.extend_from_slice(&rbuf[..n]);
+                    if let Some(end) = find_head_end(&self.resp) {
+                        check_upgrade_response(&self.resp[..end])?;
+                        if self.resp.len() > end {
+                            return Err(
+                                "server sent data after the upgrade response before any message"
+                                    .into(),
+                            );
+                        }
+                        self.resp = Vec::new();
+                        self.phase = UpgradePhase::Open;
+                        return Ok(true);
+                    }
+                    if self.resp.len() > MAX_RESPONSE_HEAD {
+                        return Err("upgrade response head too large".into());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("reading upgrade response failed: {e}")),
+            }
+        }
+    }
+}
+
+/// `Poll::poll` that treats `EINTR` as an empty wake-up.
+///
+/// # Errors
+///
+/// On any other epoll failure.
+pub fn poll_events(poll: &mut Poll, events: &mut Events, timeout: Duration) -> Res<()> {
+    match poll.poll(events, Some(timeout)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+        Err(e) => Err(format!("epoll wait: {e}")),
+    }
+}
+
+/// Opens `count` WebSocket connections to `opts.addr` with `request`, at most
+/// `opts.connect_concurrency` connects + upgrades in progress at once (which also keeps
+/// the server's listen backlog from overflowing), all within `deadline`.
+/// Connection `i` is registered with `Token(i)` for reading and writing and
+/// is element `i` of the result.
+///
+/// # Errors
+///
+/// On the first connection that fails (naming it) or at the deadline.
+pub fn connect_all(
+    poll: &mut Poll,
+    events: &mut Events,
+    opts: &CommonOptions,
+    request: &[u8],
+    count: usize,
+    deadline: Instant,
+    rbuf: &mut [u8],
+) -> Res<Vec<TcpStream>> {
+    let (addr, concurrency) = (opts.addr, opts.connect_concurrency);
+    let mut streams: Vec<TcpStream> = Vec::with_capacity(count);
+    let mut upgrades: Vec<Upgrade> = Vec::with_capacity(count);
+    let mut open = 0usize;
+    while open < count {
+        while streams.len() < count && streams.len() - open < concurrency {
+            let mut stream =
+                TcpStream::connect(addr).map_err(|e| format!("connect to {addr} failed: {e}"))?;
+            poll.registry()
+                .register(
+                    &mut stream,
+                    Token(streams.len()),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(|e| format!("epoll register: {e}"))?;
+            streams.push(stream);
+            upgrades.push(Upgrade::new());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(format!(
+                "connect timeout: only {open} of {count} connections upgraded in time"
+            ));
+        }
+        poll_events(
+            poll,
+            events,
+            (deadline - now).min(Duration::from_millis(100)),
+        )?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let Some(up) = upgrades.get_mut(i) else {
+                continue;
+            };
+            if up.is_open() {
+                continue;
+            }
+            if up
+                .drive(&mut streams[i], addr, request, rbuf)
+                .map_err(|e| format!("connection {i}: {e}"))?
+            {
+                open += 1;
+            }
+        }
+    }
+    Ok(streams)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to at least `need` (at most the hard
+/// limit) and returns the soft limit in force.
+///
+/// # Errors
+///
+/// If the limit cannot be read or set.
+pub fn raise_nofile(need: libc::rlim_t) -> Res<libc::rlim_t> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(format!("getrlimit: {}", io::Error::last_os_error()));
+    }
+    if lim.rlim_cur >= need {
+        return Ok(lim.rlim_cur);
+    }
+    lim.rlim_cur = need.min(lim.rlim_max);
+    // SAFETY: `lim` is a valid rlimit with rlim_cur <= rlim_max.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(format!("setrlimit: {}", io::Error::last_os_error()));
+    }
+    Ok(lim.rlim_cur)
 }
 
 /// utime+stime of a process (all threads), in clock ticks, from /proc/PID/stat.
@@ -820,6 +1366,16 @@ impl Report<'_> {
     ///
     /// If no message completed in the window.
     pub fn to_json(&self) -> Res<String> {
+        self.to_json_with("")
+    }
+
+    /// [`Report::to_json`] with `extra` (`"name":value` pairs joined by
+    /// commas, or empty) appended to the object.
+    ///
+    /// # Errors
+    ///
+    /// If no message completed in the window.
+    pub fn to_json_with(&self, extra: &str) -> Res<String> {
         let window = self.end.at.duration_since(self.start.at).as_secs_f64();
         if self.window_msgs == 0 {
             return Err("no message was echoed during the measured window".into());
@@ -848,7 +1404,7 @@ impl Report<'_> {
              \"bytes_per_sec\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\
              \"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\"server_pid\":{},\"server_cpu_s\":{},\
              \"server_cpu_util\":{},\"server_cpu_us_per_msg\":{},\"client_cpu_s\":{:.3},\
-             \"client_cpu_util\":{:.3},\"client_cpu_us_per_msg\":{:.3},\"clk_tck\":{}}}",
+             \"client_cpu_util\":{:.3},\"client_cpu_us_per_msg\":{:.3},\"clk_tck\":{}{}{}}}",
             json_str(self.url),
             self.connections,
             self.size,
@@ -874,6 +1430,8 @@ impl Report<'_> {
             client_cpu_s / window,
             client_cpu_s * 1e6 / msgs,
             tck,
+            if extra.is_empty() { "" } else { "," },
+            extra,
         );
         Ok(out)
     }
@@ -997,6 +1555,20 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_response_checks() {
+        let ok = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {HANDSHAKE_ACCEPT}\r\n\r\n"
+        );
+        assert!(check_upgrade_response(ok.as_bytes()).is_ok());
+        assert!(check_upgrade_response(b"HTTP/1.1 400 Bad\r\n\r\n").is_err());
+        let ext = ok.replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        );
+        assert!(check_upgrade_response(ext.as_bytes()).is_err());
+    }
+
+    #[test]
     fn proc_stat_parses_self() {
         assert!(proc_cpu_ticks("self").is_ok());
     }
@@ -1065,5 +1637,65 @@ mod tests {
         assert!(EchoParser::new()
             .consume(b"\x81\x05hello", &mut sink)
             .is_err());
+    }
+
+    /// Collects what a [`MessageParser`] hands over.
+    #[derive(Default)]
+    struct Collector {
+        /// (opcode, payload) of every message.
+        messages: Vec<(u8, Vec<u8>)>,
+        /// Ping payloads.
+        pings: Vec<Vec<u8>>,
+    }
+
+    impl MessageSink for Collector {
+        fn on_message(&mut self, opcode: u8, payload: &[u8]) -> Res<()> {
+            self.messages.push((opcode, payload.to_vec()));
+            Ok(())
+        }
+        fn on_ping(&mut self, payload: &[u8]) {
+            self.pings.push(payload.to_vec());
+        }
+    }
+
+    #[test]
+    fn message_parser_reassembles_fragments_split_anywhere() {
+        // "hello" as "hel" + "lo" (RFC 6455 §5.7) with a ping between, then a
+        // 200-byte binary message (16-bit length) and a whole text frame.
+        let mut stream = b"\x01\x03hel\x89\x01p\x80\x02lo\x82\x7e\x00\xc8".to_vec();
+        stream.extend_from_slice(&[7; 200]);
+        stream.extend_from_slice(b"\x81\x02ok");
+        for chunk in [1, 3, stream.len()] {
+            let mut sink = Collector::default();
+            let mut parser = MessageParser::new(1000);
+            for piece in stream.chunks(chunk) {
+                parser.consume(piece, &mut sink).unwrap();
+            }
+            assert_eq!(
+                sink.messages,
+                vec![
+                    (1, b"hello".to_vec()),
+                    (2, vec![7; 200]),
+                    (1, b"ok".to_vec())
+                ]
+            );
+            assert_eq!(sink.pings, vec![b"p".to_vec()]);
+        }
+    }
+
+    #[test]
+    fn message_parser_rejects_close_masked_oversized_and_stray_continuation() {
+        let fails = |bytes: &[u8]| {
+            MessageParser::new(4)
+                .consume(bytes, &mut Collector::default())
+                .is_err()
+        };
+        assert!(fails(b"\x88\x02\x03\xe8")); // close 1000
+        assert!(fails(b"\x81\x81abcd\x00")); // masked
+        assert!(fails(b"\x81\x05hello")); // over the 4-byte limit
+        assert!(fails(b"\x80\x01a")); // continuation outside a message
+        assert!(fails(b"\x01\x01a\x81\x01b")); // new message inside one
+        assert!(fails(b"\xc1\x01a")); // RSV1
+        assert!(!fails(b"\x8a\x00\x81\x04abcd")); // pong ignored, 4 bytes fit
     }
 }

@@ -29,18 +29,12 @@ use std::process::exit;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll};
 use wsline_bench::load::{
-    build_client_frame, cpu_snap, CommonOptions, CpuSnap, EchoCounts, EchoParser, EchoSink,
-    Messages, Res,
+    build_client_frame, connect_all, cpu_snap, poll_events, upgrade_request, CommonOptions,
+    CpuSnap, EchoCounts, EchoParser, EchoSink, Messages, Res,
 };
 
-/// `Sec-WebSocket-Key` sent on every connection (the RFC 6455 §1.3 sample).
-const HANDSHAKE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-/// The `Sec-WebSocket-Accept` the server must answer for [`HANDSHAKE_KEY`].
-const HANDSHAKE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-/// Largest HTTP response head accepted during the handshake.
-const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// Size of the single read buffer shared by all connections.
 const READ_BUF_SIZE: usize = 256 * 1024;
 
@@ -71,27 +65,10 @@ fn parse_args(args: &[String]) -> Res<Config> {
     CommonOptions::parse(args, usage(), 1_000_000, |_, _| Ok(false))
 }
 
-/// Connection life-cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// TCP connect in progress.
-    Connecting,
-    /// Upgrade request being sent / response being read.
-    Handshake,
-    /// Upgraded; exchanging frames.
-    Open,
-}
-
 /// One client connection.
 struct Conn {
-    /// The socket.
+    /// The socket (upgraded).
     stream: TcpStream,
-    /// Life-cycle phase.
-    phase: Phase,
-    /// Bytes of the upgrade request already written.
-    req_written: usize,
-    /// Upgrade response head read so far.
-    resp: Vec<u8>,
 
     /// Offset of the next byte to send within the current frame (< frame len).
     out_pos: usize,
@@ -108,10 +85,6 @@ struct Conn {
 
 /// Everything the event loop shares across connections.
 struct Bench {
-    /// Configuration.
-    cfg: Config,
-    /// The upgrade request.
-    request: Vec<u8>,
     /// Payload of every message (what the echo must equal).
     payload: Vec<u8>,
     /// Opcode of sent messages.
@@ -128,13 +101,10 @@ struct Bench {
 type Step = Res<()>;
 
 impl Conn {
-    /// A new connection in the `Connecting` phase.
+    /// A connection whose upgrade completed.
     fn new(stream: TcpStream) -> Self {
         Conn {
             stream,
-            phase: Phase::Connecting,
-            req_written: 0,
-            resp: Vec::new(),
             out_pos: 0,
             out_remaining: 0,
             ctrl_out: Vec::new(),
@@ -221,71 +191,6 @@ impl Conn {
             }
         }
     }
-
-    /// Drives connect and handshake; returns true once the connection is open.
-    fn drive_handshake(&mut self, b: &Bench, rbuf: &mut [u8]) -> Res<bool> {
-        if self.phase == Phase::Connecting {
-            if let Some(e) = self
-                .stream
-                .take_error()
-                .map_err(|e| format!("connect: {e}"))?
-            {
-                return Err(format!("connect to {} failed: {e}", b.cfg.addr));
-            }
-            match self.stream.peer_addr() {
-                Ok(_) => {
-                    let _ = self.stream.set_nodelay(true);
-                    self.phase = Phase::Handshake;
-                }
-                Err(e)
-                    if e.kind() == io::ErrorKind::NotConnected
-                        || e.raw_os_error() == Some(libc::EINPROGRESS) =>
-                {
-                    return Ok(false)
-                }
-                Err(e) => return Err(format!("connect to {} failed: {e}", b.cfg.addr)),
-            }
-        }
-        while self.req_written < b.request.len() {
-            match self.stream.write(&b.request[self.req_written..]) {
-                Ok(n) => self.req_written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("sending upgrade request failed: {e}")),
-            }
-        }
-        loop {
-            match self.stream.read(rbuf) {
-                Ok(0) => {
-                    return Err(format!(
-                        "server closed the connection during the upgrade (got {:?})",
-                        String::from_utf8_lossy(&self.resp)
-                    ))
-                }
-                Ok(n) => {
-                    self.resp.extend_from_slice(&rbuf[..n]);
-                    if let Some(end) = find_head_end(&self.resp) {
-                        check_upgrade_response(&self.resp[..end])?;
-                        if self.resp.len() > end {
-                            return Err(
-                                "server sent data after the upgrade response before any message"
-                                    .into(),
-                            );
-                        }
-                        self.resp = Vec::new();
-                        self.phase = Phase::Open;
-                        return Ok(true);
-                    }
-                    if self.resp.len() > MAX_RESPONSE_HEAD {
-                        return Err("upgrade response head too large".into());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("reading upgrade response failed: {e}")),
-            }
-        }
-    }
 }
 
 /// A connection's outstanding messages and output, as its [`EchoParser`]
@@ -337,55 +242,6 @@ impl EchoSink for ConnSink<'_> {
     }
 }
 
-/// Index just past the `\r\n\r\n` ending an HTTP head, if present.
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
-}
-
-/// Checks the server's upgrade response: status 101, `Upgrade: websocket`,
-/// the right `Sec-WebSocket-Accept`, and no extension (none was offered).
-fn check_upgrade_response(head: &[u8]) -> Step {
-    let text =
-        std::str::from_utf8(head).map_err(|_| "upgrade response is not UTF-8".to_string())?;
-    let mut lines = text.split("\r\n");
-    let status = lines.next().unwrap_or("");
-    let mut parts = status.splitn(3, ' ');
-    let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if !version.starts_with("HTTP/1.") || code != "101" {
-        return Err(format!("upgrade refused: status line {status:?}"));
-    }
-    let mut accept_ok = false;
-    let mut upgrade_ok = false;
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| format!("malformed header line {line:?}"))?;
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
-            "sec-websocket-accept" => {
-                if value != HANDSHAKE_ACCEPT {
-                    return Err(format!("wrong Sec-WebSocket-Accept {value:?}"));
-                }
-                accept_ok = true;
-            }
-            "upgrade" => upgrade_ok = value.eq_ignore_ascii_case("websocket"),
-            "sec-websocket-extensions" => {
-                return Err(format!(
-                    "server negotiated an extension that was not offered: {value:?}"
-                ))
-            }
-            _ => {}
-        }
-    }
-    if !accept_ok {
-        return Err("upgrade response lacks Sec-WebSocket-Accept".into());
-    }
-    if !upgrade_ok {
-        return Err("upgrade response lacks `Upgrade: websocket`".into());
-    }
-    Ok(())
-}
-
 /// Runs the benchmark and returns the JSON result line.
 fn run(cfg: Config) -> Res<String> {
     let program_start = Instant::now();
@@ -396,16 +252,9 @@ fn run(cfg: Config) -> Res<String> {
         burst,
         copies: _,
     } = Messages::new(&cfg);
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        cfg.path, cfg.authority
-    )
-    .into_bytes();
+    let request = upgrade_request(&cfg.path, &cfg.authority);
 
     let mut b = Bench {
-        cfg: cfg.clone(),
-        request,
         payload,
         opcode,
         frame_len,
@@ -416,51 +265,19 @@ fn run(cfg: Config) -> Res<String> {
     let mut poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
     let mut events = Events::with_capacity(1024);
     let mut rbuf = vec![0u8; READ_BUF_SIZE];
-    let mut conns: Vec<Conn> = Vec::with_capacity(cfg.connections);
-
     // ---- connect + upgrade, at most `connect_concurrency` at a time ----
-    let connect_deadline = program_start + cfg.connect_timeout;
-    let mut open = 0usize;
-    while open < cfg.connections {
-        while conns.len() < cfg.connections && conns.len() - open < cfg.connect_concurrency {
-            let mut stream = TcpStream::connect(cfg.addr)
-                .map_err(|e| format!("connect to {} failed: {e}", cfg.addr))?;
-            let token = Token(conns.len());
-            poll.registry()
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                .map_err(|e| format!("epoll register: {e}"))?;
-            conns.push(Conn::new(stream));
-        }
-        let now = Instant::now();
-        if now >= connect_deadline {
-            return Err(format!(
-                "connect timeout: only {open} of {} connections upgraded within {:?}",
-                cfg.connections, cfg.connect_timeout
-            ));
-        }
-        poll.poll(
-            &mut events,
-            Some((connect_deadline - now).min(Duration::from_millis(100))),
-        )
-        .or_else(|e| {
-            if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(|e| format!("epoll wait: {e}"))?;
-        for ev in events.iter() {
-            let i = ev.token().0;
-            let c = &mut conns[i];
-            if c.phase != Phase::Open
-                && c.drive_handshake(&b, &mut rbuf)
-                    .map_err(|e| format!("connection {i}: {e}"))?
-            {
-                open += 1;
-            }
-        }
-    }
+    let mut conns: Vec<Conn> = connect_all(
+        &mut poll,
+        &mut events,
+        &cfg,
+        &request,
+        cfg.connections,
+        program_start + cfg.connect_timeout,
+        &mut rbuf,
+    )?
+    .into_iter()
+    .map(Conn::new)
+    .collect();
 
     // ---- run: warm-up, then the measured window ----
     let run_start = Instant::now();
@@ -508,15 +325,7 @@ fn run(cfg: Config) -> Res<String> {
         let timeout = next_boundary
             .saturating_duration_since(now)
             .min(Duration::from_millis(50));
-        poll.poll(&mut events, Some(timeout))
-            .or_else(|e| {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|e| format!("epoll wait: {e}"))?;
+        poll_events(&mut poll, &mut events, timeout)?;
         for ev in events.iter() {
             let i = ev.token().0;
             let c = &mut conns[i];
@@ -558,24 +367,5 @@ fn main() {
             eprintln!("loadgen: error: {e}");
             exit(1);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upgrade_response_checks() {
-        let ok = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {HANDSHAKE_ACCEPT}\r\n\r\n"
-        );
-        assert!(check_upgrade_response(ok.as_bytes()).is_ok());
-        assert!(check_upgrade_response(b"HTTP/1.1 400 Bad\r\n\r\n").is_err());
-        let ext = ok.replace(
-            "\r\n\r\n",
-            "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
-        );
-        assert!(check_upgrade_response(ext.as_bytes()).is_err());
     }
 }
