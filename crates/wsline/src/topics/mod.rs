@@ -298,8 +298,17 @@ impl Topics {
 /// What the registry delivers publications to: a sync server's event loop (for all its
 /// connections) or one tokio connection. Delivering never blocks.
 pub(crate) trait Member: Send + Sync {
-    /// Queues `publication` for the member's `subscribers` of its topic.
-    fn deliver(&self, publication: &Arc<Publication>, subscribers: usize);
+    /// Queues `publication` for the member's `subscribers` of its topic. Returns what it
+    /// can count at once: messages queued for a subscriber, and dropped; a member that
+    /// delivers later counts then (`Publication::delivered`, `Publication::dropped`).
+    fn deliver(&self, publication: &Arc<Publication>, subscribers: usize) -> Counted;
+}
+
+/// Deliveries a member counted: queued for a subscriber, and dropped.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counted {
+    pub(crate) queued: u64,
+    pub(crate) dropped: u64,
 }
 
 /// One message published to one topic, on its way to the members subscribed to it.
@@ -323,6 +332,13 @@ impl Publication {
             .delivered
             .fetch_add(count, Ordering::Relaxed);
         self.counters.delivered.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// A message counted as queued for a subscriber that could not take it after all.
+    pub(crate) fn undelivered(&self) {
+        self.topic_counters.delivered.fetch_sub(1, Ordering::Relaxed);
+        self.counters.delivered.fetch_sub(1, Ordering::Relaxed);
+        self.dropped(1);
     }
 
     /// Counts messages dropped for subscribers.
@@ -383,9 +399,17 @@ impl Hub {
             topic_counters: Arc::clone(&entry.counters),
             counters: Arc::clone(&self.counters),
         });
+        let mut counted = Counted::default();
         for membership in &entry.members {
-            membership.member.deliver(&publication, membership.count);
+            let member = membership.member.deliver(&publication, membership.count);
+            counted.queued += member.queued;
+            counted.dropped += member.dropped;
         }
+        // Once per publish: these counters are shared by every thread that publishes.
+        if counted.queued > 0 {
+            publication.delivered(counted.queued);
+        }
+        publication.dropped(counted.dropped);
         entry.subscribers
     }
 

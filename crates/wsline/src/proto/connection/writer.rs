@@ -278,20 +278,24 @@ impl Writer {
             [extension] => extension.shared_encoding(),
             _ => None,
         };
+        let shared;
         let frame = match (self.side, extensions, shared_key) {
-            (Side::Server, [], _) => prepared.frame.clone(),
+            (Side::Server, [], _) => &prepared.frame,
             (Side::Server, [extension], Some(key)) => {
-                prepared.shared_frame(key, extension.as_mut())?
+                shared = prepared.shared_frame(key, extension.as_mut())?;
+                &shared
             }
             (_, extensions, _) => {
                 let (opcode, payload) = into_parts(prepared.message.clone());
                 return self.message(opcode, &payload, Some(&payload), None, extensions);
             }
         };
+        // A small frame is copied (cloning the shared one would cost two atomic operations
+        // on its count, from every connection it goes to).
         if frame.len() < SHARE_THRESHOLD {
-            self.bytes(&frame);
+            self.bytes(frame);
         } else {
-            self.out.push_shared(frame);
+            self.out.push_shared(frame.clone());
         }
         Ok(())
     }

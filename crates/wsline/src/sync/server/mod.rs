@@ -37,7 +37,7 @@ use crate::layer::server::apply_backpressure;
 use crate::proto::{
     self, CloseCode, ConnectionClosed, PreparedMessage, Request, Response, SendOptions,
 };
-use crate::topics::{Member, Publication, PublishOptions, SubscriberId, Topics};
+use crate::topics::{Counted, Member, Publication, PublishOptions, SubscriberId, Topics};
 use crate::{Error, Message, Result, ServerConfig};
 
 use self::subscriptions::{Local, Subscriptions};
@@ -357,16 +357,20 @@ struct WorkerQueue {
 /// The loop is the registry's member for all its connections: a publication is queued once
 /// for the loop, which delivers it to its subscribers.
 impl Member for WorkerQueue {
-    fn deliver(&self, publication: &Arc<Publication>, subscribers: usize) {
+    fn deliver(&self, publication: &Arc<Publication>, subscribers: usize) -> Counted {
         let len = publication.prepared.frame().len();
         let backlog = self.publish_backlog.fetch_add(len, Ordering::AcqRel);
         if backlog.saturating_add(len) > self.max_publish_backlog {
             // The loop is this far behind: its subscribers miss this one.
             self.publish_backlog.fetch_sub(len, Ordering::AcqRel);
-            publication.dropped(subscribers as u64);
-            return;
+            return Counted {
+                queued: 0,
+                dropped: subscribers as u64,
+            };
         }
         self.push(Command::Publish(Arc::clone(publication)));
+        // The loop counts them as it delivers.
+        Counted::default()
     }
 }
 

@@ -10,7 +10,7 @@ use std::task::{Context, Waker};
 
 use crate::layer::server::{deliver_published, SLOW_READER_REASON};
 use crate::proto::{CloseCode, Connection, State};
-use crate::topics::{Member, Publication, SubscriberId, Topics};
+use crate::topics::{Counted, Member, Publication, SubscriberId, Topics};
 use crate::BackpressurePolicy;
 
 /// A connection's subscriptions and its inbox.
@@ -52,27 +52,33 @@ impl Inbox {
 }
 
 impl Member for Inbox {
-    fn deliver(&self, publication: &Arc<Publication>, _subscribers: usize) {
+    fn deliver(&self, publication: &Arc<Publication>, _subscribers: usize) -> Counted {
+        const QUEUED: Counted = Counted {
+            queued: 1,
+            dropped: 0,
+        };
+        const DROPPED: Counted = Counted {
+            queued: 0,
+            dropped: 1,
+        };
         if publication.excludes(self.id, 0) {
-            return;
+            return Counted::default();
         }
         let len = publication.prepared.frame().len();
         let mut queue = self.lock();
         if queue.slow {
-            publication.dropped(1);
-            return;
+            return DROPPED;
         }
         // Judged as a send would be: by what the connection holds before this message.
         let held = self.pending.load(Ordering::Relaxed) + queue.bytes;
         if held > self.mark.load(Ordering::Relaxed) {
-            publication.dropped(1);
             if self.policy == BackpressurePolicy::Close {
                 queue.slow = true;
                 if let Some(waker) = &queue.waker {
                     waker.wake_by_ref();
                 }
             }
-            return;
+            return DROPPED;
         }
         queue.publications.push_back(Arc::clone(publication));
         queue.bytes += len;
@@ -81,6 +87,7 @@ impl Member for Inbox {
                 waker.wake_by_ref();
             }
         }
+        QUEUED
     }
 }
 
@@ -175,11 +182,8 @@ impl Subscriber {
         }
         let progress = fail || !self.taken.is_empty();
         for publication in self.taken.drain(..) {
-            let open = conn.state() == State::Open;
-            if deliver_published(conn, &publication.prepared, mark, self.inbox.policy) {
-                publication.delivered(1);
-            } else if open {
-                publication.dropped(1);
+            if !deliver_published(conn, &publication.prepared, mark, self.inbox.policy) {
+                publication.undelivered();
             }
         }
         progress
