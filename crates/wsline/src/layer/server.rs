@@ -98,13 +98,64 @@ pub(crate) fn apply_backpressure(
     Err(Error::SendBufferFull { pending, limit })
 }
 
+/// The bytes a peer is judged by before a send of a turn (a read's callbacks, a timer, a
+/// batch of publications): what it had not taken when the turn began (`backlog`) — the
+/// turn's own output is written when it ends, so a peer is not slow for what it was not
+/// yet given — unless the turn's output passes the mark by what the turn received plus the
+/// larger of the mark and `max_message_size`: that bounds a turn that floods, and each
+/// connection's memory, to about twice the largest message past the mark.
+pub(crate) fn judged_backlog(
+    pending: usize,
+    backlog: usize,
+    received: usize,
+    mark: usize,
+    max_message_size: Option<usize>,
+) -> usize {
+    let largest = max_message_size.unwrap_or(mark).max(mark);
+    let turn_limit = mark.saturating_add(received).saturating_add(largest);
+    if pending > turn_limit {
+        pending
+    } else {
+        backlog
+    }
+}
+
+/// A subscriber's burst of publications: from the moment it is given some with its send
+/// buffer not empty until the buffer is empty again (it caught up). Publications are judged
+/// by what the subscriber had not taken when the burst began, however many batches the
+/// burst arrives in: a reader that keeps reading is not slow for a burst larger than its
+/// mark, while one that stops is judged by its whole backlog once that passes the mark by
+/// the largest message ([`judged_backlog`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Burst {
+    began_with: Option<usize>,
+}
+
+impl Burst {
+    /// Before a batch of publications, with what the send buffer holds now (after writing
+    /// what the socket takes).
+    pub(crate) fn update(&mut self, pending: usize) {
+        if pending == 0 {
+            self.began_with = None;
+        }
+        self.began_with.get_or_insert(pending);
+    }
+
+    /// What the subscriber is judged by.
+    pub(crate) fn backlog(self) -> usize {
+        self.began_with.unwrap_or(0)
+    }
+}
+
 /// Queues a published message for one subscriber: the rule both servers follow for
-/// topics. A subscriber past `mark` gets `policy` (the message is dropped for it, and under
-/// [`BackpressurePolicy::Close`] it is failed with 1008); one that is no longer open gets
-/// nothing. Returns whether the message was queued.
+/// topics. The subscriber is judged as by [`judged_backlog`], `backlog` being what it had
+/// not taken when its [`Burst`] began; past `mark` it gets `policy` (the
+/// message is dropped for it, and under [`BackpressurePolicy::Close`] it is failed with
+/// 1008); one that is no longer open gets nothing. Returns whether the message was queued.
 pub(crate) fn deliver_published(
     core: &mut Connection,
     prepared: &PreparedMessage,
+    backlog: usize,
     mark: usize,
     policy: BackpressurePolicy,
 ) -> bool {
@@ -112,12 +163,13 @@ pub(crate) fn deliver_published(
         return false;
     }
     let pending = core.pending_send();
-    if apply_backpressure(policy, pending, mark, |code, reason| {
-        core.fail(code, reason)
-    })
-    .is_err()
-    {
-        return false;
+    let judged = judged_backlog(pending, backlog, 0, mark, core.config().max_message_size);
+    if judged > mark {
+        let fail = |code, reason| core.fail(code, reason);
+        // Past it: reported with what is queued now.
+        if apply_backpressure(policy, judged.max(pending), mark, fail).is_err() {
+            return false;
+        }
     }
     core.send_prepared(prepared).is_ok()
 }

@@ -326,8 +326,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ///
     /// # Errors
     /// [`Error::Unsupported`] for a connection without topics
-    /// ([`with_topics`](Self::with_topics)).
+    /// ([`with_topics`](Self::with_topics)); the error that describes its end for a
+    /// connection that is closed.
     pub fn subscribe(&mut self, topic: &str) -> Result<bool> {
+        if self.conn.is_closed() {
+            return Err(self.closed_error());
+        }
         Ok(self.subscriber_mut()?.subscribe(topic))
     }
 
@@ -365,7 +369,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn subscriber_mut(&mut self) -> Result<&mut Subscriber> {
         if self.subscriber.is_none() {
             let topics = self.topics.clone().ok_or_else(no_topics)?;
-            let subscriber = Subscriber::new(topics, self.limits.backpressure, self.send_mark());
+            let subscriber = Subscriber::new(
+                topics,
+                self.limits.backpressure,
+                self.send_mark(),
+                self.conn.config().max_message_size,
+            );
             self.subscriber = Some(Box::new(subscriber));
         }
         self.subscriber.as_deref_mut().ok_or_else(no_topics)
@@ -629,9 +638,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.flush().await
     }
 
-    /// Sends a message encoded once for many connections (a broadcast): the frame is shared,
-    /// not copied, when the connection has no extension that transforms it (with
-    /// permessage-deflate each connection compresses it itself).
+    /// Sends a message encoded once for many connections (a broadcast): the frame is shared
+    /// when the connection has no extension that transforms it, and so is its compression
+    /// among connections whose permessage-deflate keeps no server context
+    /// ([`PreparedMessage`]); other connections compress it themselves.
     ///
     /// Not cancel-safe, as [`send`](Self::send).
     ///
@@ -890,13 +900,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         close_if_open(&mut self.conn, CloseCode::GOING_AWAY, SHUTDOWN_REASON) == Ok(true)
     }
 
-    /// Queues what was published to the connection's topics since the last step.
+    /// Queues what was published to the connection's topics since the last step (not while
+    /// a fragmented message is being sent: they wait for its end), writing the send buffer
+    /// before a publication that would pass the mark, and fails a connection whose inbox
+    /// overflowed under [`BackpressurePolicy::Close`] once it has queued what the inbox took.
     fn poll_publications(&mut self, cx: &mut Context<'_>) -> bool {
+        let take = !self.conn.is_sending_fragments();
+        let Some(inbox) = &mut self.subscriber else {
+            return false;
+        };
+        let mut taken = inbox.take(cx, take);
+        let mut progress = !taken.publications.is_empty();
         let mark = self.send_mark();
-        match &mut self.subscriber {
-            Some(subscriber) => subscriber.poll_publications(cx, &mut self.conn, mark),
-            None => false,
+        if progress && self.conn.pending_send() > mark {
+            self.poll_write(cx);
         }
+        let backlog = match &mut self.subscriber {
+            Some(inbox) if progress => inbox.burst(self.conn.pending_send()),
+            _ => 0,
+        };
+        for publication in taken.publications.drain(..) {
+            subscriber::queue_taken(&mut self.conn, &publication, backlog, mark, taken.policy);
+        }
+        if taken.slow {
+            progress |= subscriber::fail_slow(&mut self.conn);
+        }
+        if let Some(inbox) = &mut self.subscriber {
+            inbox.give_back(taken.publications);
+        }
+        progress
     }
 
     /// Fires the core's timers that are due, and arms the sleep for the next of them. The
@@ -930,7 +962,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             share.update(self.conn.pending_send());
         }
         if let Some(subscriber) = &self.subscriber {
-            subscriber.publish_pending(self.conn.pending_send(), self.send_mark());
+            subscriber.publish_mark(self.send_mark());
         }
         progress
     }
@@ -1262,6 +1294,31 @@ mod tests {
         let ws = ws.with_io(&crate::IoConfig::default());
         assert_eq!(ws.limits.max_unread_messages, 3);
         assert_eq!(ws.limits.max_unread_bytes, 4096);
+    }
+
+    /// Regression (review): a publication that came while a fragmented message was being
+    /// sent was refused by the core (a message in progress) and counted as dropped.
+    #[::tokio::test]
+    async fn publications_wait_for_the_end_of_a_fragmented_message() {
+        let topics = crate::topics::Topics::new();
+        let (ws, mut client) = server_over_duplex();
+        let mut ws = ws.with_topics(&topics);
+        ws.subscribe("t").unwrap();
+        ws.conn.send_binary_fragment(b"first", false).unwrap();
+        topics.publish("t", "p");
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = ws.poll_step(&mut cx, ReadPolicy::Bounded);
+        ws.conn.send_continuation(b"last", true).unwrap();
+        ws.flush().await.unwrap();
+        let mut frames = [0; 7 + 6 + 3];
+        let read = client.read_exact(&mut frames);
+        ::tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("every frame written")
+            .unwrap();
+        assert_eq!(&frames, b"\x02\x05first\x80\x04last\x81\x01p");
+        let stats = topics.topic_stats("t").unwrap();
+        assert_eq!((stats.delivered, stats.dropped), (1, 0));
     }
 
     /// A server's close frame with code 1000 and no reason.

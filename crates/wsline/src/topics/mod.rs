@@ -36,6 +36,10 @@
 //! when it closes. Across nodes (a [`Broker`]): at most once, in order per publisher and
 //! topic; while the broker is unreachable, local subscribers keep getting local publishes
 //! and messages for other nodes are dropped and counted, never buffered without bound.
+//!
+//! The thread-per-connection server (`sync::server::serve_blocking`) has no subscriptions:
+//! its handlers may publish. A split tokio connection keeps the subscriptions it had and
+//! publishes through its `Sender`; subscribe before splitting.
 
 mod broker;
 
@@ -165,7 +169,8 @@ impl Topics {
 
     /// Publishes `message` to every subscriber of `topic`: on this node at once (queued for
     /// each, never waited for), and on other nodes through the broker. Returns the number
-    /// of this node's subscribers it went to.
+    /// of this node's subscribers of the topic (one left out by
+    /// [`PublishOptions::exclude`] included).
     pub fn publish(&self, topic: &str, message: impl Into<Message>) -> usize {
         self.publish_with(topic, message, PublishOptions::default())
     }
@@ -336,7 +341,9 @@ impl Publication {
 
     /// A message counted as queued for a subscriber that could not take it after all.
     pub(crate) fn undelivered(&self) {
-        self.topic_counters.delivered.fetch_sub(1, Ordering::Relaxed);
+        self.topic_counters
+            .delivered
+            .fetch_sub(1, Ordering::Relaxed);
         self.counters.delivered.fetch_sub(1, Ordering::Relaxed);
         self.dropped(1);
     }

@@ -240,6 +240,13 @@ impl Connection {
         self.lifecycle.state()
     }
 
+    /// Whether a fragmented message is being sent (its last fragment is still to come):
+    /// no other data message can be sent until it ends.
+    #[must_use]
+    pub fn is_sending_fragments(&self) -> bool {
+        self.writer.is_in_message()
+    }
+
     /// Whether the connection is over.
     #[must_use]
     pub fn is_closed(&self) -> bool {

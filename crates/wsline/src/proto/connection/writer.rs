@@ -69,6 +69,9 @@ pub struct PreparedMessage {
 /// One shared encoding of a prepared message.
 #[derive(Debug)]
 struct SharedEncoding {
+    /// The extension's name and its key ([`Extension::shared_encoding`]): two extensions'
+    /// keys never meet.
+    extension: String,
     key: u64,
     frame: Bytes,
     /// Whether the extension transformed the message (else `frame` is the plain one).
@@ -140,7 +143,10 @@ impl PreparedMessage {
         extension: &mut dyn Extension,
     ) -> Result<Bytes, ExtensionError> {
         let mut shared = self.lock_shared();
-        if let Some(encoding) = shared.iter().find(|encoding| encoding.key == key) {
+        let found = shared
+            .iter()
+            .find(|encoding| encoding.key == key && encoding.extension == extension.name());
+        if let Some(encoding) = found {
             return Ok(encoding.frame.clone());
         }
         let whole = FramePosition {
@@ -165,6 +171,7 @@ impl PreparedMessage {
             self.frame.clone()
         };
         shared.push(SharedEncoding {
+            extension: extension.name().to_owned(),
             key,
             frame: frame.clone(),
             transformed,
@@ -232,6 +239,11 @@ impl Writer {
 
     pub(super) fn pending(&self) -> usize {
         self.out.len()
+    }
+
+    /// Whether a fragmented message is being sent: no other message may start.
+    pub(super) fn is_in_message(&self) -> bool {
+        self.in_progress.is_some()
     }
 
     pub(super) fn is_empty(&self) -> bool {

@@ -71,6 +71,8 @@ struct Conn<S> {
     subscribed: Vec<Arc<str>>,
     /// Whether publications were queued for it since the loop last wrote them.
     published: bool,
+    /// What the peer is judged by for publications.
+    burst: server::Burst,
 }
 
 /// An event loop before it runs.
@@ -356,6 +358,7 @@ impl<H: Handler> Running<'_, H> {
             peer_closed: false,
             subscribed: Vec::new(),
             published: false,
+            burst: server::Burst::default(),
         });
         self.shared.connections.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer_addr, "connection accepted");
@@ -671,10 +674,19 @@ impl<H: Handler> Running<'_, H> {
                 continue;
             }
             let mark = conn.mark(self.config);
+            if !conn.published {
+                conn.published = true;
+                self.published.push(key);
+                if conn.core.pending_send() > mark {
+                    conn_flush(conn);
+                }
+                conn.burst.update(conn.core.pending_send());
+            }
             let open = conn.core.state() == State::Open;
             let queued = server::deliver_published(
                 &mut conn.core,
                 &publication.prepared,
+                conn.burst.backlog(),
                 mark,
                 self.config.backpressure,
             );
@@ -682,10 +694,6 @@ impl<H: Handler> Running<'_, H> {
                 delivered += 1;
             } else if open {
                 dropped += 1;
-            }
-            if !conn.published {
-                conn.published = true;
-                self.published.push(key);
             }
         }
         publication.delivered(delivered);

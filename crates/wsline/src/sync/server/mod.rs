@@ -33,7 +33,7 @@ use mio::Waker;
 pub use blocking::{serve_blocking, serve_blocking_on, BlockingHandler};
 
 use crate::layer::budget::SendBudget;
-use crate::layer::server::apply_backpressure;
+use crate::layer::server::{apply_backpressure, judged_backlog};
 use crate::proto::{
     self, CloseCode, ConnectionClosed, PreparedMessage, Request, Response, SendOptions,
 };
@@ -198,7 +198,8 @@ impl<S> Connection<'_, S> {
         }
     }
 
-    /// Subscribes this connection to `topic`: from now on it gets what is published there,
+    /// Subscribes this connection to `topic`: from now on it gets what is published there
+    /// (and what was published just before and is still on its way to this event loop),
     /// until it unsubscribes or closes. Returns `false` if it was subscribed already.
     pub fn subscribe(&mut self, topic: &str) -> bool {
         let local = self.local();
@@ -306,24 +307,15 @@ impl<S> Connection<'_, S> {
         Ok(self.core.send_close(code, reason)?)
     }
 
-    /// Applies the backpressure policy before a send. The peer is judged by what it had
-    /// not taken when this turn (a read's callbacks, a timer, a command) began: the replies
-    /// of a turn are written when it ends, so a client that pipelined a large message and a
-    /// small one, or a callback that sends a few large messages, is not a slow reader. The
-    /// turn's own output counts too once it passes the mark by what the turn received plus
-    /// the larger of the mark and `max_message_size`: that bounds a callback that floods,
-    /// and each connection's memory, to about twice the largest message past the mark.
+    /// Applies the backpressure policy before a send, judging the peer as
+    /// [`judged_backlog`] says: by what it had not taken when this turn began, unless the
+    /// turn's own output floods past the mark.
     fn check_high_water(&mut self) -> Result<()> {
         let mark = self.mark;
         let core = &mut *self.core;
         let pending = core.pending_send();
-        let largest = core.config().max_message_size.unwrap_or(mark).max(mark);
-        let turn_limit = mark.saturating_add(self.received).saturating_add(largest);
-        let judged = if pending > turn_limit {
-            pending
-        } else {
-            self.backlog
-        };
+        let max_message_size = core.config().max_message_size;
+        let judged = judged_backlog(pending, self.backlog, self.received, mark, max_message_size);
         if judged <= mark {
             return Ok(());
         }

@@ -121,3 +121,15 @@ impl Subscriptions {
             .filter(move |local| !publication.excludes(self.member_id, local.id()))
     }
 }
+
+impl Drop for Subscriptions {
+    /// The loop is gone (it ended, or a handler panicked on it): its connections leave the
+    /// registry, which may outlive the server.
+    fn drop(&mut self) {
+        for (topic, subscribers) in self.subscribers.drain() {
+            for _ in subscribers {
+                self.topics.unsubscribe(&topic, self.member_id);
+            }
+        }
+    }
+}

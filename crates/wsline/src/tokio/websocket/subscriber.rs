@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Waker};
 
-use crate::layer::server::{deliver_published, SLOW_READER_REASON};
+use crate::layer::server::{deliver_published, Burst, SLOW_READER_REASON};
 use crate::proto::{CloseCode, Connection, State};
 use crate::topics::{Counted, Member, Publication, SubscriberId, Topics};
 use crate::BackpressurePolicy;
@@ -20,16 +20,21 @@ pub(super) struct Subscriber {
     subscribed: Vec<Arc<str>>,
     /// Taken from the inbox, reused.
     taken: VecDeque<Arc<Publication>>,
+    /// What the peer is judged by for publications.
+    burst: Burst,
+    /// The connection's `max_message_size`, for the inbox's limit.
+    max_message_size: Option<usize>,
 }
 
 /// Publications on their way into one connection's send buffer.
 struct Inbox {
     id: u64,
     policy: BackpressurePolicy,
-    /// The connection's high-water mark, as it last published it.
-    mark: AtomicUsize,
-    /// The connection's send buffer, as it last published it.
-    pending: AtomicUsize,
+    /// Most frame bytes waiting here: the connection's high-water mark plus the larger of
+    /// the mark and `max_message_size`, as the connection last published it. Past it the
+    /// connection's task is not keeping up (it awaits something else than the connection),
+    /// and the policy applies. Whether the peer reads is judged when the task takes them.
+    limit: AtomicUsize,
     queue: Mutex<Queue>,
 }
 
@@ -40,8 +45,8 @@ struct Queue {
     bytes: usize,
     /// The connection's task, woken by the first publication queued.
     waker: Option<Waker>,
-    /// A publication found the connection past its mark under
-    /// [`BackpressurePolicy::Close`]: the connection is to be failed.
+    /// The inbox overflowed under [`BackpressurePolicy::Close`]: the connection is to be
+    /// failed, and takes nothing more.
     slow: bool,
 }
 
@@ -67,11 +72,13 @@ impl Member for Inbox {
         let len = publication.prepared.frame().len();
         let mut queue = self.lock();
         if queue.slow {
-            return DROPPED;
+            // Closing: no longer a subscriber that takes messages (as on the sync server).
+            return Counted::default();
         }
-        // Judged as a send would be: by what the connection holds before this message.
-        let held = self.pending.load(Ordering::Relaxed) + queue.bytes;
-        if held > self.mark.load(Ordering::Relaxed) {
+        // One publication always fits, whatever its size.
+        let full = !queue.publications.is_empty()
+            && queue.bytes.saturating_add(len) > self.limit.load(Ordering::Relaxed);
+        if full {
             if self.policy == BackpressurePolicy::Close {
                 queue.slow = true;
                 if let Some(waker) = &queue.waker {
@@ -91,20 +98,39 @@ impl Member for Inbox {
     }
 }
 
+/// What a connection took from its inbox.
+pub(super) struct Taken {
+    pub(super) publications: VecDeque<Arc<Publication>>,
+    /// The inbox overflowed under [`BackpressurePolicy::Close`].
+    pub(super) slow: bool,
+    pub(super) policy: BackpressurePolicy,
+}
+
+/// The inbox's limit for a connection with high-water mark `mark`.
+fn inbox_limit(mark: usize, max_message_size: Option<usize>) -> usize {
+    mark.saturating_add(max_message_size.unwrap_or(mark).max(mark))
+}
+
 impl Subscriber {
-    pub(super) fn new(topics: Topics, policy: BackpressurePolicy, mark: usize) -> Self {
+    pub(super) fn new(
+        topics: Topics,
+        policy: BackpressurePolicy,
+        mark: usize,
+        max_message_size: Option<usize>,
+    ) -> Self {
         let id = topics.new_member_id();
         Self {
             topics,
             inbox: Arc::new(Inbox {
                 id,
                 policy,
-                mark: AtomicUsize::new(mark),
-                pending: AtomicUsize::new(0),
+                limit: AtomicUsize::new(inbox_limit(mark, max_message_size)),
                 queue: Mutex::default(),
             }),
             subscribed: Vec::new(),
             taken: VecDeque::new(),
+            burst: Burst::default(),
+            max_message_size,
         }
     }
 
@@ -147,47 +173,73 @@ impl Subscriber {
         }
     }
 
-    /// Tells publishers how much the connection holds against which mark.
-    pub(super) fn publish_pending(&self, pending: usize, mark: usize) {
-        self.inbox.pending.store(pending, Ordering::Relaxed);
-        self.inbox.mark.store(mark, Ordering::Relaxed);
+    /// Tells publishers the connection's high-water mark.
+    pub(super) fn publish_mark(&self, mark: usize) {
+        let limit = inbox_limit(mark, self.max_message_size);
+        self.inbox.limit.store(limit, Ordering::Relaxed);
     }
 
-    /// Moves what was published into the connection's send buffer (or fails a connection
-    /// that fell behind under [`BackpressurePolicy::Close`]), and registers the task for
-    /// the next publication. Returns whether anything was queued or changed.
-    pub(super) fn poll_publications(
-        &mut self,
-        cx: &mut Context<'_>,
-        conn: &mut Connection,
-        mark: usize,
-    ) -> bool {
-        let slow = {
-            let mut queue = self.inbox.lock();
-            if !queue
-                .waker
-                .as_ref()
-                .is_some_and(|waker| waker.will_wake(cx.waker()))
-            {
-                queue.waker = Some(cx.waker().clone());
-            }
-            std::mem::swap(&mut queue.publications, &mut self.taken);
+    /// Registers the task for the next publication and, with `take`, takes what was
+    /// published (hand the queue back with [`give_back`](Self::give_back)).
+    pub(super) fn take(&mut self, cx: &mut Context<'_>, take: bool) -> Taken {
+        let mut queue = self.inbox.lock();
+        if !queue
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            queue.waker = Some(cx.waker().clone());
+        }
+        let mut publications = std::mem::take(&mut self.taken);
+        if take {
+            std::mem::swap(&mut queue.publications, &mut publications);
             queue.bytes = 0;
-            queue.slow
-        };
-        let fail = slow && conn.state() == State::Open;
-        if fail {
-            tracing::info!("closing a subscriber that reads too slowly");
-            conn.fail(CloseCode::POLICY_VIOLATION, SLOW_READER_REASON);
         }
-        let progress = fail || !self.taken.is_empty();
-        for publication in self.taken.drain(..) {
-            if !deliver_published(conn, &publication.prepared, mark, self.inbox.policy) {
-                publication.undelivered();
-            }
+        Taken {
+            publications,
+            slow: queue.slow,
+            policy: self.inbox.policy,
         }
-        progress
     }
+
+    /// Before queueing a batch of publications, with what the send buffer holds now: what
+    /// the peer is judged by ([`Burst`]).
+    pub(super) fn burst(&mut self, pending: usize) -> usize {
+        self.burst.update(pending);
+        self.burst.backlog()
+    }
+
+    /// The emptied queue of [`take`](Self::take), to reuse its allocation.
+    pub(super) fn give_back(&mut self, publications: VecDeque<Arc<Publication>>) {
+        self.taken = publications;
+    }
+}
+
+/// Queues one publication taken from the inbox, the peer judged by `backlog`: what it had
+/// not taken when its burst began ([`deliver_published`]); one it cannot take is counted
+/// dropped. Returns whether it was queued.
+pub(super) fn queue_taken(
+    conn: &mut Connection,
+    publication: &Publication,
+    backlog: usize,
+    mark: usize,
+    policy: BackpressurePolicy,
+) -> bool {
+    let queued = deliver_published(conn, &publication.prepared, backlog, mark, policy);
+    if !queued {
+        publication.undelivered();
+    }
+    queued
+}
+
+/// Fails a connection whose inbox overflowed under [`BackpressurePolicy::Close`].
+pub(super) fn fail_slow(conn: &mut Connection) -> bool {
+    if conn.state() != State::Open {
+        return false;
+    }
+    tracing::info!("closing a subscriber whose publications pile up");
+    conn.fail(CloseCode::POLICY_VIOLATION, SLOW_READER_REASON);
+    true
 }
 
 impl Drop for Subscriber {
