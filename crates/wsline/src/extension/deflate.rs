@@ -490,7 +490,9 @@ impl Extension for DeflateExtension {
     fn shared_encoding(&self) -> Option<u64> {
         self.reset_compressor.then(|| {
             let settings = self.compressor.settings();
-            let threshold = u64::try_from(self.threshold).unwrap_or(u64::MAX).min(u64::from(u32::MAX));
+            let threshold = u64::try_from(self.threshold)
+                .unwrap_or(u64::MAX)
+                .min(u64::from(u32::MAX));
             u64::from(settings.level)
                 | u64::from(settings.memory_level) << 8
                 | u64::from(settings.window_bits) << 16
