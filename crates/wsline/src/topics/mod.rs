@@ -38,6 +38,7 @@
 //! and messages for other nodes are dropped and counted, never buffered without bound.
 
 mod broker;
+mod subscription;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -47,6 +48,13 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use self::broker::{Broker, BrokerState, BrokerStats, Inbound};
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub use self::broker::{BrokerConfigError, DEFAULT_MAX_QUEUED};
+#[cfg(feature = "nats")]
+pub use self::broker::{NatsBroker, NatsBrokerConfig, DEFAULT_SUBJECT_PREFIX, MAX_SUBJECT_LEN};
+#[cfg(feature = "redis")]
+pub use self::broker::{RedisBroker, RedisBrokerConfig, RedisPubSub, DEFAULT_CHANNEL_PREFIX};
+pub use self::subscription::{Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
 use crate::proto::PreparedMessage;
 use crate::Message;
 
@@ -180,10 +188,29 @@ impl Topics {
         self.hub.deliver(topic, message, options.exclude)
     }
 
+    /// A subscriber of `topic` that is not a connection: a queue of at most
+    /// [`DEFAULT_SUBSCRIPTION_CAPACITY`] messages to receive from, blocking or async (see
+    /// [`Subscription`]). It counts as one subscriber of the topic, here and for the
+    /// broker, until it is dropped.
+    #[must_use]
+    pub fn subscribe_channel(&self, topic: &str) -> Subscription {
+        Subscription::new(self, topic, DEFAULT_SUBSCRIPTION_CAPACITY)
+    }
+
+    /// [`subscribe_channel`](Self::subscribe_channel) with a queue of `capacity` messages
+    /// (at least 1).
+    #[must_use]
+    pub fn subscribe_channel_with_capacity(&self, topic: &str, capacity: usize) -> Subscription {
+        Subscription::new(self, topic, capacity)
+    }
+
     /// Connections subscribed to `topic` on this node.
     #[must_use]
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        self.hub.read().get(topic).map_or(0, |topic| topic.subscribers)
+        self.hub
+            .read()
+            .get(topic)
+            .map_or(0, |topic| topic.subscribers)
     }
 
     /// The counters of `topic`, while it has subscribers on this node.
@@ -197,7 +224,10 @@ impl Topics {
     pub fn stats(&self) -> TopicsStats {
         let (topics, subscriptions) = {
             let topics = self.hub.read();
-            (topics.len(), topics.values().map(|topic| topic.subscribers).sum())
+            (
+                topics.len(),
+                topics.values().map(|topic| topic.subscribers).sum(),
+            )
         };
         let counters = &self.hub.counters;
         TopicsStats {
@@ -319,7 +349,9 @@ impl Publication {
             return;
         }
         tracing::debug!(topic = %self.topic, count, "message dropped for slow subscribers");
-        self.topic_counters.dropped.fetch_add(count, Ordering::Relaxed);
+        self.topic_counters
+            .dropped
+            .fetch_add(count, Ordering::Relaxed);
         self.counters.dropped.fetch_add(count, Ordering::Relaxed);
     }
 }
@@ -369,7 +401,11 @@ impl Hub {
         let mut envelope = BytesMut::with_capacity(ENVELOPE_HEADER_LEN + payload.len());
         envelope.put_u8(ENVELOPE_VERSION);
         envelope.put_slice(&self.node);
-        envelope.put_u8(if message.is_text() { KIND_TEXT } else { KIND_BINARY });
+        envelope.put_u8(if message.is_text() {
+            KIND_TEXT
+        } else {
+            KIND_BINARY
+        });
         envelope.put_slice(payload);
         envelope.freeze()
     }
