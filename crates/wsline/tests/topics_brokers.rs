@@ -219,6 +219,10 @@ fn publishes_reach_every_other_node_once_in_order(flavor: Flavor) {
     wait_until("every node subscribed at the server", || {
         cluster.server.subscribers("room") == 3
     });
+    // Connected once subscribed: a moment after the server counted the subscriptions.
+    for node in &nodes {
+        node.wait_for(BrokerState::Connected);
+    }
     let expected_transport = match flavor {
         Flavor::Redis(RedisPubSub::Classic) => "redis pub/sub",
         Flavor::Redis(_) => "redis sharded pub/sub",
@@ -328,6 +332,8 @@ fn broker_outage_keeps_local_delivery_drops_remote_and_resubscribes(flavor: Flav
     wait_until("both subscribed", || {
         cluster.server.subscribers("room") == 2
     });
+    a.wait_for(BrokerState::Connected);
+    b.wait_for(BrokerState::Connected);
     a.topics.publish("room", "before");
     assert_eq!(receive(&mut remote, 1), ["before"]);
     assert_eq!(receive(&mut local, 1), ["before"]);

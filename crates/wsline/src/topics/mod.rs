@@ -36,6 +36,17 @@
 //! when it closes. Across nodes (a [`Broker`]): at most once, in order per publisher and
 //! topic; while the broker is unreachable, local subscribers keep getting local publishes
 //! and messages for other nodes are dropped and counted, never buffered without bound.
+//!
+//! # Brokers
+//!
+//! [`Topics::with_broker`] takes any [`Broker`]. wsline has two, on the servers' own
+//! client crates, with those guarantees: `RedisBroker` (feature `redis`; sharded pub/sub
+//! on Redis 7 and later) and `NatsBroker` (feature `nats`). Each keeps one connection per
+//! node, reconnects and resubscribes by itself, and reports in
+//! [`TopicsStats::broker`].
+//!
+//! A subscriber need not be a connection: [`Topics::subscribe_channel`] gives a
+//! [`Subscription`] to receive a topic's messages from, blocking or async.
 
 mod broker;
 mod subscription;

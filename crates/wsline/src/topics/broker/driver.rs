@@ -80,6 +80,10 @@ pub(super) trait Session: Send {
 
     /// How often [`Session::keepalive`] runs.
     const KEEPALIVE: Duration;
+
+    /// Ends the connection, inside the runtime (a client whose clean-up spawns tasks finds
+    /// it there, even on the broker's own thread, whose runtime ends with the task).
+    fn close(self) -> impl Future<Output = ()> + Send;
 }
 
 /// A publish on its way to the server.
@@ -388,7 +392,10 @@ async fn run<C: Connector>(
         };
         let error = match attempt {
             Ok(Ok(mut session)) => {
-                match serve(&mut session, &mut watch, &mut retry, &mut connected_before).await {
+                let served =
+                    serve(&mut session, &mut watch, &mut retry, &mut connected_before).await;
+                session.close().await;
+                match served {
                     Ok(()) => break,
                     Err(error) => error,
                 }

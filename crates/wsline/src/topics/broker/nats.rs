@@ -499,6 +499,12 @@ impl Session for NatsSession {
             state => Err(format!("the client is {state}").into()),
         }
     }
+
+    /// Stops the forwarders and drops their subscribers here (each one's drop spawns its
+    /// unsubscribe); the client's own task ends when the last of its handles is gone.
+    async fn close(mut self) {
+        self.forwarders.shutdown().await;
+    }
 }
 
 #[cfg(test)]

@@ -445,6 +445,9 @@ impl Session for RedisSession {
         redis::cmd("PING").exec_async(&mut self.connection).await?;
         Ok(())
     }
+
+    /// Dropping the connection ends its reader task.
+    async fn close(self) {}
 }
 
 #[cfg(test)]
