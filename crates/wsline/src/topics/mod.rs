@@ -18,7 +18,7 @@
 //! # What a publish costs
 //!
 //! A publish encodes the frame once for all subscribers
-//! ([`PreparedMessage`](crate::proto::PreparedMessage)); with permessage-deflate it is
+//! ([`PreparedMessage`]); with permessage-deflate it is
 //! compressed once per distinct set of negotiated parameters among the subscribers whose
 //! server side keeps no compression context (`server_no_context_takeover`, which
 //! [`ServerConfig::with_shared_compression`](crate::ServerConfig::with_shared_compression)
