@@ -43,13 +43,15 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// How a [`NatsBroker`] connects and what it keeps.
 ///
 /// ```
-/// use wsline::topics::{NatsBroker, NatsBrokerConfig};
+/// use wsline::topics::{BrokerState, NatsBroker, NatsBrokerConfig};
 ///
 /// let config = NatsBrokerConfig {
 ///     subject_prefix: "chat.rooms.".into(),
 ///     ..NatsBrokerConfig::new("nats://127.0.0.1:4222")
 /// };
 /// let broker = NatsBroker::with_config(config)?;
+/// // Started (and connected) by `Topics::with_broker`.
+/// assert_eq!(broker.stats().state, BrokerState::Connecting);
 /// # Ok::<(), wsline::topics::BrokerConfigError>(())
 /// ```
 #[derive(Clone, PartialEq)]
@@ -63,7 +65,9 @@ pub struct NatsBrokerConfig {
     pub subject_prefix: String,
     /// Publishes waiting to go out, at most (at least 1); past it a publish is dropped and
     /// counted in [`BrokerStats::dropped`]. The queue holds the messages themselves, so it
-    /// takes up to `max_queued` times the largest message in memory. Default:
+    /// takes up to `max_queued` times the largest message in memory; besides it, only the
+    /// batch being written (at most 256 messages) and the up to 128 the NATS client
+    /// buffers itself are in flight. Default:
     /// [`DEFAULT_MAX_QUEUED`], 10 000.
     pub max_queued: usize,
     /// How long to wait before connecting again after a failure. Default:
@@ -155,6 +159,10 @@ impl fmt::Debug for NatsBrokerConfig {
 ///
 /// A message on a topic's subject that is not a wsline node's (another program publishing
 /// there) is ignored and counted in [`BrokerStats::ignored`].
+///
+/// Clones are handles to one broker: give one to one registry (a second
+/// [`Broker::start`] is ignored, with a warning) and keep another to read
+/// [`stats`](Self::stats).
 #[derive(Clone)]
 pub struct NatsBroker {
     driver: Arc<Driver<NatsConnector>>,

@@ -40,6 +40,7 @@ pub enum RedisPubSub {
     /// Sharded pub/sub, `SPUBLISH` and `SSUBSCRIBE` (Redis 7 and later): in a Redis
     /// Cluster a message goes only to the shard that owns its channel, not to every
     /// node. (wsline connects to one server; it does not follow cluster redirections.)
+    /// With an older server every connection fails at its first subscription (logged).
     Sharded,
     /// Classic pub/sub, `PUBLISH` and `SUBSCRIBE`.
     Classic,
@@ -48,13 +49,15 @@ pub enum RedisPubSub {
 /// How a [`RedisBroker`] connects and what it keeps.
 ///
 /// ```
-/// use wsline::topics::{RedisBroker, RedisBrokerConfig};
+/// use wsline::topics::{BrokerState, RedisBroker, RedisBrokerConfig};
 ///
 /// let config = RedisBrokerConfig {
 ///     channel_prefix: "chat:".into(),
 ///     ..RedisBrokerConfig::new("redis://127.0.0.1:6379")
 /// };
 /// let broker = RedisBroker::with_config(config)?;
+/// // Started (and connected) by `Topics::with_broker`.
+/// assert_eq!(broker.stats().state, BrokerState::Connecting);
 /// # Ok::<(), wsline::topics::BrokerConfigError>(())
 /// ```
 #[derive(Clone, PartialEq)]
@@ -69,7 +72,8 @@ pub struct RedisBrokerConfig {
     pub channel_prefix: String,
     /// Publishes waiting to go out, at most (at least 1); past it a publish is dropped and
     /// counted in [`BrokerStats::dropped`]. The queue holds the messages themselves, so it
-    /// takes up to `max_queued` times the largest message in memory. Default:
+    /// takes up to `max_queued` times the largest message in memory; besides it, only the
+    /// batch being written (at most 256 messages) are in flight. Default:
     /// [`DEFAULT_MAX_QUEUED`], 10 000.
     pub max_queued: usize,
     /// How long to wait before connecting again after a failure. Default:
@@ -153,6 +157,10 @@ impl fmt::Debug for RedisBrokerConfig {
 ///
 /// A message on a topic's channel that is not a wsline node's (another program publishing
 /// there) is ignored and counted in [`BrokerStats::ignored`].
+///
+/// Clones are handles to one broker: give one to one registry (a second
+/// [`Broker::start`] is ignored, with a warning) and keep another to read
+/// [`stats`](Self::stats).
 #[derive(Clone)]
 pub struct RedisBroker {
     driver: Arc<Driver<RedisConnector>>,
