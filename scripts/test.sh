@@ -13,9 +13,10 @@
 # It installs the peers itself: a Python venv in target/venv (kosoku, websockets), Node's
 # `ws` in scripts/interop/node/node_modules, cargo-fuzz, and for the browser test
 # (crates/wsline-cli/tests/browser.rs) Debian's chromium (apt-get, as root) and
-# playwright-core in scripts/interop/browser/node_modules. An install that fails is reported
-# as a failed step, and the interop tests that need it then fail too. Exit status 1 if
-# anything failed; every step runs so one run reports all.
+# playwright-core in scripts/interop/browser/node_modules, and for the brokers' tests
+# (crates/wsline/tests/topics_brokers.rs) Debian's redis-server and nats-server (apt-get).
+# An install that fails is reported as a failed step, and the interop tests that need it
+# then fail too. Exit status 1 if anything failed; every step runs so one run reports all.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -61,6 +62,28 @@ install_chromium() {
     echo "installed $(/usr/bin/chromium --version 2>/dev/null)"
 }
 
+# Debian's redis-server and nats-server for the brokers' tests
+# (crates/wsline/tests/topics_brokers.rs), installed with apt-get when missing; needs root.
+install_brokers() {
+    local missing=()
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v nats-server >/dev/null || missing+=(nats-server)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "${missing[*]} missing and installing needs root (apt-get install ${missing[*]})"
+        return 1
+    fi
+    mkdir -p target
+    if ! { apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } \
+        >target/apt-brokers.log 2>&1; then
+        echo "apt-get could not install ${missing[*]}; the end of target/apt-brokers.log:"
+        tail -n 20 target/apt-brokers.log
+        return 1
+    fi
+    echo "installed $(redis-server --version | cut -d' ' -f1-3), $(nats-server --version)"
+}
+
 # playwright-core for the browser test (pinned in package.json; no lockfile, and Playwright
 # downloads no browser: it drives Debian's Chromium).
 install_playwright() {
@@ -86,6 +109,7 @@ install_node_ws() {
 
 step install_python_peers
 step install_chromium
+step install_brokers
 step install_playwright
 step install_node_ws
 

@@ -10,6 +10,9 @@
 //!   callbacks, a thread-per-connection server, and a blocking client.
 //! - `tokio` (feature `tokio`): `WebSocket<S>` over any async stream, a client and a server.
 //! - `tls` (feature `rustls`): `wss://` for the sync and tokio clients.
+//! - `topics` (with `sync` or `tokio`): publish once to every connection subscribed to a
+//!   topic, on this node and, through a broker, on every node: Redis pub/sub (feature
+//!   `redis`, `topics::RedisBroker`) or NATS (feature `nats`, `topics::NatsBroker`).
 //!
 //! The README's quick start shows each layer; its examples are compiled as doc-tests.
 //!

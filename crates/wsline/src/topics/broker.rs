@@ -8,6 +8,46 @@ use bytes::Bytes;
 
 use super::Hub;
 
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod driver;
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "redis")]
+mod redis;
+
+#[cfg(feature = "nats")]
+pub use self::nats::{NatsBroker, NatsBrokerConfig, DEFAULT_SUBJECT_PREFIX, MAX_SUBJECT_LEN};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisBroker, RedisBrokerConfig, RedisPubSub, DEFAULT_CHANNEL_PREFIX};
+
+/// Publishes waiting to go out a broker keeps by default ([`RedisBrokerConfig::max_queued`],
+/// [`NatsBrokerConfig::max_queued`]); past it, a publish is dropped and counted.
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub const DEFAULT_MAX_QUEUED: usize = 10_000;
+
+/// A broker's configuration that cannot work, found by its constructor.
+#[cfg(any(feature = "redis", feature = "nats"))]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerConfigError {
+    /// The server's URL does not parse (shown without its password).
+    #[error("invalid broker URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, without its user information.
+        url: String,
+        /// What the client crate said.
+        reason: String,
+    },
+    /// The prefix of the names of the channels or subjects cannot be one.
+    #[error("invalid broker name prefix {prefix:?}: {reason}")]
+    InvalidPrefix {
+        /// The prefix.
+        prefix: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
 /// Carries publishes between the nodes of a cluster: each node's [`Topics`](super::Topics)
 /// hands it what it publishes, and it hands each node what the others published to topics
 /// that node subscribed to.
@@ -96,10 +136,22 @@ pub struct BrokerStats {
     pub state: BrokerState,
     /// Messages sent to other nodes.
     pub published: u64,
-    /// Messages for other nodes dropped: the queue was full or the broker unreachable.
+    /// Messages for other nodes dropped: the queue was full, the broker unreachable, or the
+    /// server refused the message (larger than it takes, say).
     pub dropped: u64,
     /// Messages received from the broker (this node's own echoes included).
     pub received: u64,
     /// Connections made after the first, after a failure.
     pub reconnects: u64,
+    /// Messages for other nodes waiting to go out now (at most the broker's queue limit).
+    pub queued: usize,
+    /// Messages received that were not a wsline node's (another program's on the same
+    /// channel, or a channel that is not a topic's): ignored. Counted in `received` too.
+    pub ignored: u64,
+    /// Messages from other nodes lost because this node took them more slowly than they
+    /// came: the broker's inbound queue was full.
+    pub missed: u64,
+    /// What carries the messages, as of the last connection: `"redis sharded pub/sub"`,
+    /// `"redis pub/sub"`, `"nats"`; empty before the first.
+    pub transport: &'static str,
 }

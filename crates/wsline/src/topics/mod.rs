@@ -40,8 +40,20 @@
 //! The thread-per-connection server (`sync::server::serve_blocking`) has no subscriptions:
 //! its handlers may publish. A split tokio connection keeps the subscriptions it had and
 //! publishes through its `Sender`; subscribe before splitting.
+//!
+//! # Brokers
+//!
+//! [`Topics::with_broker`] takes any [`Broker`]. wsline has two, on the servers' own
+//! client crates, with those guarantees: `RedisBroker` (feature `redis`; sharded pub/sub
+//! on Redis 7 and later) and `NatsBroker` (feature `nats`). Each keeps one connection per
+//! node, reconnects and resubscribes by itself, and reports in
+//! [`TopicsStats::broker`].
+//!
+//! A subscriber need not be a connection: [`Topics::subscribe_channel`] gives a
+//! [`Subscription`] to receive a topic's messages from, blocking or async.
 
 mod broker;
+mod subscription;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -51,6 +63,13 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use self::broker::{Broker, BrokerState, BrokerStats, Inbound};
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub use self::broker::{BrokerConfigError, DEFAULT_MAX_QUEUED};
+#[cfg(feature = "nats")]
+pub use self::broker::{NatsBroker, NatsBrokerConfig, DEFAULT_SUBJECT_PREFIX, MAX_SUBJECT_LEN};
+#[cfg(feature = "redis")]
+pub use self::broker::{RedisBroker, RedisBrokerConfig, RedisPubSub, DEFAULT_CHANNEL_PREFIX};
+pub use self::subscription::{Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
 use crate::proto::PreparedMessage;
 use crate::Message;
 
@@ -188,6 +207,22 @@ impl Topics {
             broker.publish(topic, self.hub.envelope(&message));
         }
         self.hub.deliver(topic, message, options.exclude)
+    }
+
+    /// A subscriber of `topic` that is not a connection: a queue of at most
+    /// [`DEFAULT_SUBSCRIPTION_CAPACITY`] messages to receive from, blocking or async (see
+    /// [`Subscription`]). It counts as one subscriber of the topic, here and for the
+    /// broker, until it is dropped.
+    #[must_use]
+    pub fn subscribe_channel(&self, topic: &str) -> Subscription {
+        Subscription::new(self, topic, DEFAULT_SUBSCRIPTION_CAPACITY)
+    }
+
+    /// [`subscribe_channel`](Self::subscribe_channel) with a queue of `capacity` messages
+    /// (at least 1).
+    #[must_use]
+    pub fn subscribe_channel_with_capacity(&self, topic: &str, capacity: usize) -> Subscription {
+        Subscription::new(self, topic, capacity)
     }
 
     /// Connections subscribed to `topic` on this node.

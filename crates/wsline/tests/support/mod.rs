@@ -4,7 +4,7 @@
 //! and the process's memory use. In submodules: [`proto`] (a client/server `Pair` on a fake
 //! clock, typed frame builders, the counting global allocator), [`tokio_common`] (the tokio
 //! layer), [`process`] (child processes and interop peers: [`process::peer_missing`]),
-//! [`interop`], [`proxy`] and [`tls`].
+//! [`interop`], [`proxy`], [`tls`] and `brokers` (Redis and NATS servers).
 //!
 //! Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
@@ -18,6 +18,8 @@ use wsline::sync::client::connect_with;
 use wsline::sync::server::{serve_on, Connection, Handler, Server};
 use wsline::{CloseCode, ConnectConfig, Message, ServerConfig};
 
+#[cfg(all(feature = "redis", feature = "nats"))]
+pub mod brokers;
 pub mod interop;
 pub mod process;
 #[macro_use]
