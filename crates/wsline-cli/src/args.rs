@@ -55,6 +55,12 @@ pub struct ServeArgs {
     /// for the whole room.
     #[arg(long)]
     pub rooms: bool,
+    /// With --rooms: share the rooms with every other node on this broker, Redis
+    /// (`redis://HOST:PORT`, sharded pub/sub on Redis 7 and later) or NATS
+    /// (`nats://HOST:PORT`). The server reconnects by itself; while the broker is away,
+    /// each node's own rooms keep working.
+    #[arg(long, value_name = "URL", requires = "rooms", value_parser = broker_url)]
+    pub broker: Option<String>,
     /// Event-loop threads of the sync server (default: one per CPU available).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -116,4 +122,14 @@ pub struct ConnectArgs {
     /// Connect through this HTTP proxy (CONNECT tunnel): http://[user:password@]host[:port].
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
+}
+
+/// A broker URL with a scheme `wsline serve --broker` knows.
+fn broker_url(url: &str) -> Result<String, String> {
+    const SCHEMES: [&str; 5] = ["redis://", "rediss://", "unix://", "nats://", "tls://"];
+    if SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
+        Ok(url.to_owned())
+    } else {
+        Err("expected redis://HOST:PORT or nats://HOST:PORT".into())
+    }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use wsline::proto::HandshakeError;
+use wsline::topics::{BrokerConfigError, NatsBroker, RedisBroker, Topics};
 use wsline::{ConnectConfig, Error, ServerConfig};
 
 use crate::args::{ConnectArgs, ServeArgs};
@@ -49,6 +50,9 @@ impl TryFrom<ServeArgs> for ServeSettings {
         }
         if args.rooms {
             config = config.with_shared_compression();
+        }
+        if let Some(url) = &args.broker {
+            config.topics = topics_on(url)?;
         }
         Ok(Self {
             host: args.host,
@@ -105,6 +109,17 @@ impl TryFrom<ConnectArgs> for ConnectSettings {
             config,
         })
     }
+}
+
+/// Topics shared with other nodes through the broker at `url`.
+fn topics_on(url: &str) -> Result<Topics, Failure> {
+    let invalid = |error: BrokerConfigError| Failure(Error::Unsupported(error.to_string()));
+    let topics = if url.starts_with("nats://") || url.starts_with("tls://") {
+        Topics::with_broker(NatsBroker::new(url).map_err(invalid)?)
+    } else {
+        Topics::with_broker(RedisBroker::new(url).map_err(invalid)?)
+    };
+    Ok(topics)
 }
 
 /// `0` means no limit on the command line.

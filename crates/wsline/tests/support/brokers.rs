@@ -153,7 +153,7 @@ impl BrokerServer {
     pub fn name_of(&self, topic: &str) -> String {
         match self.kind {
             Kind::Redis => format!("wsline:{topic}"),
-            Kind::Nats => format!("wsline.{topic}"),
+            Kind::Nats => format!("wsline.{}", nats_tokens(topic)),
         }
     }
 
@@ -230,4 +230,28 @@ impl BrokerServer {
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("address").port()
+}
+
+/// A topic as NatsBroker's subject tokens (as its docs say): each `.`-separated part is a
+/// token, letters, digits and `-` kept, any other byte `_` and two upper-case hex digits,
+/// an empty part `_`.
+fn nats_tokens(topic: &str) -> String {
+    let tokens: Vec<String> = topic
+        .split('.')
+        .map(|part| {
+            if part.is_empty() {
+                return "_".to_owned();
+            }
+            part.bytes()
+                .map(|byte| {
+                    if byte.is_ascii_alphanumeric() || byte == b'-' {
+                        char::from(byte).to_string()
+                    } else {
+                        format!("_{byte:02X}")
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    tokens.join(".")
 }
